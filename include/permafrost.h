@@ -1,0 +1,266 @@
+/*
+ * permafrost.h -- the public C API of the permafrost core.
+ *
+ * The core writes and reads permafrost images: one contiguous, position-
+ * independent, read-only byte range holding a frozen graph of values (see
+ * docs/FORMAT.md for the byte layout, whose numbered rules the code cites).
+ * It never includes Python.h; the CPython binding is one user of this header.
+ *
+ * Conventions
+ *  - Every function that can fail returns an int: PF_OK (0) or a negative
+ *    PF_E* code, and fills the optional pf_error it is given (NULL is allowed
+ *    everywhere a pf_error* is taken).
+ *  - Every offset is a byte offset from the start of the image (uint64_t).
+ *  - Reading never writes to the image. Pointers returned into an image stay
+ *    valid until that image is closed.
+ *  - Nothing read from an image is trusted: every offset and length is
+ *    checked before use, and a check that fails returns PF_ECORRUPT with the
+ *    offset where it was found.
+ *  - Only little-endian hosts are supported (checked at compile time).
+ */
+#ifndef PERMAFROST_H
+#define PERMAFROST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PF_VERSION_MAJOR 1
+#define PF_VERSION_MINOR 0
+#define PF_HEADER_LEN 128u
+#define PF_MAGIC "\x89PFROST\n"
+
+/* ------------------------------------------------------------------ errors */
+
+enum {
+    PF_OK = 0,
+    PF_ENOMEM = -1,   /* allocation failed */
+    PF_EIO = -2,      /* the OS refused: sys_errno holds errno / GetLastError */
+    PF_ECORRUPT = -3, /* the image breaks a FORMAT rule; offset says where */
+    PF_EVERSION = -4, /* unknown major version or required feature */
+    PF_EINVAL = -5,   /* the caller passed something invalid */
+    PF_ENOTFOUND = -6,/* no such key */
+    PF_ETYPE = -7,    /* the value is not of the type the call needs */
+    PF_ERANGE = -8,   /* index out of range */
+    PF_ELIMIT = -9    /* a size or depth limit was reached */
+};
+
+typedef struct pf_error {
+    int code;          /* one of PF_E*, or PF_OK */
+    const char *msg;   /* static string, never NULL after a failure */
+    uint64_t offset;   /* where in the image (PF_ECORRUPT), else 0 */
+    int sys_errno;     /* errno / GetLastError() for PF_EIO, else 0 */
+} pf_error;
+
+/* A short static name for an error code ("corrupt image", ...). */
+const char *pf_strerror(int code);
+
+/* ------------------------------------------------------------------ hashing */
+
+/* The stable hash of docs/FORMAT.md section 5. */
+uint64_t pf_hash_bytes(const void *p, size_t n, uint64_t seed);
+uint64_t pf_hash_mix(uint64_t x);              /* mix() of the spec */
+uint64_t pf_type_seed(uint64_t hash_seed, unsigned type_no); /* T(x) */
+
+enum { /* type numbers for pf_type_seed (FORMAT section 5) */
+    PF_HT_NONE = 1, PF_HT_INT = 2, PF_HT_FLOAT = 3, PF_HT_COMPLEX = 4,
+    PF_HT_STR = 5, PF_HT_BYTES = 6, PF_HT_TUPLE = 7, PF_HT_FROZENSET = 8
+};
+
+uint64_t pf_hash_none(uint64_t seed);
+uint64_t pf_hash_i64(uint64_t seed, int64_t v);
+/* Minimal two's complement little-endian bytes (n >= 1). Values that fit in
+ * int64 are hashed as pf_hash_i64 whatever n is. */
+uint64_t pf_hash_bigint(uint64_t seed, const uint8_t *le, size_t n);
+uint64_t pf_hash_double(uint64_t seed, double v);   /* float rules */
+uint64_t pf_hash_complex(uint64_t seed, double re, double im);
+/* str: code units as CPython stores them (width 1, 2 or 4 bytes each). */
+uint64_t pf_hash_str(uint64_t seed, const void *data, size_t nchars, int width);
+uint64_t pf_hash_bytesval(uint64_t seed, const void *data, size_t n);
+
+/* Incremental hash of a sequence of 64-bit words (tuples: item hashes). */
+typedef struct pf_hasher { uint64_t h; uint64_t nwords; } pf_hasher;
+void pf_hasher_init(pf_hasher *st, uint64_t seed, uint64_t nbytes);
+void pf_hasher_word(pf_hasher *st, uint64_t w);
+uint64_t pf_hasher_end(const pf_hasher *st);
+uint64_t pf_hash_tuple_of(uint64_t seed, const uint64_t *item_hashes, size_t n);
+uint64_t pf_hash_frozenset_of(uint64_t seed, const uint64_t *item_hashes, size_t n);
+
+/* The high 64 bits of a * b. */
+uint64_t pf_mulhi64(uint64_t a, uint64_t b);
+
+/* ------------------------------------------------------------------ images */
+
+typedef struct pf_image pf_image;
+
+/* Maps the file at `path` (UTF-8) read-only and checks its header (R3-R11).
+ * On success *out owns the mapping; release it with pf_image_close(). */
+int pf_image_open_file(const char *path, pf_image **out, pf_error *err);
+
+/* Reads an image from a caller-owned buffer of `len` bytes. The buffer is
+ * borrowed: it must stay valid and unchanged until pf_image_close(). */
+int pf_image_open_buffer(const void *buf, uint64_t len, pf_image **out,
+                         pf_error *err);
+
+/* Releases the image (unmaps a file). NULL is allowed. */
+void pf_image_close(pf_image *img);
+
+const uint8_t *pf_image_base(const pf_image *img);
+uint64_t pf_image_size(const pf_image *img);
+uint64_t pf_image_root(const pf_image *img);       /* root_off */
+uint64_t pf_image_hash_seed(const pf_image *img);
+void pf_image_id(const pf_image *img, uint8_t out[16]);
+uint64_t pf_image_data_start(const pf_image *img); /* DATA section bounds */
+uint64_t pf_image_data_end(const pf_image *img);
+uint16_t pf_image_version_minor(const pf_image *img);
+
+/* ------------------------------------------------------------------ values */
+
+enum pf_type {
+    PF_NONE = 1, PF_FALSE, PF_TRUE, PF_INT, PF_BIGINT, PF_FLOAT, PF_COMPLEX,
+    PF_STR, PF_BYTES, PF_TUPLE, PF_LIST, PF_DICT, PF_SET, PF_FROZENSET
+};
+
+/* A decoded ival header. Nothing is copied: pointers point into the image. */
+typedef struct pf_val {
+    int type;        /* enum pf_type */
+    uint64_t pos;    /* offset of the ival (the target, if a REF was followed) */
+    uint64_t next;   /* offset just past the encoding that was read at the
+                        position asked for (past the REF itself, if any) */
+    uint64_t end;    /* offset just past the value at `pos` */
+    union {
+        int64_t i;                          /* PF_INT */
+        double f;                           /* PF_FLOAT */
+        struct { double re, im; } cx;       /* PF_COMPLEX */
+        struct {
+            const uint8_t *data;            /* code units / bytes */
+            uint64_t len;                   /* chars (str) or bytes */
+            int width;                      /* 1, 2 or 4 (bytes: 1) */
+            int ascii;                      /* str stored as ASCII */
+        } s;                                /* PF_STR, PF_BYTES */
+        struct { const uint8_t *data; uint64_t n; } big; /* PF_BIGINT */
+        struct { uint64_t count; uint64_t first; } tup;  /* PF_TUPLE: pos of item 0 */
+        struct {
+            uint64_t count;
+            uint64_t body;      /* offset of the body */
+            uint64_t body_len;
+            uint64_t table;     /* offset of the table (after the body) */
+            uint64_t nslots;    /* dict/set/frozenset; 0 for list */
+            int width;          /* table entry width: 2, 4 or 8 */
+        } c;                                /* PF_LIST .. PF_FROZENSET */
+    } u;
+} pf_val;
+
+/* Decodes the ival at `pos`. A REF is followed (one step; R17), so `out`
+ * describes the target, while out->next is just past the REF. For a
+ * container only the header is checked (R12, R19-R22 on each access). */
+int pf_read(const pf_image *img, uint64_t pos, pf_val *out, pf_error *err);
+
+/* As pf_read, but a REF is not followed: out->type is then PF_REF_RAW and
+ * out->pos is the target offset. Used by readers that must see sharing. */
+#define PF_REF_RAW 100
+int pf_read_raw(const pf_image *img, uint64_t pos, pf_val *out, pf_error *err);
+
+/* Offset of element `idx` (0-based, < count) of a list (R19, R24). */
+int pf_list_item(const pf_image *img, const pf_val *list, uint64_t idx,
+                 uint64_t *item_pos, pf_error *err);
+
+/* Iterating a dict/set/frozenset body in insertion order. Start with
+ * *cursor = 0; each call gives the next record's key offset and, for a
+ * dict, the value offset (else val_pos is set to 0). Returns 1 when a record
+ * was produced, 0 at the end, < 0 on error. */
+int pf_record_next(const pf_image *img, const pf_val *c, uint64_t *cursor,
+                   uint64_t *key_pos, uint64_t *val_pos, pf_error *err);
+
+/* The stable hash of the stored value at `pos` (FORMAT section 5), with the
+ * image's hash seed. Only key types (R21) hash; others give PF_ETYPE. */
+int pf_hash_at(const pf_image *img, uint64_t pos, uint64_t *hash, pf_error *err);
+
+/* Candidate test for pf_find: returns 1 if the stored key at key_pos equals
+ * the caller's key, 0 if not, < 0 to abort the search (that code is
+ * returned by pf_find). */
+typedef int (*pf_match_fn)(void *ctx, const pf_image *img, uint64_t key_pos);
+
+/* Looks a key up in a dict/set/frozenset by its stable hash: probes the slot
+ * table (R22, bounded by R23), or scans the records when nslots == 0, and
+ * calls `match` on each candidate. Returns 1 found (key_pos, val_pos set;
+ * val_pos 0 for sets), 0 not found, < 0 on error. */
+int pf_find(const pf_image *img, const pf_val *c, uint64_t hash,
+            pf_match_fn match, void *ctx, uint64_t *key_pos,
+            uint64_t *val_pos, pf_error *err);
+
+/* ------------------------------------------------------------------ writer */
+
+/* A writer builds one image in memory: ivals are appended in order; the
+ * caller drives it (the CPython binding walks Python objects). Positions
+ * returned by pf_writer_pos() are final image offsets. */
+typedef struct pf_writer pf_writer;
+
+int pf_writer_new(pf_writer **out, uint64_t hash_seed, pf_error *err);
+void pf_writer_free(pf_writer *w);            /* NULL allowed */
+uint64_t pf_writer_pos(const pf_writer *w);   /* offset of the next ival */
+uint64_t pf_writer_hash_seed(const pf_writer *w);
+
+/* Scalars. Each appends one ival. */
+int pf_write_none(pf_writer *w, pf_error *err);
+int pf_write_bool(pf_writer *w, int v, pf_error *err);
+int pf_write_int(pf_writer *w, int64_t v, pf_error *err);
+/* le: two's complement little-endian, n >= 1 bytes; need not be minimal
+ * (the writer trims it, R16). */
+int pf_write_bigint(pf_writer *w, const uint8_t *le, size_t n, pf_error *err);
+int pf_write_float(pf_writer *w, double v, pf_error *err);
+int pf_write_complex(pf_writer *w, double re, double im, pf_error *err);
+/* str: nchars code units of `width` bytes (1, 2 or 4), already in the
+ * narrowest form (CPython's PEP 393 data). `ascii` says all are < 0x80.
+ * Equal strings are stored once (R17): when this string was written before,
+ * a REF is emitted instead if shorter. */
+int pf_write_str(pf_writer *w, const void *data, size_t nchars, int width,
+                 int ascii, pf_error *err);
+int pf_write_bytes(pf_writer *w, const void *data, size_t n, pf_error *err);
+/* A REF to an earlier ival at `target` (< pf_writer_pos). */
+int pf_write_ref(pf_writer *w, uint64_t target, pf_error *err);
+
+/* A tuple header; exactly n ivals must follow. */
+int pf_write_tuple_begin(pf_writer *w, uint64_t n, pf_error *err);
+
+/* Containers. `count` is known up front (R19/R20). Between begin and end:
+ *  list: for each element, pf_write_item() then the element's ival;
+ *  dict: for each entry, pf_write_item(), key ival, pf_write_key_done(),
+ *        value ival;
+ *  set/frozenset: for each key, pf_write_item(), key ival,
+ *        pf_write_key_done().
+ * Containers nest. pf_write_key_done() hashes the key just written (it must
+ * be of a key type, else PF_ETYPE). pf_write_end() checks that `count`
+ * items were written and builds the table. */
+int pf_write_container_begin(pf_writer *w, int type, uint64_t count,
+                             pf_error *err);
+int pf_write_item(pf_writer *w, pf_error *err);
+int pf_write_key_done(pf_writer *w, pf_error *err);
+int pf_write_end(pf_writer *w, pf_error *err);
+
+/* Finishes the image whose root ival is at root_pos: fills the header
+ * (image_id from `id`) and the section table. On success *out is a malloc'd
+ * buffer of *len bytes owned by the caller (free with pf_free). The writer
+ * is left empty and may only be freed. */
+int pf_writer_finish(pf_writer *w, uint64_t root_pos, const uint8_t id[16],
+                     uint8_t **out, uint64_t *len, pf_error *err);
+void pf_free(void *p);
+
+/* ------------------------------------------------------------------ OS layer */
+
+/* Writes buf to `path` atomically: a temporary file in the same folder,
+ * flushed to disk, renamed over `path`. On failure no file is left at path
+ * (an existing one is untouched) and the temporary file is removed. */
+int pf_file_write_atomic(const char *path, const void *buf, uint64_t len,
+                         pf_error *err);
+
+/* Fills buf with n bytes from the OS's random source. */
+int pf_os_random(void *buf, size_t n, pf_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PERMAFROST_H */

@@ -1,0 +1,124 @@
+"""permafrost: one shared, read-only copy of a huge Python structure for every
+process of a pool.
+
+``freeze(obj, path)`` writes a compact, position-independent image of a
+Python object graph; ``open(path)`` maps it read-only and returns views that
+behave like the original dicts, lists and sets, decoding only what is
+touched. Every process that opens (or unpickles a view of) the same image
+shares one copy of it in memory. See docs/FORMAT.md and DESIGN.md.
+"""
+
+import collections.abc as _abc
+import os as _os
+
+from . import _binding
+from ._binding import (
+    ClosedImageError,
+    CorruptImageError,
+    DictView,
+    Error,
+    FrozenSetView,
+    Image,
+    LimitError,
+    ListView,
+    SetView,
+    StaleImageError,
+    VersionError,
+    dumps,
+    image_of,
+    thaw,
+)
+
+__all__ = [
+    "freeze", "open", "dumps", "loads", "thaw", "image_of", "Image",
+    "DictView", "ListView", "SetView", "FrozenSetView",
+    "Error", "CorruptImageError", "VersionError", "ClosedImageError",
+    "StaleImageError", "LimitError",
+]
+
+__version__ = "0.1.0"
+
+_KEYS, _VALUES, _ITEMS, _REVERSED = 0, 1, 2, 5
+
+
+def freeze(obj, path):
+    """Write the image of ``obj`` to ``path`` atomically.
+
+    The image goes to a temporary file in the same folder, is flushed to
+    disk and renamed over ``path``: a reader never sees a half-written file,
+    and a failed freeze leaves no file behind (an existing image at ``path``
+    is untouched). Readers that hold the old image keep reading it.
+    """
+    _binding.freeze(obj, _os.fspath(path))
+
+
+def open(path):  # noqa: A001 - the name users expect
+    """Map the image at ``path`` and return its root (a view for a container).
+
+    O(1) in the image size. The image stays mapped while any view of it is
+    alive. Equivalent to ``Image(path).root``.
+    """
+    return Image(path).root
+
+
+def loads(buffer):
+    """The root of the image held in ``buffer`` (bytes, bytearray, memoryview,
+    mmap...). No copy is made: the buffer is kept alive by the views and must
+    not change while they live."""
+    return Image.from_buffer(buffer).root
+
+
+class KeysView(_abc.KeysView):
+    """The keys of a frozen dict: a set-like view, as ``dict.keys()``."""
+
+    __slots__ = ()
+
+    def __iter__(self):
+        return self._mapping._iter(_KEYS)
+
+    def __reversed__(self):
+        return self._mapping._iter(_REVERSED)
+
+    def __repr__(self):
+        return f"frozen_keys({list(self)!r})"
+
+
+class ValuesView(_abc.ValuesView):
+    """The values of a frozen dict, as ``dict.values()``."""
+
+    __slots__ = ()
+
+    def __iter__(self):
+        return self._mapping._iter(_VALUES)
+
+    def __reversed__(self):
+        m = self._mapping
+        return (m[k] for k in m._iter(_REVERSED))
+
+    def __repr__(self):
+        return f"frozen_values({list(self)!r})"
+
+
+class ItemsView(_abc.ItemsView):
+    """The (key, value) pairs of a frozen dict: a set-like view, as
+    ``dict.items()``."""
+
+    __slots__ = ()
+
+    def __iter__(self):
+        return self._mapping._iter(_ITEMS)
+
+    def __reversed__(self):
+        m = self._mapping
+        return ((k, m[k]) for k in m._iter(_REVERSED))
+
+    def __repr__(self):
+        return f"frozen_items({list(self)!r})"
+
+
+_binding._set_view_classes(KeysView, ValuesView, ItemsView)
+_abc.Mapping.register(DictView)
+_abc.Sequence.register(ListView)
+_abc.Set.register(SetView)
+_abc.Set.register(FrozenSetView)
+_abc.Hashable.register(FrozenSetView)

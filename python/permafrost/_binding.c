@@ -1,0 +1,3088 @@
+/*
+ * _binding.c -- the CPython extension module `permafrost._binding`.
+ *
+ * Owns: the Image type (a mapped image), the view types (DictView, ListView,
+ * SetView, FrozenSetView) and their iterator, the encoder that walks Python
+ * objects and drives the core writer, key hashing/comparison for lookups,
+ * thaw, and pickling by reference. It uses only include/permafrost.h; the
+ * byte format is the core's business (docs/FORMAT.md).
+ *
+ * Module shape: multi-phase init, module state, heap types, no static
+ * PyObject globals, no private _Py* API. Every view holds a strong reference
+ * to its Image, and an Image's mapping is released only when it is closed
+ * and no view of it is alive (or when it is deallocated).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+#include "structmember.h"
+
+#include "permafrost.h"
+
+#if PY_VERSION_HEX < 0x030A0000
+static inline PyObject *
+Py_NewRef(PyObject *o)
+{
+    Py_INCREF(o);
+    return o;
+}
+#define Py_NewRef(o) Py_NewRef((PyObject *)(o))
+#endif
+
+#ifndef Py_TPFLAGS_DISALLOW_INSTANTIATION
+#define Py_TPFLAGS_DISALLOW_INSTANTIATION 0 /* tp_new is cleared at init too */
+#endif
+
+#if PY_VERSION_HEX < 0x030A0000
+static int
+PyModule_AddObjectRef(PyObject *m, const char *name, PyObject *o)
+{
+    Py_INCREF(o);
+    if (PyModule_AddObject(m, name, o) < 0) {
+        Py_DECREF(o);
+        return -1;
+    }
+    return 0;
+}
+#endif
+
+#define PF_PYERR (-1000) /* returned through the core: a Python error is set */
+#define PF_MAX_TUPLE_DEPTH 1000
+
+/* ------------------------------------------------------------ module state */
+
+typedef struct {
+    PyTypeObject *Image_Type;
+    PyTypeObject *DictView_Type;
+    PyTypeObject *ListView_Type;
+    PyTypeObject *SetView_Type;
+    PyTypeObject *FrozenSetView_Type;
+    PyTypeObject *Iter_Type;
+    PyObject *Error;
+    PyObject *CorruptImageError;
+    PyObject *VersionError;
+    PyObject *ClosedImageError;
+    PyObject *StaleImageError;
+    PyObject *LimitError;
+    PyObject *keys_cls, *values_cls, *items_cls; /* set by the Python layer */
+    PyObject *registry;      /* (path, id) -> Image attached by unpickling */
+    PyObject *abspath;       /* os.path.abspath */
+    PyObject *int_from_bytes;/* int.from_bytes */
+    PyObject *str_little;    /* "little" */
+    PyObject *signed_kw;     /* {"signed": True} */
+    PyObject *view_at;       /* this module's _view_at */
+    PyObject *attach;        /* this module's _attach */
+    PyObject *from_buffer;   /* Image.from_buffer */
+} pf_state;
+
+/* ------------------------------------------------------------ objects */
+
+typedef struct {
+    PyObject_HEAD
+    pf_state *st;
+    PyObject *module;     /* keeps st alive */
+    pf_image *img;        /* NULL once released */
+    uint64_t seed;
+    PyObject *path;       /* str or None */
+    PyObject *bufobj;     /* exporter of a caller's buffer, or NULL */
+    Py_buffer buf;
+    int has_buf;
+    int closed;
+    Py_ssize_t nviews;    /* live views and iterators */
+    PyObject *weakreflist;
+} ImageObject;
+
+typedef struct {
+    PyObject_HEAD
+    ImageObject *image;
+    pf_val v;             /* container header */
+    Py_hash_t hash;       /* FrozenSetView: cached, -1 until computed */
+} ViewObject;
+
+enum { IT_KEYS, IT_VALUES, IT_ITEMS, IT_LIST, IT_LIST_REV, IT_REC_REV };
+
+typedef struct {
+    PyObject_HEAD
+    ViewObject *view;
+    int mode;
+    uint64_t cursor;      /* record cursor, or list index */
+    uint64_t left;        /* items left */
+    uint64_t *offs;       /* IT_REC_REV: record key offsets */
+} IterObject;
+
+static void image_release(ImageObject *im);
+
+/* ------------------------------------------------------------ errors */
+
+static PyObject *
+raise_pf(pf_state *st, const pf_error *err, int code)
+{
+    const char *msg = (err && err->msg) ? err->msg : pf_strerror(code);
+    switch (code) {
+    case PF_ENOMEM:
+        return PyErr_NoMemory();
+    case PF_ECORRUPT:
+        return PyErr_Format(st->CorruptImageError, "corrupt image: %s (at offset %llu)",
+                            msg, (unsigned long long)(err ? err->offset : 0));
+    case PF_EVERSION:
+        return PyErr_Format(st->VersionError, "%s", msg);
+    case PF_EIO:
+        errno = err ? err->sys_errno : 0;
+        if (errno) {
+            PyObject *e = Py_BuildValue("(is)", errno, msg);
+            if (e) {
+                PyErr_SetObject(PyExc_OSError, e);
+                Py_DECREF(e);
+            }
+            return NULL;
+        }
+        return PyErr_Format(PyExc_OSError, "%s", msg);
+    case PF_ELIMIT:
+        return PyErr_Format(st->LimitError, "%s", msg);
+    case PF_ETYPE:
+        return PyErr_Format(PyExc_TypeError, "%s", msg);
+    case PF_ERANGE:
+        return PyErr_Format(PyExc_IndexError, "%s", msg);
+    case PF_ENOTFOUND:
+        return PyErr_Format(PyExc_KeyError, "%s", msg);
+    default:
+        return PyErr_Format(PyExc_ValueError, "%s", msg);
+    }
+}
+
+/* Raise for a failed core call unless a Python error is already set. */
+static PyObject *
+fail(pf_state *st, const pf_error *err, int code)
+{
+    if (code == PF_PYERR || PyErr_Occurred())
+        return NULL;
+    return raise_pf(st, err, code);
+}
+
+/* ------------------------------------------------------------ decoding */
+
+static PyObject *make_view(ImageObject *im, const pf_val *v);
+
+typedef struct {
+    ImageObject *im;
+    int depth;
+    uint64_t stack[64];   /* tuples being decoded (R18), first 64 levels */
+} dec_ctx;
+
+static PyObject *
+long_from_le(pf_state *st, const uint8_t *data, uint64_t n)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    (void)st;
+    return PyLong_FromNativeBytes(data, (size_t)n, Py_ASNATIVEBYTES_LITTLE_ENDIAN);
+#else
+    PyObject *b = PyBytes_FromStringAndSize((const char *)data, (Py_ssize_t)n);
+    if (!b)
+        return NULL;
+    PyObject *args = PyTuple_Pack(2, b, st->str_little);
+    Py_DECREF(b);
+    if (!args)
+        return NULL;
+    PyObject *r = PyObject_Call(st->int_from_bytes, args, st->signed_kw);
+    Py_DECREF(args);
+    return r;
+#endif
+}
+
+static PyObject *
+str_from_val(const pf_val *v)
+{
+    uint64_t n = v->u.s.len;
+    const uint8_t *d = v->u.s.data;
+    if (n > (uint64_t)PY_SSIZE_T_MAX / 4)
+        return PyErr_NoMemory();
+    if (v->u.s.width == 1) {
+        if (v->u.s.ascii) {
+            PyObject *u = PyUnicode_New((Py_ssize_t)n, 127);
+            if (u)
+                memcpy(PyUnicode_DATA(u), d, (size_t)n);
+            return u;
+        }
+        return PyUnicode_FromKindAndData(PyUnicode_1BYTE_KIND, d, (Py_ssize_t)n);
+    }
+    /* UCS-2/UCS-4: the data may be unaligned; load each unit with memcpy.
+     * The core checked every unit is <= 0x10FFFF (R15). */
+    Py_UCS4 maxc = 0;
+    int w = v->u.s.width;
+    for (uint64_t i = 0; i < n; i++) {
+        Py_UCS4 c;
+        if (w == 2) {
+            uint16_t t;
+            memcpy(&t, d + 2 * i, 2);
+            c = t;
+        } else {
+            uint32_t t;
+            memcpy(&t, d + 4 * i, 4);
+            c = t;
+        }
+        if (c > maxc)
+            maxc = c;
+    }
+    if (maxc > 0x10FFFF) {
+        PyErr_SetString(PyExc_ValueError, "code point out of range");
+        return NULL;
+    }
+    PyObject *u = PyUnicode_New((Py_ssize_t)n, maxc);
+    if (!u)
+        return NULL;
+    int kind = PyUnicode_KIND(u);
+    void *out = PyUnicode_DATA(u);
+    if (kind == w) {
+        memcpy(out, d, (size_t)(n * (uint64_t)w));
+        return u;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        Py_UCS4 c;
+        if (w == 2) {
+            uint16_t t;
+            memcpy(&t, d + 2 * i, 2);
+            c = t;
+        } else {
+            uint32_t t;
+            memcpy(&t, d + 4 * i, 4);
+            c = t;
+        }
+        PyUnicode_WRITE(kind, out, (Py_ssize_t)i, c);
+    }
+    return u;
+}
+
+static PyObject *decode_at(dec_ctx *cx, uint64_t pos, uint64_t *next);
+
+/* Builds the Python value of a decoded ival. */
+static PyObject *
+decode_val(dec_ctx *cx, const pf_val *v, int via_ref)
+{
+    pf_state *st = cx->im->st;
+    switch (v->type) {
+    case PF_NONE:
+        Py_RETURN_NONE;
+    case PF_FALSE:
+        Py_RETURN_FALSE;
+    case PF_TRUE:
+        Py_RETURN_TRUE;
+    case PF_INT:
+        return PyLong_FromLongLong(v->u.i);
+    case PF_BIGINT:
+        return long_from_le(st, v->u.big.data, v->u.big.n);
+    case PF_FLOAT:
+        return PyFloat_FromDouble(v->u.f);
+    case PF_COMPLEX:
+        return PyComplex_FromDoubles(v->u.cx.re, v->u.cx.im);
+    case PF_STR: {
+        PyObject *u = str_from_val(v);
+        if (!u && PyErr_ExceptionMatches(PyExc_ValueError)) {
+            PyErr_Clear();
+            PyErr_Format(st->CorruptImageError,
+                         "corrupt image: invalid string (at offset %llu)",
+                         (unsigned long long)v->pos);
+        }
+        return u;
+    }
+    case PF_BYTES:
+        if (v->u.s.len > (uint64_t)PY_SSIZE_T_MAX)
+            return PyErr_NoMemory();
+        return PyBytes_FromStringAndSize((const char *)v->u.s.data,
+                                         (Py_ssize_t)v->u.s.len);
+    case PF_TUPLE: {
+        uint64_t n = v->u.tup.count;
+        if (via_ref) {
+            int lim = cx->depth < 64 ? cx->depth : 64;
+            for (int i = 0; i < lim; i++) {
+                if (cx->stack[i] == v->pos)
+                    return PyErr_Format(st->CorruptImageError,
+                        "corrupt image: tuple contains itself (at offset %llu)",
+                        (unsigned long long)v->pos);
+            }
+        }
+        if (cx->depth >= PF_MAX_TUPLE_DEPTH)
+            return PyErr_Format(st->LimitError,
+                                "tuples nested deeper than %d levels",
+                                PF_MAX_TUPLE_DEPTH);
+        /* Each item takes at least one byte (R12). */
+        if (n > v->end - v->u.tup.first)
+            return PyErr_Format(st->CorruptImageError,
+                                "corrupt image: tuple longer than its bytes (at offset %llu)",
+                                (unsigned long long)v->pos);
+        PyObject *t = PyTuple_New((Py_ssize_t)n);
+        if (!t)
+            return NULL;
+        if (cx->depth < 64)
+            cx->stack[cx->depth] = v->pos;
+        cx->depth++;
+        uint64_t p = v->u.tup.first;
+        for (uint64_t i = 0; i < n; i++) {
+            PyObject *item = decode_at(cx, p, &p);
+            if (!item) {
+                cx->depth--;
+                Py_DECREF(t);
+                return NULL;
+            }
+            PyTuple_SET_ITEM(t, (Py_ssize_t)i, item);
+        }
+        cx->depth--;
+        return t;
+    }
+    case PF_LIST:
+    case PF_DICT:
+    case PF_SET:
+    case PF_FROZENSET:
+        return make_view(cx->im, v);
+    default:
+        return PyErr_Format(st->CorruptImageError,
+                            "corrupt image: unknown value type (at offset %llu)",
+                            (unsigned long long)v->pos);
+    }
+}
+
+static PyObject *
+decode_at(dec_ctx *cx, uint64_t pos, uint64_t *next)
+{
+    pf_val v;
+    pf_error err;
+    int rc = pf_read(cx->im->img, pos, &v, &err);
+    if (rc < 0)
+        return fail(cx->im->st, &err, rc);
+    if (next)
+        *next = v.next;
+    return decode_val(cx, &v, v.pos != pos);
+}
+
+static PyObject *
+decode(ImageObject *im, uint64_t pos)
+{
+    dec_ctx cx;
+    cx.im = im;
+    cx.depth = 0;
+    return decode_at(&cx, pos, NULL);
+}
+
+/* ------------------------------------------------------------ key hashing */
+
+/* Trims a two's complement LE byte string to its minimal length. */
+static size_t
+trim_le(const uint8_t *b, size_t n)
+{
+    while (n > 1) {
+        uint8_t top = b[n - 1], below = b[n - 2];
+        if ((top == 0x00 && !(below & 0x80)) || (top == 0xFF && (below & 0x80)))
+            n--;
+        else
+            break;
+    }
+    return n;
+}
+
+/* Returns a new bytes object: the two's complement LE bytes of an int
+ * (possibly one byte longer than minimal). */
+static PyObject *
+long_to_le(PyObject *v)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    Py_ssize_t n = PyLong_AsNativeBytes(v, NULL, 0, Py_ASNATIVEBYTES_LITTLE_ENDIAN);
+    if (n < 0)
+        return NULL;
+    if (n == 0)
+        n = 1;
+    PyObject *b = PyBytes_FromStringAndSize(NULL, n);
+    if (!b)
+        return NULL;
+    if (PyLong_AsNativeBytes(v, PyBytes_AS_STRING(b), n,
+                             Py_ASNATIVEBYTES_LITTLE_ENDIAN) < 0) {
+        Py_DECREF(b);
+        return NULL;
+    }
+    return b;
+#else
+    /* int.to_bytes(bit_length // 8 + 1, "little", signed=True) */
+    PyObject *bl = PyObject_CallMethod(v, "bit_length", NULL);
+    if (!bl)
+        return NULL;
+    Py_ssize_t bits = PyLong_AsSsize_t(bl);
+    Py_DECREF(bl);
+    if (bits < 0)
+        return NULL;
+    PyObject *meth = PyObject_GetAttrString(v, "to_bytes");
+    if (!meth)
+        return NULL;
+    PyObject *args = Py_BuildValue("(ns)", (Py_ssize_t)(bits / 8 + 1), "little");
+    PyObject *kw = args ? Py_BuildValue("{s:O}", "signed", Py_True) : NULL;
+    PyObject *r = kw ? PyObject_Call(meth, args, kw) : NULL;
+    Py_XDECREF(kw);
+    Py_XDECREF(args);
+    Py_DECREF(meth);
+    return r;
+#endif
+}
+
+static int
+key_hash(ImageObject *im, PyObject *key, uint64_t *h);
+
+/* Hash of an int key (any size). */
+static int
+long_hash(uint64_t seed, PyObject *key, uint64_t *h)
+{
+    int overflow = 0;
+    long long x = PyLong_AsLongLongAndOverflow(key, &overflow);
+    if (x == -1 && PyErr_Occurred())
+        return -1;
+    if (!overflow) {
+        *h = pf_hash_i64(seed, (int64_t)x);
+        return 0;
+    }
+    PyObject *b = long_to_le(key);
+    if (!b)
+        return -1;
+    const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(b);
+    size_t n = trim_le(p, (size_t)PyBytes_GET_SIZE(b));
+    *h = pf_hash_bigint(seed, p, n);
+    Py_DECREF(b);
+    return 0;
+}
+
+/* Hash of the items of an iterable, combined as a tuple or a frozenset. */
+static int
+seq_hash(ImageObject *im, PyObject *it_src, int frozen, uint64_t *h)
+{
+    uint64_t small[16];
+    uint64_t *hs = small;
+    Py_ssize_t cap = 16, n = 0;
+    PyObject *it = PyObject_GetIter(it_src);
+    if (!it)
+        return -1;
+    PyObject *item;
+    int rc = 0;
+    while ((item = PyIter_Next(it)) != NULL) {
+        if (n == cap) {
+            uint64_t *nh = PyMem_Malloc(sizeof(uint64_t) * (size_t)cap * 2);
+            if (!nh) {
+                Py_DECREF(item);
+                PyErr_NoMemory();
+                rc = -1;
+                break;
+            }
+            memcpy(nh, hs, sizeof(uint64_t) * (size_t)n);
+            if (hs != small)
+                PyMem_Free(hs);
+            hs = nh;
+            cap *= 2;
+        }
+        int r = key_hash(im, item, &hs[n]);
+        Py_DECREF(item);
+        if (r != 0) {
+            rc = r;
+            break;
+        }
+        n++;
+    }
+    Py_DECREF(it);
+    if (rc == 0 && PyErr_Occurred())
+        rc = -1;
+    if (rc == 0)
+        *h = frozen ? pf_hash_frozenset_of(im->seed, hs, (size_t)n)
+                    : pf_hash_tuple_of(im->seed, hs, (size_t)n);
+    if (hs != small)
+        PyMem_Free(hs);
+    return rc;
+}
+
+/* The stable hash of a Python key (FORMAT section 5). Returns 0 and sets *h,
+ * 1 when no stored key can equal it (a hashable type never stored), -1 with
+ * an exception (TypeError for an unhashable key, as dict raises). */
+static int
+key_hash(ImageObject *im, PyObject *key, uint64_t *h)
+{
+    uint64_t seed = im->seed;
+    PyTypeObject *tp = Py_TYPE(key);
+    if (PyUnicode_Check(key)) {
+#if PY_VERSION_HEX < 0x030C0000
+        if (PyUnicode_READY(key) < 0)
+            return -1;
+#endif
+        *h = pf_hash_str(seed, PyUnicode_DATA(key), (size_t)PyUnicode_GET_LENGTH(key),
+                         PyUnicode_KIND(key));
+        return 0;
+    }
+    if (PyLong_Check(key))
+        return long_hash(seed, key, h);
+    if (PyFloat_Check(key)) {
+        *h = pf_hash_double(seed, PyFloat_AS_DOUBLE(key));
+        return 0;
+    }
+    if (PyBytes_Check(key)) {
+        *h = pf_hash_bytesval(seed, PyBytes_AS_STRING(key), (size_t)PyBytes_GET_SIZE(key));
+        return 0;
+    }
+    if (key == Py_None) {
+        *h = pf_hash_none(seed);
+        return 0;
+    }
+    if (PyTuple_Check(key))
+        return seq_hash(im, key, 0, h);
+    if (PyFrozenSet_Check(key) || tp == im->st->FrozenSetView_Type)
+        return seq_hash(im, key, 1, h);
+    if (PyComplex_Check(key)) {
+        Py_complex c = PyComplex_AsCComplex(key);
+        *h = pf_hash_complex(seed, c.real, c.imag);
+        return 0;
+    }
+    /* Any other type: unhashable raises as dict does; numbers that equal an
+     * int or a float (numpy scalars, Decimal, Fraction) are looked up by
+     * that value (the match then compares with Python's ==). */
+    if (PyObject_Hash(key) == -1)
+        return -1;
+    if (PyIndex_Check(key)) {
+        PyObject *i = PyNumber_Index(key);
+        if (!i)
+            return -1;
+        int r = long_hash(seed, i, h);
+        Py_DECREF(i);
+        return r;
+    }
+    if (tp->tp_as_number && tp->tp_as_number->nb_float) {
+        PyObject *f = PyNumber_Float(key);
+        if (!f) {
+            PyErr_Clear();
+            return 1;
+        }
+        int eq = PyObject_RichCompareBool(f, key, Py_EQ);
+        double d = PyFloat_AS_DOUBLE(f);
+        Py_DECREF(f);
+        if (eq < 0) {
+            PyErr_Clear();
+            return 1;
+        }
+        if (!eq)
+            return 1;
+        *h = pf_hash_double(seed, d);
+        return 0;
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------ key matching */
+
+typedef struct {
+    ImageObject *im;
+    PyObject *key;
+} match_ctx;
+
+static int
+key_match(void *ctxp, const pf_image *img, uint64_t key_pos)
+{
+    match_ctx *mc = (match_ctx *)ctxp;
+    PyObject *key = mc->key;
+    pf_val v;
+    pf_error err;
+    int rc = pf_read(img, key_pos, &v, &err);
+    if (rc < 0) {
+        raise_pf(mc->im->st, &err, rc);
+        return PF_PYERR;
+    }
+    if (PyUnicode_CheckExact(key)) {
+        if (v.type != PF_STR)
+            return 0;
+        Py_ssize_t n = PyUnicode_GET_LENGTH(key);
+        int kind = PyUnicode_KIND(key);
+        return v.u.s.len == (uint64_t)n && v.u.s.width == kind &&
+               memcmp(v.u.s.data, PyUnicode_DATA(key), (size_t)n * (size_t)kind) == 0;
+    }
+    if (PyBytes_CheckExact(key)) {
+        Py_ssize_t n = PyBytes_GET_SIZE(key);
+        return v.type == PF_BYTES && v.u.s.len == (uint64_t)n &&
+               memcmp(v.u.s.data, PyBytes_AS_STRING(key), (size_t)n) == 0;
+    }
+    if (PyLong_CheckExact(key) && v.type == PF_INT) {
+        int overflow = 0;
+        long long x = PyLong_AsLongLongAndOverflow(key, &overflow);
+        if (!overflow && !(x == -1 && PyErr_Occurred()))
+            return (int64_t)x == v.u.i;
+        PyErr_Clear();
+        return 0;
+    }
+    /* Every other pair: build the stored key and use Python's ==. */
+    if (v.type == PF_STR || v.type == PF_BYTES) {
+        if (!(PyUnicode_Check(key) || PyBytes_Check(key)))
+            return 0;
+    }
+    dec_ctx cx;
+    cx.im = mc->im;
+    cx.depth = 0;
+    PyObject *stored = decode_val(&cx, &v, v.pos != key_pos);
+    if (!stored)
+        return PF_PYERR;
+    int eq = PyObject_RichCompareBool(stored, key, Py_EQ);
+    Py_DECREF(stored);
+    if (eq < 0)
+        return PF_PYERR;
+    return eq;
+}
+
+/* Looks `key` up in a dict/set view. Returns 1 found, 0 absent, -1 error. */
+static int
+view_lookup(ViewObject *self, PyObject *key, uint64_t *key_pos, uint64_t *val_pos)
+{
+    ImageObject *im = self->image;
+    uint64_t h;
+    int r = key_hash(im, key, &h);
+    if (r < 0)
+        return -1;
+    if (r > 0)
+        return 0;
+    match_ctx mc = {im, key};
+    pf_error err;
+    uint64_t kp = 0, vp = 0;
+    int rc = pf_find(im->img, &self->v, h, key_match, &mc, &kp, &vp, &err);
+    if (rc < 0) {
+        fail(im->st, &err, rc);
+        return -1;
+    }
+    if (key_pos)
+        *key_pos = kp;
+    if (val_pos)
+        *val_pos = vp;
+    return rc;
+}
+
+/* ------------------------------------------------------------ Image */
+
+static ImageObject *
+image_alloc(pf_state *st, PyObject *module)
+{
+    ImageObject *im = PyObject_GC_New(ImageObject, st->Image_Type);
+    if (!im)
+        return NULL;
+    im->st = st;
+    im->module = Py_NewRef(module);
+    im->img = NULL;
+    im->seed = 0;
+    im->path = Py_NewRef(Py_None);
+    im->bufobj = NULL;
+    memset(&im->buf, 0, sizeof(im->buf));
+    im->has_buf = 0;
+    im->closed = 0;
+    im->nviews = 0;
+    im->weakreflist = NULL;
+    PyObject_GC_Track(im);
+    return im;
+}
+
+static void
+image_release(ImageObject *im)
+{
+    if (im->img) {
+        pf_image_close(im->img);
+        im->img = NULL;
+    }
+    if (im->has_buf) {
+        PyBuffer_Release(&im->buf);
+        im->has_buf = 0;
+    }
+    Py_CLEAR(im->bufobj);
+}
+
+static int
+image_check_open(ImageObject *im)
+{
+    if (im->closed || !im->img) {
+        PyErr_SetString(im->st->ClosedImageError, "the image is closed");
+        return -1;
+    }
+    return 0;
+}
+
+/* Opens the image file at `path` (str or PathLike). */
+static ImageObject *
+image_open_path(pf_state *st, PyObject *module, PyObject *path)
+{
+    PyObject *fs = NULL, *abs = NULL;
+    if (!PyUnicode_FSDecoder(path, &fs))
+        return NULL;
+    abs = PyObject_CallOneArg(st->abspath, fs);
+    Py_DECREF(fs);
+    if (!abs)
+        return NULL;
+    PyObject *enc = PyUnicode_EncodeFSDefault(abs);
+    if (!enc) {
+        Py_DECREF(abs);
+        return NULL;
+    }
+    ImageObject *im = image_alloc(st, module);
+    if (!im) {
+        Py_DECREF(enc);
+        Py_DECREF(abs);
+        return NULL;
+    }
+    Py_SETREF(im->path, abs);
+    pf_error err;
+    pf_image *img = NULL;
+    int rc;
+    const char *cpath = PyBytes_AS_STRING(enc);
+    Py_BEGIN_ALLOW_THREADS
+    rc = pf_image_open_file(cpath, &img, &err);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        if (rc == PF_EIO) {
+            errno = err.sys_errno;
+            PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, im->path);
+        } else {
+            raise_pf(st, &err, rc);
+        }
+        Py_DECREF(enc);
+        Py_DECREF(im);
+        return NULL;
+    }
+    Py_DECREF(enc);
+    im->img = img;
+    im->seed = pf_image_hash_seed(img);
+    return im;
+}
+
+static ImageObject *
+image_open_buffer(pf_state *st, PyObject *module, PyObject *obj)
+{
+    ImageObject *im = image_alloc(st, module);
+    if (!im)
+        return NULL;
+    if (PyObject_GetBuffer(obj, &im->buf, PyBUF_SIMPLE) < 0) {
+        Py_DECREF(im);
+        return NULL;
+    }
+    im->has_buf = 1;
+    im->bufobj = Py_NewRef(obj);
+    pf_error err;
+    pf_image *img = NULL;
+    int rc = pf_image_open_buffer(im->buf.buf, (uint64_t)im->buf.len, &img, &err);
+    if (rc < 0) {
+        raise_pf(st, &err, rc);
+        Py_DECREF(im);
+        return NULL;
+    }
+    im->img = img;
+    im->seed = pf_image_hash_seed(img);
+    return im;
+}
+
+static PyObject *
+Image_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"path", NULL};
+    PyObject *path;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:Image", kwlist, &path))
+        return NULL;
+    pf_state *st = PyType_GetModuleState(type);
+    PyObject *module = PyType_GetModule(type);
+    if (!st || !module)
+        return NULL;
+    return (PyObject *)image_open_path(st, module, path);
+}
+
+static PyObject *
+Image_from_buffer(PyObject *cls, PyObject *buf)
+{
+    pf_state *st = PyType_GetModuleState((PyTypeObject *)cls);
+    PyObject *module = PyType_GetModule((PyTypeObject *)cls);
+    if (!st || !module)
+        return NULL;
+    return (PyObject *)image_open_buffer(st, module, buf);
+}
+
+static int
+Image_traverse(ImageObject *im, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(im));
+    Py_VISIT(im->module);
+    Py_VISIT(im->path);
+    Py_VISIT(im->bufobj);
+    return 0;
+}
+
+static int
+Image_clear(ImageObject *im)
+{
+    /* The buffer exporter is released with the mapping, never before. */
+    Py_CLEAR(im->path);
+    return 0;
+}
+
+static void
+Image_dealloc(ImageObject *im)
+{
+    PyTypeObject *tp = Py_TYPE(im);
+    PyObject_GC_UnTrack(im);
+    if (im->weakreflist)
+        PyObject_ClearWeakRefs((PyObject *)im);
+    image_release(im);
+    Py_CLEAR(im->path);
+    Py_CLEAR(im->module);
+    tp->tp_free((PyObject *)im);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+Image_get_root(ImageObject *im, void *c)
+{
+    (void)c;
+    if (image_check_open(im) < 0)
+        return NULL;
+    return decode(im, pf_image_root(im->img));
+}
+
+static PyObject *
+Image_get_id(ImageObject *im, void *c)
+{
+    (void)c;
+    if (!im->img)
+        return PyErr_Format(im->st->ClosedImageError, "the image is closed");
+    uint8_t id[16];
+    pf_image_id(im->img, id);
+    return PyBytes_FromStringAndSize((const char *)id, 16);
+}
+
+static PyObject *
+Image_get_size(ImageObject *im, void *c)
+{
+    (void)c;
+    if (!im->img)
+        return PyErr_Format(im->st->ClosedImageError, "the image is closed");
+    return PyLong_FromUnsignedLongLong(pf_image_size(im->img));
+}
+
+static PyObject *
+Image_get_path(ImageObject *im, void *c)
+{
+    (void)c;
+    return Py_NewRef(im->path ? im->path : Py_None);
+}
+
+static PyObject *
+Image_get_closed(ImageObject *im, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(im->closed || !im->img);
+}
+
+static PyObject *
+Image_close(ImageObject *im, PyObject *unused)
+{
+    (void)unused;
+    im->closed = 1;
+    /* Live views keep reading; the mapping goes with the last of them. */
+    if (im->nviews == 0)
+        image_release(im);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Image_enter(ImageObject *im, PyObject *unused)
+{
+    (void)unused;
+    if (image_check_open(im) < 0)
+        return NULL;
+    return Py_NewRef(im);
+}
+
+static PyObject *
+Image_exit(ImageObject *im, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)args;
+    (void)nargs;
+    return Image_close(im, NULL);
+}
+
+static PyObject *
+Image_reduce(ImageObject *im, PyObject *unused)
+{
+    (void)unused;
+    pf_state *st = im->st;
+    if (!im->img)
+        return PyErr_Format(st->ClosedImageError, "the image is closed");
+    if (im->path != Py_None) {
+        PyObject *id = Image_get_id(im, NULL);
+        if (!id)
+            return NULL;
+        PyObject *r = Py_BuildValue("O(OO)", st->attach, im->path, id);
+        Py_DECREF(id);
+        return r;
+    }
+    /* An image in a caller's buffer: its bytes travel (out of band with
+     * protocol 5, as a PickleBuffer over them). */
+    PyObject *mv = PyMemoryView_FromObject((PyObject *)im);
+    if (!mv)
+        return NULL;
+    PyObject *pb = PyPickleBuffer_FromObject(mv);
+    Py_DECREF(mv);
+    if (!pb)
+        return NULL;
+    PyObject *r = Py_BuildValue("O(N)", st->from_buffer, pb);
+    return r;
+}
+
+/* Image exports its bytes (read-only) for pickling by value. */
+static int
+Image_getbuffer(ImageObject *im, Py_buffer *view, int flags)
+{
+    if (!im->img) {
+        PyErr_SetString(im->st->ClosedImageError, "the image is closed");
+        view->obj = NULL;
+        return -1;
+    }
+    if (pf_image_size(im->img) > (uint64_t)PY_SSIZE_T_MAX) {
+        PyErr_NoMemory();
+        view->obj = NULL;
+        return -1;
+    }
+    int r = PyBuffer_FillInfo(view, (PyObject *)im, (void *)pf_image_base(im->img),
+                              (Py_ssize_t)pf_image_size(im->img), 1, flags);
+    if (r == 0)
+        im->nviews++;
+    return r;
+}
+
+static void
+Image_releasebuffer(ImageObject *im, Py_buffer *view)
+{
+    (void)view;
+    if (--im->nviews == 0 && im->closed)
+        image_release(im);
+}
+
+static PyObject *
+Image_repr(ImageObject *im)
+{
+    if (!im->img)
+        return PyUnicode_FromFormat("<permafrost.Image closed>");
+    if (im->path != Py_None)
+        return PyUnicode_FromFormat("<permafrost.Image %R, %llu bytes>", im->path,
+                                    (unsigned long long)pf_image_size(im->img));
+    return PyUnicode_FromFormat("<permafrost.Image in memory, %llu bytes>",
+                                (unsigned long long)pf_image_size(im->img));
+}
+
+static PyMethodDef Image_methods[] = {
+    {"from_buffer", (PyCFunction)Image_from_buffer, METH_O | METH_CLASS,
+     "Image.from_buffer(buf): the image held in any buffer (no copy; the\n"
+     "buffer is kept alive and must not change)."},
+    {"close", (PyCFunction)Image_close, METH_NOARGS,
+     "Close the image. Views alive keep it mapped until the last one dies;\n"
+     "no new view can be made from a closed image."},
+    {"__enter__", (PyCFunction)Image_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))Image_exit, METH_FASTCALL, NULL},
+    {"__reduce__", (PyCFunction)Image_reduce, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef Image_getset[] = {
+    {"root", (getter)Image_get_root, NULL, "The root value: a view for a container.", NULL},
+    {"id", (getter)Image_get_id, NULL, "The image's random 128-bit id (16 bytes).", NULL},
+    {"size", (getter)Image_get_size, NULL, "The image's size in bytes.", NULL},
+    {"path", (getter)Image_get_path, NULL, "Absolute path of the file, or None.", NULL},
+    {"closed", (getter)Image_get_closed, NULL, "True once close() was called.", NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+static PyMemberDef Image_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(ImageObject, weakreflist), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL}};
+
+static PyType_Slot Image_slots[] = {
+    {Py_tp_doc, "Image(path): a permafrost image mapped read-only."},
+    {Py_tp_new, Image_new},
+    {Py_tp_dealloc, Image_dealloc},
+    {Py_tp_traverse, Image_traverse},
+    {Py_tp_clear, Image_clear},
+    {Py_tp_methods, Image_methods},
+    {Py_tp_getset, Image_getset},
+    {Py_tp_members, Image_members},
+    {Py_tp_repr, Image_repr},
+    {Py_bf_getbuffer, Image_getbuffer},
+    {Py_bf_releasebuffer, Image_releasebuffer},
+    {0, NULL}};
+
+static PyType_Spec Image_spec = {
+    "permafrost.Image", sizeof(ImageObject), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, Image_slots};
+
+/* ------------------------------------------------------------ views */
+
+static PyObject *
+make_view(ImageObject *im, const pf_val *v)
+{
+    pf_state *st = im->st;
+    PyTypeObject *tp;
+    switch (v->type) {
+    case PF_DICT: tp = st->DictView_Type; break;
+    case PF_LIST: tp = st->ListView_Type; break;
+    case PF_SET: tp = st->SetView_Type; break;
+    case PF_FROZENSET: tp = st->FrozenSetView_Type; break;
+    default:
+        return PyErr_Format(st->CorruptImageError, "corrupt image: not a container");
+    }
+    ViewObject *vw = PyObject_GC_New(ViewObject, tp);
+    if (!vw)
+        return NULL;
+    vw->image = (ImageObject *)Py_NewRef(im);
+    vw->v = *v;
+    vw->hash = -1;
+    im->nviews++;
+    PyObject_GC_Track(vw);
+    return (PyObject *)vw;
+}
+
+static int
+View_traverse(ViewObject *vw, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(vw));
+    Py_VISIT(vw->image);
+    return 0;
+}
+
+static void
+View_dealloc(ViewObject *vw)
+{
+    PyTypeObject *tp = Py_TYPE(vw);
+    PyObject_GC_UnTrack(vw);
+    ImageObject *im = vw->image;
+    if (im) {
+        if (--im->nviews == 0 && im->closed)
+            image_release(im);
+        Py_DECREF(im);
+    }
+    tp->tp_free((PyObject *)vw);
+    Py_DECREF(tp);
+}
+
+static Py_ssize_t
+View_len(ViewObject *vw)
+{
+    if (vw->v.u.c.count > (uint64_t)PY_SSIZE_T_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "container too large");
+        return -1;
+    }
+    return (Py_ssize_t)vw->v.u.c.count;
+}
+
+/* Every view type shares this deallocator: it identifies a view. */
+#define IS_VIEW(o) (Py_TYPE(o)->tp_dealloc == (destructor)View_dealloc)
+
+static const char *
+type_short_name(PyTypeObject *tp)
+{
+    const char *dot = strrchr(tp->tp_name, '.');
+    return dot ? dot + 1 : tp->tp_name;
+}
+
+static PyObject *
+make_iter(ViewObject *vw, int mode)
+{
+    pf_state *st = vw->image->st;
+    IterObject *it = PyObject_GC_New(IterObject, st->Iter_Type);
+    if (!it)
+        return NULL;
+    it->view = (ViewObject *)Py_NewRef(vw);
+    it->mode = mode;
+    it->cursor = 0;
+    it->left = vw->v.u.c.count;
+    it->offs = NULL;
+    if (mode == IT_LIST_REV)
+        it->cursor = vw->v.u.c.count;
+    PyObject_GC_Track(it);
+    return (PyObject *)it;
+}
+
+/* Fills it->offs with the key offsets of every record (reversed dicts). */
+static int
+iter_collect(IterObject *it)
+{
+    ViewObject *vw = it->view;
+    uint64_t n = vw->v.u.c.count;
+    if (n > (uint64_t)PY_SSIZE_T_MAX / sizeof(uint64_t)) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    it->offs = PyMem_Malloc(sizeof(uint64_t) * (size_t)(n ? n : 1));
+    if (!it->offs) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    uint64_t cur = 0, kp, vp;
+    pf_error err;
+    for (uint64_t i = 0; i < n; i++) {
+        int rc = pf_record_next(vw->image->img, &vw->v, &cur, &kp, &vp, &err);
+        if (rc <= 0) {
+            if (rc == 0) {
+                err.msg = "fewer records than the count";
+                err.offset = vw->v.pos;
+                rc = PF_ECORRUPT;
+            }
+            fail(vw->image->st, &err, rc);
+            return -1;
+        }
+        it->offs[i] = kp;
+    }
+    it->cursor = n;
+    return 0;
+}
+
+static PyObject *
+Iter_next(IterObject *it)
+{
+    ViewObject *vw = it->view;
+    ImageObject *im = vw->image;
+    pf_error err;
+    int rc;
+    if (it->left == 0)
+        return NULL;
+    switch (it->mode) {
+    case IT_LIST:
+    case IT_LIST_REV: {
+        uint64_t idx = it->mode == IT_LIST ? it->cursor++ : --it->cursor;
+        uint64_t p;
+        rc = pf_list_item(im->img, &vw->v, idx, &p, &err);
+        if (rc < 0)
+            return fail(im->st, &err, rc);
+        it->left--;
+        return decode(im, p);
+    }
+    case IT_REC_REV: {
+        if (!it->offs && iter_collect(it) < 0)
+            return NULL;
+        uint64_t kp = it->offs[--it->cursor];
+        it->left--;
+        return decode(im, kp);
+    }
+    default: {
+        uint64_t kp, vp;
+        rc = pf_record_next(im->img, &vw->v, &it->cursor, &kp, &vp, &err);
+        if (rc <= 0) {
+            if (rc == 0)
+                return PyErr_Format(im->st->CorruptImageError,
+                                    "corrupt image: fewer records than the count (at offset %llu)",
+                                    (unsigned long long)vw->v.pos);
+            return fail(im->st, &err, rc);
+        }
+        it->left--;
+        if (it->mode == IT_KEYS)
+            return decode(im, kp);
+        if (it->mode == IT_VALUES)
+            return decode(im, vp);
+        PyObject *k = decode(im, kp);
+        if (!k)
+            return NULL;
+        PyObject *v = decode(im, vp);
+        if (!v) {
+            Py_DECREF(k);
+            return NULL;
+        }
+        PyObject *t = PyTuple_New(2);
+        if (!t) {
+            Py_DECREF(k);
+            Py_DECREF(v);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, 0, k);
+        PyTuple_SET_ITEM(t, 1, v);
+        return t;
+    }
+    }
+}
+
+static PyObject *
+Iter_length_hint(IterObject *it, PyObject *unused)
+{
+    (void)unused;
+    return PyLong_FromUnsignedLongLong(it->left);
+}
+
+static int
+Iter_traverse(IterObject *it, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(it));
+    Py_VISIT(it->view);
+    return 0;
+}
+
+static void
+Iter_dealloc(IterObject *it)
+{
+    PyTypeObject *tp = Py_TYPE(it);
+    PyObject_GC_UnTrack(it);
+    PyMem_Free(it->offs);
+    Py_CLEAR(it->view);
+    tp->tp_free((PyObject *)it);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef Iter_methods[] = {
+    {"__length_hint__", (PyCFunction)Iter_length_hint, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL}};
+
+static PyType_Slot Iter_slots[] = {
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, Iter_next},
+    {Py_tp_dealloc, Iter_dealloc},
+    {Py_tp_traverse, Iter_traverse},
+    {Py_tp_methods, Iter_methods},
+    {0, NULL}};
+
+static PyType_Spec Iter_spec = {
+    "permafrost._Iterator", sizeof(IterObject), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, Iter_slots};
+
+/* Mutation of any view. */
+static PyObject *
+View_readonly(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw)
+{
+    (void)args;
+    (void)nargs;
+    (void)kw;
+    return PyErr_Format(PyExc_TypeError, "'%s' is read-only: a permafrost image never changes "
+                        "(use permafrost.thaw() for a mutable copy)",
+                        Py_TYPE(self)->tp_name);
+}
+
+#define READONLY_METHOD(name)                                                    \
+    {name, (PyCFunction)(void (*)(void))View_readonly, METH_FASTCALL | METH_KEYWORDS, \
+     "Not supported: views are read-only."}
+
+static PyObject *
+View_reduce(ViewObject *vw, PyObject *unused)
+{
+    (void)unused;
+    ImageObject *im = vw->image;
+    if (!im->img)
+        return PyErr_Format(im->st->ClosedImageError, "the image is closed");
+    return Py_BuildValue("O(OKi)", im->st->view_at, (PyObject *)im,
+                         (unsigned long long)vw->v.pos, vw->v.type);
+}
+
+/* A plain container of the view's items, one level deep. */
+static PyObject *
+View_materialize(ViewObject *vw)
+{
+    PyObject *it = make_iter(vw, IT_KEYS);
+    if (!it)
+        return NULL;
+    PyObject *r;
+    switch (vw->v.type) {
+    case PF_LIST:
+        ((IterObject *)it)->mode = IT_LIST;
+        r = PySequence_List(it);
+        break;
+    case PF_SET:
+        r = PySet_New(it);
+        break;
+    case PF_FROZENSET:
+        r = PyFrozenSet_New(it);
+        break;
+    default: {
+        ((IterObject *)it)->mode = IT_ITEMS;
+        r = PyDict_New();
+        if (r && PyDict_MergeFromSeq2(r, it, 1) < 0)
+            Py_CLEAR(r);
+    }
+    }
+    Py_DECREF(it);
+    return r;
+}
+
+static PyObject *
+View_copy(ViewObject *vw, PyObject *unused)
+{
+    (void)unused;
+    return View_materialize(vw);
+}
+
+static PyObject *
+View_repr(ViewObject *vw)
+{
+    int r = Py_ReprEnter((PyObject *)vw);
+    if (r != 0)
+        return r > 0 ? PyUnicode_FromFormat("%s(...)", type_short_name(Py_TYPE(vw))) : NULL;
+    PyObject *m = View_materialize(vw);
+    PyObject *res = NULL;
+    if (m) {
+        res = PyUnicode_FromFormat("%s(%R)", type_short_name(Py_TYPE(vw)), m);
+        Py_DECREF(m);
+    }
+    Py_ReprLeave((PyObject *)vw);
+    return res;
+}
+
+
+static int
+same_node(ViewObject *a, PyObject *bo)
+{
+    ViewObject *b = (ViewObject *)bo;
+    return a->image == b->image && a->v.pos == b->v.pos;
+}
+
+/* ---- dict view */
+
+static PyObject *
+Dict_subscript(ViewObject *vw, PyObject *key)
+{
+    uint64_t vp;
+    int r = view_lookup(vw, key, NULL, &vp);
+    if (r < 0)
+        return NULL;
+    if (r == 0) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    }
+    return decode(vw->image, vp);
+}
+
+static int
+Dict_contains(ViewObject *vw, PyObject *key)
+{
+    return view_lookup(vw, key, NULL, NULL);
+}
+
+static PyObject *
+Dict_get(ViewObject *vw, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2)
+        return PyErr_Format(PyExc_TypeError, "get expected 1 or 2 arguments, got %zd", nargs);
+    uint64_t vp;
+    int r = view_lookup(vw, args[0], NULL, &vp);
+    if (r < 0)
+        return NULL;
+    if (r == 0)
+        return Py_NewRef(nargs == 2 ? args[1] : Py_None);
+    return decode(vw->image, vp);
+}
+
+static PyObject *
+Dict_iter(ViewObject *vw)
+{
+    return make_iter(vw, IT_KEYS);
+}
+
+static PyObject *
+Dict_iter_mode(ViewObject *vw, PyObject *arg)
+{
+    long mode = PyLong_AsLong(arg);
+    if (mode == -1 && PyErr_Occurred())
+        return NULL;
+    if (mode < IT_KEYS || mode > IT_REC_REV || mode == IT_LIST || mode == IT_LIST_REV)
+        return PyErr_Format(PyExc_ValueError, "bad iteration mode");
+    if (mode == IT_VALUES || mode == IT_ITEMS) {
+        if (vw->v.type != PF_DICT)
+            return PyErr_Format(PyExc_ValueError, "bad iteration mode");
+    }
+    return make_iter(vw, (int)mode);
+}
+
+static PyObject *
+Dict_reversed(ViewObject *vw, PyObject *unused)
+{
+    (void)unused;
+    return make_iter(vw, IT_REC_REV);
+}
+
+static PyObject *
+Dict_keys(ViewObject *vw, PyObject *unused)
+{
+    (void)unused;
+    return PyObject_CallOneArg(vw->image->st->keys_cls, (PyObject *)vw);
+}
+
+static PyObject *
+Dict_values(ViewObject *vw, PyObject *unused)
+{
+    (void)unused;
+    return PyObject_CallOneArg(vw->image->st->values_cls, (PyObject *)vw);
+}
+
+static PyObject *
+Dict_items(ViewObject *vw, PyObject *unused)
+{
+    (void)unused;
+    return PyObject_CallOneArg(vw->image->st->items_cls, (PyObject *)vw);
+}
+
+/* self == other for a dict view and a dict or dict view. */
+static int
+dict_equal(ViewObject *vw, PyObject *other)
+{
+    pf_state *st = vw->image->st;
+    Py_ssize_t n = PyObject_Size(other);
+    if (n < 0)
+        return -1;
+    if ((uint64_t)n != vw->v.u.c.count)
+        return 0;
+    int other_is_dict = PyDict_Check(other);
+    uint64_t cur = 0, kp, vp;
+    pf_error err;
+    for (uint64_t i = 0; i < vw->v.u.c.count; i++) {
+        int rc = pf_record_next(vw->image->img, &vw->v, &cur, &kp, &vp, &err);
+        if (rc <= 0) {
+            if (rc == 0)
+                PyErr_Format(st->CorruptImageError, "corrupt image: fewer records than the count");
+            else
+                fail(st, &err, rc);
+            return -1;
+        }
+        PyObject *k = decode(vw->image, kp);
+        if (!k)
+            return -1;
+        PyObject *ov;
+        if (other_is_dict) {
+            ov = PyDict_GetItemWithError(other, k);
+            Py_XINCREF(ov);
+        } else {
+            ov = PyObject_GetItem(other, k);
+            if (!ov && PyErr_ExceptionMatches(PyExc_KeyError))
+                PyErr_Clear();
+        }
+        Py_DECREF(k);
+        if (!ov)
+            return PyErr_Occurred() ? -1 : 0;
+        PyObject *mv = decode(vw->image, vp);
+        if (!mv) {
+            Py_DECREF(ov);
+            return -1;
+        }
+        int eq = PyObject_RichCompareBool(mv, ov, Py_EQ);
+        Py_DECREF(mv);
+        Py_DECREF(ov);
+        if (eq <= 0)
+            return eq;
+    }
+    return 1;
+}
+
+static PyObject *
+Dict_richcompare(ViewObject *vw, PyObject *other, int op)
+{
+    pf_state *st = vw->image->st;
+    if (op != Py_EQ && op != Py_NE)
+        Py_RETURN_NOTIMPLEMENTED;
+    if (!(PyDict_Check(other) || Py_TYPE(other) == st->DictView_Type))
+        Py_RETURN_NOTIMPLEMENTED;
+    int eq;
+    if (Py_TYPE(other) == st->DictView_Type && same_node(vw, other))
+        eq = 1;
+    else
+        eq = dict_equal(vw, other);
+    if (eq < 0)
+        return NULL;
+    return PyBool_FromLong(op == Py_EQ ? eq : !eq);
+}
+
+/* d | other and other | d (Python 3.9 dict union): a new plain dict. */
+static PyObject *
+Dict_or(PyObject *a, PyObject *b)
+{
+    int av = IS_VIEW(a) && ((ViewObject *)a)->v.type == PF_DICT;
+    int bv = IS_VIEW(b) && ((ViewObject *)b)->v.type == PF_DICT;
+    if (!((av || PyDict_Check(a)) && (bv || PyDict_Check(b))))
+        Py_RETURN_NOTIMPLEMENTED;
+    PyObject *left = av ? View_materialize((ViewObject *)a) : PyDict_Copy(a);
+    if (!left)
+        return NULL;
+    PyObject *right = bv ? View_materialize((ViewObject *)b) : Py_NewRef(b);
+    if (!right) {
+        Py_DECREF(left);
+        return NULL;
+    }
+    PyObject *res = PyDict_Update(left, right) < 0 ? NULL : Py_NewRef(left);
+    Py_DECREF(left);
+    Py_DECREF(right);
+    return res;
+}
+
+static PyMethodDef Dict_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))Dict_get, METH_FASTCALL,
+     "D.get(k[, d]) -> D[k] if k in D, else d (default None)."},
+    {"keys", (PyCFunction)Dict_keys, METH_NOARGS, "A set-like view of the keys."},
+    {"values", (PyCFunction)Dict_values, METH_NOARGS, "A view of the values."},
+    {"items", (PyCFunction)Dict_items, METH_NOARGS, "A set-like view of the (key, value) pairs."},
+    {"copy", (PyCFunction)View_copy, METH_NOARGS, "A shallow copy as a plain dict."},
+    {"__reversed__", (PyCFunction)Dict_reversed, METH_NOARGS, NULL},
+    {"__reduce__", (PyCFunction)View_reduce, METH_NOARGS, NULL},
+    {"_iter", (PyCFunction)Dict_iter_mode, METH_O, NULL},
+    READONLY_METHOD("__setitem__"), READONLY_METHOD("__delitem__"),
+    READONLY_METHOD("update"), READONLY_METHOD("pop"), READONLY_METHOD("popitem"),
+    READONLY_METHOD("clear"), READONLY_METHOD("setdefault"), READONLY_METHOD("__ior__"),
+    {NULL, NULL, 0, NULL}};
+
+static int
+View_ass_subscript(PyObject *self, PyObject *key, PyObject *value)
+{
+    (void)key;
+    (void)value;
+    PyErr_Format(PyExc_TypeError, "'%s' is read-only: a permafrost image never changes "
+                 "(use permafrost.thaw() for a mutable copy)", Py_TYPE(self)->tp_name);
+    return -1;
+}
+
+static PyType_Slot Dict_slots[] = {
+    {Py_tp_doc, "A read-only view of a frozen dict (a collections.abc.Mapping)."},
+    {Py_tp_dealloc, View_dealloc},
+    {Py_tp_traverse, View_traverse},
+    {Py_tp_repr, View_repr},
+    {Py_tp_hash, PyObject_HashNotImplemented},
+    {Py_tp_iter, Dict_iter},
+    {Py_tp_richcompare, Dict_richcompare},
+    {Py_tp_methods, Dict_methods},
+    {Py_mp_length, View_len},
+    {Py_mp_subscript, Dict_subscript},
+    {Py_mp_ass_subscript, View_ass_subscript},
+    {Py_sq_contains, Dict_contains},
+    {Py_nb_or, Dict_or},
+    {0, NULL}};
+
+static PyType_Spec Dict_spec = {
+    "permafrost.DictView", sizeof(ViewObject), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION
+#ifdef Py_TPFLAGS_MAPPING
+        | Py_TPFLAGS_MAPPING
+#endif
+    , Dict_slots};
+
+/* ---- list view */
+
+static int
+list_index(ViewObject *vw, Py_ssize_t i, uint64_t *pos)
+{
+    Py_ssize_t n = (Py_ssize_t)vw->v.u.c.count;
+    if (i < 0)
+        i += n;
+    if (i < 0 || i >= n) {
+        PyErr_SetString(PyExc_IndexError, "list index out of range");
+        return -1;
+    }
+    pf_error err;
+    int rc = pf_list_item(vw->image->img, &vw->v, (uint64_t)i, pos, &err);
+    if (rc < 0) {
+        fail(vw->image->st, &err, rc);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+List_item(ViewObject *vw, Py_ssize_t i)
+{
+    uint64_t p;
+    /* sq_item gets i already adjusted by len for negatives */
+    if (i < 0 || (uint64_t)i >= vw->v.u.c.count) {
+        PyErr_SetString(PyExc_IndexError, "list index out of range");
+        return NULL;
+    }
+    if (list_index(vw, i, &p) < 0)
+        return NULL;
+    return decode(vw->image, p);
+}
+
+static PyObject *
+List_subscript(ViewObject *vw, PyObject *key)
+{
+    if (PyIndex_Check(key)) {
+        Py_ssize_t i = PyNumber_AsSsize_t(key, PyExc_IndexError);
+        if (i == -1 && PyErr_Occurred())
+            return NULL;
+        uint64_t p;
+        if (list_index(vw, i, &p) < 0)
+            return NULL;
+        return decode(vw->image, p);
+    }
+    if (PySlice_Check(key)) {
+        Py_ssize_t start, stop, step;
+        if (PySlice_Unpack(key, &start, &stop, &step) < 0)
+            return NULL;
+        Py_ssize_t n = PySlice_AdjustIndices((Py_ssize_t)vw->v.u.c.count, &start, &stop, step);
+        PyObject *res = PyList_New(n);
+        if (!res)
+            return NULL;
+        Py_ssize_t cur = start;
+        for (Py_ssize_t k = 0; k < n; k++, cur += step) {
+            uint64_t p;
+            PyObject *item = NULL;
+            if (list_index(vw, cur, &p) == 0)
+                item = decode(vw->image, p);
+            if (!item) {
+                Py_DECREF(res);
+                return NULL;
+            }
+            PyList_SET_ITEM(res, k, item);
+        }
+        return res;
+    }
+    return PyErr_Format(PyExc_TypeError, "list indices must be integers or slices, not %.200s",
+                        Py_TYPE(key)->tp_name);
+}
+
+static int
+List_contains(ViewObject *vw, PyObject *x)
+{
+    for (uint64_t i = 0; i < vw->v.u.c.count; i++) {
+        PyObject *item = List_item(vw, (Py_ssize_t)i);
+        if (!item)
+            return -1;
+        int eq = PyObject_RichCompareBool(item, x, Py_EQ);
+        Py_DECREF(item);
+        if (eq != 0)
+            return eq;
+    }
+    return 0;
+}
+
+static PyObject *
+List_iter(ViewObject *vw)
+{
+    return make_iter(vw, IT_LIST);
+}
+
+static PyObject *
+List_reversed(ViewObject *vw, PyObject *unused)
+{
+    (void)unused;
+    return make_iter(vw, IT_LIST_REV);
+}
+
+static int
+slice_index(PyObject *o, Py_ssize_t *out)
+{
+    if (!PyIndex_Check(o)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "slice indices must be integers or have an __index__ method");
+        return -1;
+    }
+    Py_ssize_t x = PyNumber_AsSsize_t(o, NULL); /* clamps on overflow */
+    if (x == -1 && PyErr_Occurred())
+        return -1;
+    *out = x;
+    return 0;
+}
+
+static PyObject *
+List_index(ViewObject *vw, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t n = (Py_ssize_t)vw->v.u.c.count, start = 0, stop = PY_SSIZE_T_MAX;
+    if (nargs < 1 || nargs > 3)
+        return PyErr_Format(PyExc_TypeError, "index expected 1 to 3 arguments, got %zd", nargs);
+    if (nargs >= 2 && slice_index(args[1], &start) < 0)
+        return NULL;
+    if (nargs >= 3 && slice_index(args[2], &stop) < 0)
+        return NULL;
+    if (start < 0) {
+        start += n;
+        if (start < 0)
+            start = 0;
+    }
+    if (stop < 0) {
+        stop += n;
+        if (stop < 0)
+            stop = 0;
+    }
+    for (Py_ssize_t i = start; i < stop && i < n; i++) {
+        PyObject *item = List_item(vw, i);
+        if (!item)
+            return NULL;
+        int eq = PyObject_RichCompareBool(item, args[0], Py_EQ);
+        Py_DECREF(item);
+        if (eq < 0)
+            return NULL;
+        if (eq)
+            return PyLong_FromSsize_t(i);
+    }
+    PyErr_SetString(PyExc_ValueError, "value is not in list");
+    return NULL;
+}
+
+static PyObject *
+List_count(ViewObject *vw, PyObject *x)
+{
+    Py_ssize_t c = 0;
+    for (uint64_t i = 0; i < vw->v.u.c.count; i++) {
+        PyObject *item = List_item(vw, (Py_ssize_t)i);
+        if (!item)
+            return NULL;
+        int eq = PyObject_RichCompareBool(item, x, Py_EQ);
+        Py_DECREF(item);
+        if (eq < 0)
+            return NULL;
+        c += eq;
+    }
+    return PyLong_FromSsize_t(c);
+}
+
+/* A plain list for a list view, or a new reference to a list. */
+static PyObject *
+as_list(PyObject *o)
+{
+    if (IS_VIEW(o) && ((ViewObject *)o)->v.type == PF_LIST)
+        return View_materialize((ViewObject *)o);
+    if (PyList_Check(o))
+        return Py_NewRef(o);
+    return NULL;
+}
+
+static PyObject *
+List_richcompare(ViewObject *vw, PyObject *other, int op)
+{
+    if (!(PyList_Check(other) || (IS_VIEW(other) && ((ViewObject *)other)->v.type == PF_LIST)))
+        Py_RETURN_NOTIMPLEMENTED;
+    if (IS_VIEW(other) && same_node(vw, other) && (op == Py_EQ || op == Py_NE))
+        return PyBool_FromLong(op == Py_EQ);
+    Py_ssize_t n1 = (Py_ssize_t)vw->v.u.c.count;
+    Py_ssize_t n2 = PyObject_Size(other);
+    if (n2 < 0)
+        return NULL;
+    if (n1 != n2 && (op == Py_EQ || op == Py_NE))
+        return PyBool_FromLong(op == Py_NE);
+    /* First differing item decides, as list comparison does. */
+    Py_ssize_t i;
+    for (i = 0; i < n1 && i < n2; i++) {
+        PyObject *a = List_item(vw, i);
+        if (!a)
+            return NULL;
+        PyObject *b = PySequence_GetItem(other, i);
+        if (!b) {
+            Py_DECREF(a);
+            return NULL;
+        }
+        int eq = PyObject_RichCompareBool(a, b, Py_EQ);
+        if (eq < 0) {
+            Py_DECREF(a);
+            Py_DECREF(b);
+            return NULL;
+        }
+        if (!eq) {
+            PyObject *r;
+            if (op == Py_EQ)
+                r = Py_NewRef(Py_False);
+            else if (op == Py_NE)
+                r = Py_NewRef(Py_True);
+            else
+                r = PyObject_RichCompare(a, b, op);
+            Py_DECREF(a);
+            Py_DECREF(b);
+            return r;
+        }
+        Py_DECREF(a);
+        Py_DECREF(b);
+    }
+    int res;
+    switch (op) {
+    case Py_LT: res = n1 < n2; break;
+    case Py_LE: res = n1 <= n2; break;
+    case Py_EQ: res = n1 == n2; break;
+    case Py_NE: res = n1 != n2; break;
+    case Py_GT: res = n1 > n2; break;
+    default: res = n1 >= n2; break;
+    }
+    return PyBool_FromLong(res);
+}
+
+static PyObject *
+List_add(PyObject *a, PyObject *b)
+{
+    PyObject *la = as_list(a), *lb = la ? as_list(b) : NULL;
+    if (!la || !lb) {
+        Py_XDECREF(la);
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    PyObject *r = PySequence_Concat(la, lb);
+    Py_DECREF(la);
+    Py_DECREF(lb);
+    return r;
+}
+
+static PyObject *
+List_mul(PyObject *a, PyObject *b)
+{
+    int av = IS_VIEW(a);
+    PyObject *l = as_list(av ? a : b);
+    if (!l)
+        return NULL;
+    PyObject *r = av ? PyNumber_Multiply(l, b) : PyNumber_Multiply(a, l);
+    Py_DECREF(l);
+    return r;
+}
+
+static PyMethodDef List_methods[] = {
+    {"index", (PyCFunction)(void (*)(void))List_index, METH_FASTCALL,
+     "L.index(value, [start, [stop]]) -> first index of value; ValueError if absent."},
+    {"count", (PyCFunction)List_count, METH_O, "L.count(value) -> number of occurrences."},
+    {"copy", (PyCFunction)View_copy, METH_NOARGS, "A shallow copy as a plain list."},
+    {"__reversed__", (PyCFunction)List_reversed, METH_NOARGS, NULL},
+    {"__reduce__", (PyCFunction)View_reduce, METH_NOARGS, NULL},
+    READONLY_METHOD("append"), READONLY_METHOD("extend"), READONLY_METHOD("insert"),
+    READONLY_METHOD("pop"), READONLY_METHOD("remove"), READONLY_METHOD("sort"),
+    READONLY_METHOD("reverse"), READONLY_METHOD("clear"), READONLY_METHOD("__iadd__"),
+    READONLY_METHOD("__imul__"),
+    {NULL, NULL, 0, NULL}};
+
+static PyType_Slot List_slots[] = {
+    {Py_tp_doc, "A read-only view of a frozen list (a collections.abc.Sequence)."},
+    {Py_tp_dealloc, View_dealloc},
+    {Py_tp_traverse, View_traverse},
+    {Py_tp_repr, View_repr},
+    {Py_tp_hash, PyObject_HashNotImplemented},
+    {Py_tp_iter, List_iter},
+    {Py_tp_richcompare, List_richcompare},
+    {Py_tp_methods, List_methods},
+    {Py_mp_length, View_len},
+    {Py_mp_subscript, List_subscript},
+    {Py_mp_ass_subscript, View_ass_subscript},
+    {Py_sq_length, View_len},
+    {Py_sq_item, List_item},
+    {Py_sq_contains, List_contains},
+    {Py_nb_add, List_add},
+    {Py_nb_multiply, List_mul},
+    {0, NULL}};
+
+static PyType_Spec List_spec = {
+    "permafrost.ListView", sizeof(ViewObject), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION
+#ifdef Py_TPFLAGS_SEQUENCE
+        | Py_TPFLAGS_SEQUENCE
+#endif
+    , List_slots};
+
+/* ---- set and frozenset views */
+
+static PyObject *
+Set_richcompare(ViewObject *vw, PyObject *other, int op)
+{
+    int ov = IS_VIEW(other) && (((ViewObject *)other)->v.type == PF_SET ||
+                                ((ViewObject *)other)->v.type == PF_FROZENSET);
+    if (!(PyAnySet_Check(other) || ov))
+        Py_RETURN_NOTIMPLEMENTED;
+    if (ov && same_node(vw, other) && (op == Py_EQ || op == Py_NE))
+        return PyBool_FromLong(op == Py_EQ);
+    if ((op == Py_EQ || op == Py_NE)) {
+        Py_ssize_t n2 = PyObject_Size(other);
+        if (n2 < 0)
+            return NULL;
+        if ((uint64_t)n2 != vw->v.u.c.count)
+            return PyBool_FromLong(op == Py_NE);
+        /* Same size: equal iff every item of other is in self. */
+        PyObject *it = PyObject_GetIter(other);
+        if (!it)
+            return NULL;
+        PyObject *x;
+        int all = 1;
+        while ((x = PyIter_Next(it)) != NULL) {
+            int r = view_lookup(vw, x, NULL, NULL);
+            Py_DECREF(x);
+            if (r < 0) {
+                Py_DECREF(it);
+                return NULL;
+            }
+            if (!r) {
+                all = 0;
+                break;
+            }
+        }
+        Py_DECREF(it);
+        if (PyErr_Occurred())
+            return NULL;
+        return PyBool_FromLong(op == Py_EQ ? all : !all);
+    }
+    PyObject *a = View_materialize(vw);
+    if (!a)
+        return NULL;
+    PyObject *b = ov ? View_materialize((ViewObject *)other) : Py_NewRef(other);
+    if (!b) {
+        Py_DECREF(a);
+        return NULL;
+    }
+    PyObject *r = PyObject_RichCompare(a, b, op);
+    Py_DECREF(a);
+    Py_DECREF(b);
+    return r;
+}
+
+static Py_hash_t
+FrozenSet_hash(ViewObject *vw)
+{
+    if (vw->hash != -1)
+        return vw->hash;
+    PyObject *fs = View_materialize(vw);
+    if (!fs)
+        return -1;
+    Py_hash_t h = PyObject_Hash(fs);
+    Py_DECREF(fs);
+    vw->hash = h;
+    return h;
+}
+
+/* set/frozenset of a set view, or a new reference to anything else. */
+static PyObject *
+as_set(PyObject *o)
+{
+    if (IS_VIEW(o)) {
+        ViewObject *v = (ViewObject *)o;
+        if (v->v.type == PF_SET || v->v.type == PF_FROZENSET)
+            return View_materialize(v);
+    }
+    return Py_NewRef(o);
+}
+
+static PyObject *
+set_binop(PyObject *a, PyObject *b, binaryfunc op)
+{
+    PyObject *sa = as_set(a);
+    if (!sa)
+        return NULL;
+    PyObject *sb = as_set(b);
+    if (!sb) {
+        Py_DECREF(sa);
+        return NULL;
+    }
+    PyObject *r = NULL;
+    if (PyAnySet_Check(sa) && PyAnySet_Check(sb))
+        r = op(sa, sb);
+    else
+        r = Py_NewRef(Py_NotImplemented);
+    Py_DECREF(sa);
+    Py_DECREF(sb);
+    return r;
+}
+
+static PyObject *Set_and(PyObject *a, PyObject *b) { return set_binop(a, b, PyNumber_And); }
+static PyObject *Set_or(PyObject *a, PyObject *b) { return set_binop(a, b, PyNumber_Or); }
+static PyObject *Set_sub(PyObject *a, PyObject *b) { return set_binop(a, b, PyNumber_Subtract); }
+static PyObject *Set_xor(PyObject *a, PyObject *b) { return set_binop(a, b, PyNumber_Xor); }
+
+/* Methods that a plain set answers: delegate to a materialized copy. */
+static PyObject *
+set_delegate(ViewObject *vw, const char *name, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *s = View_materialize(vw);
+    if (!s)
+        return NULL;
+    PyObject *meth = PyObject_GetAttrString(s, name);
+    Py_DECREF(s);
+    if (!meth)
+        return NULL;
+    PyObject *r = PyObject_Vectorcall(meth, args, (size_t)nargs, NULL);
+    Py_DECREF(meth);
+    return r;
+}
+
+#define SET_DELEGATE(fn, name)                                                 \
+    static PyObject *fn(ViewObject *vw, PyObject *const *args, Py_ssize_t nargs) \
+    {                                                                          \
+        return set_delegate(vw, name, args, nargs);                            \
+    }
+SET_DELEGATE(Set_union, "union")
+SET_DELEGATE(Set_intersection, "intersection")
+SET_DELEGATE(Set_difference, "difference")
+SET_DELEGATE(Set_symmetric_difference, "symmetric_difference")
+SET_DELEGATE(Set_issuperset, "issuperset")
+
+static PyObject *
+Set_issubset(ViewObject *vw, PyObject *other)
+{
+    PyObject *o = as_set(other);
+    if (!o)
+        return NULL;
+    if (!PyAnySet_Check(o)) {
+        PyObject *s = PySet_New(o);
+        Py_DECREF(o);
+        if (!s)
+            return NULL;
+        o = s;
+    }
+    PyObject *it = make_iter(vw, IT_KEYS);
+    if (!it) {
+        Py_DECREF(o);
+        return NULL;
+    }
+    PyObject *x;
+    int all = 1;
+    while ((x = PyIter_Next(it)) != NULL) {
+        int r = PySet_Contains(o, x);
+        Py_DECREF(x);
+        if (r <= 0) {
+            all = r;
+            break;
+        }
+    }
+    Py_DECREF(it);
+    Py_DECREF(o);
+    if (all < 0 || PyErr_Occurred())
+        return NULL;
+    return PyBool_FromLong(all);
+}
+
+static PyObject *
+Set_isdisjoint(ViewObject *vw, PyObject *other)
+{
+    PyObject *it = PyObject_GetIter(other);
+    if (!it)
+        return NULL;
+    PyObject *x;
+    int disjoint = 1;
+    while ((x = PyIter_Next(it)) != NULL) {
+        int r = view_lookup(vw, x, NULL, NULL);
+        Py_DECREF(x);
+        if (r != 0) {
+            disjoint = r < 0 ? -1 : 0;
+            break;
+        }
+    }
+    Py_DECREF(it);
+    if (disjoint < 0 || PyErr_Occurred())
+        return NULL;
+    return PyBool_FromLong(disjoint);
+}
+
+static PyMethodDef Set_methods[] = {
+    {"copy", (PyCFunction)View_copy, METH_NOARGS, "A shallow copy as a plain set/frozenset."},
+    {"union", (PyCFunction)(void (*)(void))Set_union, METH_FASTCALL, NULL},
+    {"intersection", (PyCFunction)(void (*)(void))Set_intersection, METH_FASTCALL, NULL},
+    {"difference", (PyCFunction)(void (*)(void))Set_difference, METH_FASTCALL, NULL},
+    {"symmetric_difference", (PyCFunction)(void (*)(void))Set_symmetric_difference, METH_FASTCALL, NULL},
+    {"issuperset", (PyCFunction)(void (*)(void))Set_issuperset, METH_FASTCALL, NULL},
+    {"issubset", (PyCFunction)Set_issubset, METH_O, NULL},
+    {"isdisjoint", (PyCFunction)Set_isdisjoint, METH_O, NULL},
+    {"__reduce__", (PyCFunction)View_reduce, METH_NOARGS, NULL},
+    READONLY_METHOD("add"), READONLY_METHOD("discard"), READONLY_METHOD("remove"),
+    READONLY_METHOD("pop"), READONLY_METHOD("clear"), READONLY_METHOD("update"),
+    READONLY_METHOD("intersection_update"), READONLY_METHOD("difference_update"),
+    READONLY_METHOD("symmetric_difference_update"), READONLY_METHOD("__ior__"),
+    READONLY_METHOD("__iand__"), READONLY_METHOD("__isub__"), READONLY_METHOD("__ixor__"),
+    {NULL, NULL, 0, NULL}};
+
+static PyType_Slot Set_slots[] = {
+    {Py_tp_doc, "A read-only view of a frozen set (a collections.abc.Set)."},
+    {Py_tp_dealloc, View_dealloc},
+    {Py_tp_traverse, View_traverse},
+    {Py_tp_repr, View_repr},
+    {Py_tp_hash, PyObject_HashNotImplemented},
+    {Py_tp_iter, Dict_iter},
+    {Py_tp_richcompare, Set_richcompare},
+    {Py_tp_methods, Set_methods},
+    {Py_sq_length, View_len},
+    {Py_sq_contains, Dict_contains},
+    {Py_nb_and, Set_and},
+    {Py_nb_or, Set_or},
+    {Py_nb_subtract, Set_sub},
+    {Py_nb_xor, Set_xor},
+    {0, NULL}};
+
+static PyType_Spec Set_spec = {
+    "permafrost.SetView", sizeof(ViewObject), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION, Set_slots};
+
+static PyType_Slot FrozenSet_slots[] = {
+    {Py_tp_doc, "A read-only view of a frozen frozenset (a hashable collections.abc.Set)."},
+    {Py_tp_dealloc, View_dealloc},
+    {Py_tp_traverse, View_traverse},
+    {Py_tp_repr, View_repr},
+    {Py_tp_hash, FrozenSet_hash},
+    {Py_tp_iter, Dict_iter},
+    {Py_tp_richcompare, Set_richcompare},
+    {Py_tp_methods, Set_methods},
+    {Py_sq_length, View_len},
+    {Py_sq_contains, Dict_contains},
+    {Py_nb_and, Set_and},
+    {Py_nb_or, Set_or},
+    {Py_nb_subtract, Set_sub},
+    {Py_nb_xor, Set_xor},
+    {0, NULL}};
+
+static PyType_Spec FrozenSet_spec = {
+    "permafrost.FrozenSetView", sizeof(ViewObject), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    FrozenSet_slots};
+
+/* ------------------------------------------------------------ encoder */
+
+/* Identity memo: object -> offset of its ival, for shared references and
+ * cycles. Open addressing over pointers; holds a strong reference to each
+ * key so that no address is reused while freezing. */
+typedef struct {
+    PyObject **keys;
+    uint64_t *vals;
+    size_t cap, len;
+} ptrmap;
+
+static size_t
+ptr_slot(const ptrmap *m, PyObject *k)
+{
+    uint64_t h = pf_hash_mix((uint64_t)(uintptr_t)k);
+    size_t i = (size_t)(h & (m->cap - 1));
+    while (m->keys[i] && m->keys[i] != k)
+        i = (i + 1) & (m->cap - 1);
+    return i;
+}
+
+static int
+ptrmap_grow(ptrmap *m)
+{
+    size_t ncap = m->cap ? m->cap * 2 : 1024;
+    ptrmap n = {PyMem_Calloc(ncap, sizeof(PyObject *)), PyMem_Calloc(ncap, sizeof(uint64_t)),
+                ncap, 0};
+    if (!n.keys || !n.vals) {
+        PyMem_Free(n.keys);
+        PyMem_Free(n.vals);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t i = 0; i < m->cap; i++) {
+        if (m->keys[i]) {
+            size_t j = ptr_slot(&n, m->keys[i]);
+            n.keys[j] = m->keys[i];
+            n.vals[j] = m->vals[i];
+            n.len++;
+        }
+    }
+    PyMem_Free(m->keys);
+    PyMem_Free(m->vals);
+    *m = n;
+    return 0;
+}
+
+static int
+ptrmap_get(const ptrmap *m, PyObject *k, uint64_t *v)
+{
+    if (!m->cap)
+        return 0;
+    size_t i = ptr_slot(m, k);
+    if (!m->keys[i])
+        return 0;
+    *v = m->vals[i];
+    return 1;
+}
+
+static int
+ptrmap_put(ptrmap *m, PyObject *k, uint64_t v)
+{
+    if ((m->len + 1) * 2 > m->cap && ptrmap_grow(m) < 0)
+        return -1;
+    size_t i = ptr_slot(m, k);
+    if (!m->keys[i]) {
+        m->keys[i] = Py_NewRef(k);
+        m->len++;
+    }
+    m->vals[i] = v;
+    return 0;
+}
+
+static void
+ptrmap_free(ptrmap *m)
+{
+    for (size_t i = 0; i < m->cap; i++)
+        Py_XDECREF(m->keys[i]);
+    PyMem_Free(m->keys);
+    PyMem_Free(m->vals);
+    m->keys = NULL;
+    m->vals = NULL;
+    m->cap = m->len = 0;
+}
+
+typedef struct {
+    pf_state *st;
+    pf_writer *w;
+    ptrmap memo;
+    PyObject *path;   /* list of path segments, innermost first, on TypeError */
+    int type_error;   /* the pending TypeError is ours: add path segments */
+} enc_ctx;
+
+static int encode(enc_ctx *cx, PyObject *o, int key);
+
+static int
+enc_fail(enc_ctx *cx, const pf_error *err, int rc)
+{
+    fail(cx->st, err, rc);
+    return -1;
+}
+
+/* On our TypeError, remember where we were (innermost first). */
+static void
+enc_path(enc_ctx *cx, const char *fmt, PyObject *arg)
+{
+    if (!cx->type_error || !cx->path)
+        return;
+    PyObject *exc_type, *exc_value, *exc_tb;
+    PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+    PyObject *seg = arg ? PyUnicode_FromFormat(fmt, arg) : PyUnicode_FromString(fmt);
+    if (seg) {
+        PyList_Append(cx->path, seg);
+        Py_DECREF(seg);
+    }
+    PyErr_Clear();
+    PyErr_Restore(exc_type, exc_value, exc_tb);
+}
+
+static int
+encode_long(enc_ctx *cx, PyObject *o)
+{
+    pf_error err;
+    int overflow = 0;
+    long long x = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (x == -1 && PyErr_Occurred())
+        return -1;
+    int rc;
+    if (!overflow) {
+        rc = pf_write_int(cx->w, (int64_t)x, &err);
+    } else {
+        PyObject *b = long_to_le(o);
+        if (!b)
+            return -1;
+        rc = pf_write_bigint(cx->w, (const uint8_t *)PyBytes_AS_STRING(b),
+                             (size_t)PyBytes_GET_SIZE(b), &err);
+        Py_DECREF(b);
+    }
+    return rc < 0 ? enc_fail(cx, &err, rc) : 0;
+}
+
+static int
+unsupported(enc_ctx *cx, PyObject *o)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    const char *base = NULL;
+    if (PyDict_Check(o))
+        base = "dict";
+    else if (PyList_Check(o))
+        base = "list";
+    else if (PyTuple_Check(o))
+        base = "tuple";
+    else if (PyUnicode_Check(o))
+        base = "str";
+    else if (PyLong_Check(o))
+        base = "int";
+    else if (PyFloat_Check(o))
+        base = "float";
+    else if (PyBytes_Check(o))
+        base = "bytes";
+    else if (PyAnySet_Check(o))
+        base = "set";
+    else if (PyComplex_Check(o))
+        base = "complex";
+    if (IS_VIEW(o))
+        PyErr_Format(PyExc_TypeError,
+                     "cannot freeze a view of another image (%.100s); use permafrost.thaw() first",
+                     tp->tp_name);
+    else if (base)
+        PyErr_Format(PyExc_TypeError,
+                     "cannot freeze %.100s: subclasses of %s are not supported "
+                     "(it would lose its type)", tp->tp_name, base);
+    else
+        PyErr_Format(PyExc_TypeError, "cannot freeze object of type %.100s", tp->tp_name);
+    cx->type_error = 1;
+    return -1;
+}
+
+static int
+encode_container(enc_ctx *cx, PyObject *o, int type)
+{
+    pf_error err;
+    int rc;
+    Py_ssize_t n = PyObject_Size(o);
+    if (n < 0)
+        return -1;
+    uint64_t pos = pf_writer_pos(cx->w);
+    if (ptrmap_put(&cx->memo, o, pos) < 0)
+        return -1;
+    if ((rc = pf_write_container_begin(cx->w, type, (uint64_t)n, &err)) < 0)
+        return enc_fail(cx, &err, rc);
+    if (type == PF_LIST) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (i >= PyList_GET_SIZE(o)) {
+                PyErr_SetString(PyExc_RuntimeError, "list changed size during freeze");
+                return -1;
+            }
+            PyObject *item = Py_NewRef(PyList_GET_ITEM(o, i));
+            rc = pf_write_item(cx->w, &err);
+            int r = rc < 0 ? enc_fail(cx, &err, rc) : encode(cx, item, 0);
+            if (r < 0) {
+                PyObject *idx = PyLong_FromSsize_t(i);
+                if (idx) {
+                    enc_path(cx, "[%S]", idx);
+                    Py_DECREF(idx);
+                }
+                Py_DECREF(item);
+                return -1;
+            }
+            Py_DECREF(item);
+        }
+    } else if (type == PF_DICT) {
+        Py_ssize_t ppos = 0, seen = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(o, &ppos, &k, &v)) {
+            Py_INCREF(k);
+            Py_INCREF(v);
+            int r = 0;
+            if (++seen > n) {
+                PyErr_SetString(PyExc_RuntimeError, "dictionary changed size during freeze");
+                r = -1;
+            }
+            if (r == 0 && (rc = pf_write_item(cx->w, &err)) < 0)
+                r = enc_fail(cx, &err, rc);
+            if (r == 0 && encode(cx, k, 1) < 0) {
+                enc_path(cx, "[<key %R>]", k);
+                r = -1;
+            }
+            if (r == 0 && (rc = pf_write_key_done(cx->w, &err)) < 0)
+                r = enc_fail(cx, &err, rc);
+            if (r == 0 && encode(cx, v, 0) < 0) {
+                enc_path(cx, "[%R]", k);
+                r = -1;
+            }
+            Py_DECREF(k);
+            Py_DECREF(v);
+            if (r < 0)
+                return -1;
+        }
+    } else {
+        PyObject *it = PyObject_GetIter(o);
+        if (!it)
+            return -1;
+        PyObject *k;
+        while ((k = PyIter_Next(it)) != NULL) {
+            int r = 0;
+            if ((rc = pf_write_item(cx->w, &err)) < 0)
+                r = enc_fail(cx, &err, rc);
+            if (r == 0 && encode(cx, k, 1) < 0) {
+                enc_path(cx, "{%R}", k);
+                r = -1;
+            }
+            if (r == 0 && (rc = pf_write_key_done(cx->w, &err)) < 0)
+                r = enc_fail(cx, &err, rc);
+            Py_DECREF(k);
+            if (r < 0) {
+                Py_DECREF(it);
+                return -1;
+            }
+        }
+        Py_DECREF(it);
+        if (PyErr_Occurred())
+            return -1;
+    }
+    if ((rc = pf_write_end(cx->w, &err)) < 0) {
+        if (rc == PF_EINVAL) {
+            PyErr_Format(PyExc_RuntimeError, "%s changed size during freeze",
+                         Py_TYPE(o)->tp_name);
+            return -1;
+        }
+        return enc_fail(cx, &err, rc);
+    }
+    return 0;
+}
+
+/* Appends the ival of `o`. `key`: o is a dict key or set item. */
+static int
+encode(enc_ctx *cx, PyObject *o, int key)
+{
+    pf_error err;
+    int rc;
+    PyTypeObject *tp = Py_TYPE(o);
+    if (tp == &PyUnicode_Type) {
+#if PY_VERSION_HEX < 0x030C0000
+        if (PyUnicode_READY(o) < 0)
+            return -1;
+#endif
+        rc = pf_write_str(cx->w, PyUnicode_DATA(o), (size_t)PyUnicode_GET_LENGTH(o),
+                          PyUnicode_KIND(o), PyUnicode_IS_ASCII(o), &err);
+        return rc < 0 ? enc_fail(cx, &err, rc) : 0;
+    }
+    if (tp == &PyLong_Type)
+        return encode_long(cx, o);
+    if (tp == &PyFloat_Type) {
+        rc = pf_write_float(cx->w, PyFloat_AS_DOUBLE(o), &err);
+        return rc < 0 ? enc_fail(cx, &err, rc) : 0;
+    }
+    if (tp == &PyTuple_Type) {
+        Py_ssize_t n = PyTuple_GET_SIZE(o);
+        uint64_t prev;
+        /* A tuple reachable twice is stored once; one that only its
+         * container holds (and our caller) cannot be reached twice. */
+        if (n > 0 && Py_REFCNT(o) > 2 && ptrmap_get(&cx->memo, o, &prev)) {
+            rc = pf_write_ref(cx->w, prev, &err);
+            return rc < 0 ? enc_fail(cx, &err, rc) : 0;
+        }
+        if (Py_EnterRecursiveCall(" while freezing a tuple"))
+            return -1;
+        if (n > 0 && Py_REFCNT(o) > 2 && ptrmap_put(&cx->memo, o, pf_writer_pos(cx->w)) < 0) {
+            Py_LeaveRecursiveCall();
+            return -1;
+        }
+        rc = pf_write_tuple_begin(cx->w, (uint64_t)n, &err);
+        if (rc < 0) {
+            Py_LeaveRecursiveCall();
+            return enc_fail(cx, &err, rc);
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (encode(cx, PyTuple_GET_ITEM(o, i), key) < 0) {
+                PyObject *idx = PyLong_FromSsize_t(i);
+                if (idx) {
+                    enc_path(cx, "[%S]", idx);
+                    Py_DECREF(idx);
+                }
+                Py_LeaveRecursiveCall();
+                return -1;
+            }
+        }
+        Py_LeaveRecursiveCall();
+        return 0;
+    }
+    if (o == Py_None) {
+        rc = pf_write_none(cx->w, &err);
+        return rc < 0 ? enc_fail(cx, &err, rc) : 0;
+    }
+    if (tp == &PyBool_Type) {
+        rc = pf_write_bool(cx->w, o == Py_True, &err);
+        return rc < 0 ? enc_fail(cx, &err, rc) : 0;
+    }
+    if (tp == &PyBytes_Type) {
+        rc = pf_write_bytes(cx->w, PyBytes_AS_STRING(o), (size_t)PyBytes_GET_SIZE(o), &err);
+        return rc < 0 ? enc_fail(cx, &err, rc) : 0;
+    }
+    if (tp == &PyComplex_Type) {
+        Py_complex c = PyComplex_AsCComplex(o);
+        rc = pf_write_complex(cx->w, c.real, c.imag, &err);
+        return rc < 0 ? enc_fail(cx, &err, rc) : 0;
+    }
+    int type = 0;
+    if (tp == &PyDict_Type)
+        type = PF_DICT;
+    else if (tp == &PyList_Type)
+        type = PF_LIST;
+    else if (tp == &PySet_Type)
+        type = PF_SET;
+    else if (tp == &PyFrozenSet_Type)
+        type = PF_FROZENSET;
+    if (!type)
+        return unsupported(cx, o);
+    if (key && type != PF_FROZENSET) {
+        PyErr_Format(PyExc_TypeError, "unhashable type: '%.100s'", tp->tp_name);
+        return -1;
+    }
+    uint64_t prev;
+    if (ptrmap_get(&cx->memo, o, &prev)) {
+        rc = pf_write_ref(cx->w, prev, &err);
+        return rc < 0 ? enc_fail(cx, &err, rc) : 0;
+    }
+    if (Py_EnterRecursiveCall(" while freezing a container"))
+        return -1;
+    int r = encode_container(cx, o, type);
+    Py_LeaveRecursiveCall();
+    return r;
+}
+
+/* Freezes `obj` into a malloc'd image buffer. */
+static int
+freeze_to_buffer(pf_state *st, PyObject *obj, uint8_t **out, uint64_t *len)
+{
+    pf_error err;
+    uint8_t rnd[24];
+    int rc = pf_os_random(rnd, sizeof rnd, &err);
+    if (rc < 0) {
+        fail(st, &err, rc);
+        return -1;
+    }
+    uint64_t seed;
+    memcpy(&seed, rnd + 16, 8);
+    enc_ctx cx;
+    memset(&cx, 0, sizeof cx);
+    cx.st = st;
+    cx.path = PyList_New(0);
+    if (!cx.path)
+        return -1;
+    rc = pf_writer_new(&cx.w, seed, &err);
+    if (rc < 0) {
+        Py_DECREF(cx.path);
+        fail(st, &err, rc);
+        return -1;
+    }
+    uint64_t root = pf_writer_pos(cx.w);
+    int r = encode(&cx, obj, 0);
+    if (r == 0) {
+        rc = pf_writer_finish(cx.w, root, rnd, out, len, &err);
+        if (rc < 0)
+            r = enc_fail(&cx, &err, rc);
+    }
+    pf_writer_free(cx.w);
+    ptrmap_free(&cx.memo);
+    if (r < 0 && cx.type_error && PyErr_ExceptionMatches(PyExc_TypeError)) {
+        /* Re-raise with the path of the offending value: $['a'][3]. */
+        PyObject *exc_type, *exc_value, *exc_tb;
+        PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+        PyObject *msg = exc_value ? PyObject_Str(exc_value) : NULL;
+        if (msg && PyList_Reverse(cx.path) == 0) {
+            PyObject *empty = PyUnicode_FromString("");
+            PyObject *joined = empty ? PyUnicode_Join(empty, cx.path) : NULL;
+            if (joined) {
+                PyErr_Format(PyExc_TypeError, "%U at $%U", msg, joined);
+                Py_XDECREF(exc_type);
+                Py_XDECREF(exc_value);
+                Py_XDECREF(exc_tb);
+                exc_type = exc_value = exc_tb = NULL;
+            }
+            Py_XDECREF(joined);
+            Py_XDECREF(empty);
+        }
+        Py_XDECREF(msg);
+        if (exc_type || exc_value)
+            PyErr_Restore(exc_type, exc_value, exc_tb);
+    }
+    Py_DECREF(cx.path);
+    return r;
+}
+
+/* ------------------------------------------------------------ thaw */
+
+typedef struct {
+    ImageObject *im;
+    PyObject *memo;   /* offset -> object, for shared values and cycles */
+} thaw_ctx;
+
+static PyObject *thaw_at(thaw_ctx *tx, uint64_t pos, uint64_t *next);
+
+static int
+memo_put(thaw_ctx *tx, uint64_t pos, PyObject *o)
+{
+    PyObject *k = PyLong_FromUnsignedLongLong(pos);
+    if (!k)
+        return -1;
+    int r = PyDict_SetItem(tx->memo, k, o);
+    Py_DECREF(k);
+    return r;
+}
+
+static PyObject *
+memo_get(thaw_ctx *tx, uint64_t pos)
+{
+    PyObject *k = PyLong_FromUnsignedLongLong(pos);
+    if (!k)
+        return NULL;
+    PyObject *o = PyDict_GetItemWithError(tx->memo, k);
+    Py_DECREF(k);
+    return o; /* borrowed */
+}
+
+static PyObject *
+thaw_container(thaw_ctx *tx, const pf_val *v)
+{
+    ImageObject *im = tx->im;
+    pf_error err;
+    int rc;
+    PyObject *res;
+    if (v->type == PF_LIST)
+        res = PyList_New(0);
+    else if (v->type == PF_DICT)
+        res = PyDict_New();
+    else
+        res = PySet_New(NULL);
+    if (!res)
+        return NULL;
+    /* A frozenset cannot contain itself: no cycle goes through it. */
+    if (v->type != PF_FROZENSET && memo_put(tx, v->pos, res) < 0)
+        goto error;
+    if (v->type == PF_LIST) {
+        for (uint64_t i = 0; i < v->u.c.count; i++) {
+            uint64_t p;
+            if ((rc = pf_list_item(im->img, v, i, &p, &err)) < 0) {
+                fail(im->st, &err, rc);
+                goto error;
+            }
+            PyObject *item = thaw_at(tx, p, NULL);
+            if (!item)
+                goto error;
+            int r = PyList_Append(res, item);
+            Py_DECREF(item);
+            if (r < 0)
+                goto error;
+        }
+    } else {
+        uint64_t cur = 0, kp, vp;
+        for (uint64_t i = 0; i < v->u.c.count; i++) {
+            rc = pf_record_next(im->img, v, &cur, &kp, &vp, &err);
+            if (rc <= 0) {
+                if (rc == 0)
+                    PyErr_Format(im->st->CorruptImageError,
+                                 "corrupt image: fewer records than the count");
+                else
+                    fail(im->st, &err, rc);
+                goto error;
+            }
+            PyObject *k = thaw_at(tx, kp, NULL);
+            if (!k)
+                goto error;
+            int r;
+            if (v->type == PF_DICT) {
+                PyObject *val = thaw_at(tx, vp, NULL);
+                if (!val) {
+                    Py_DECREF(k);
+                    goto error;
+                }
+                r = PyDict_SetItem(res, k, val);
+                Py_DECREF(val);
+            } else {
+                r = PySet_Add(res, k);
+            }
+            Py_DECREF(k);
+            if (r < 0)
+                goto error;
+        }
+    }
+    if (v->type == PF_FROZENSET) {
+        PyObject *fs = PyFrozenSet_New(res);
+        Py_DECREF(res);
+        if (fs && memo_put(tx, v->pos, fs) < 0)
+            Py_CLEAR(fs);
+        return fs;
+    }
+    return res;
+error:
+    Py_DECREF(res);
+    return NULL;
+}
+
+static PyObject *
+thaw_at(thaw_ctx *tx, uint64_t pos, uint64_t *next)
+{
+    ImageObject *im = tx->im;
+    pf_val v;
+    pf_error err;
+    int rc = pf_read(im->img, pos, &v, &err);
+    if (rc < 0)
+        return fail(im->st, &err, rc);
+    if (next)
+        *next = v.next;
+    if (v.type == PF_TUPLE || v.type == PF_LIST || v.type == PF_DICT || v.type == PF_SET ||
+        v.type == PF_FROZENSET) {
+        PyObject *seen = memo_get(tx, v.pos);
+        if (seen)
+            return Py_NewRef(seen);
+        if (PyErr_Occurred())
+            return NULL;
+        if (Py_EnterRecursiveCall(" while thawing"))
+            return NULL;
+        PyObject *r;
+        if (v.type == PF_TUPLE) {
+            uint64_t n = v.u.tup.count;
+            if (n > v.end - v.u.tup.first) {
+                Py_LeaveRecursiveCall();
+                return PyErr_Format(im->st->CorruptImageError,
+                                    "corrupt image: tuple longer than its bytes");
+            }
+            /* Registered before its items: a cycle through a list inside it
+             * comes back to this very tuple. */
+            r = PyTuple_New((Py_ssize_t)n);
+            if (r && memo_put(tx, v.pos, r) < 0)
+                Py_CLEAR(r);
+            uint64_t p = v.u.tup.first;
+            for (uint64_t i = 0; r && i < n; i++) {
+                PyObject *item = thaw_at(tx, p, &p);
+                if (!item) {
+                    Py_CLEAR(r);
+                    break;
+                }
+                PyTuple_SET_ITEM(r, (Py_ssize_t)i, item);
+            }
+        } else {
+            r = thaw_container(tx, &v);
+        }
+        Py_LeaveRecursiveCall();
+        return r;
+    }
+    dec_ctx cx;
+    cx.im = im;
+    cx.depth = 0;
+    return decode_val(&cx, &v, 0);
+}
+
+static PyObject *
+thaw_obj(pf_state *st, PyObject *o)
+{
+    if (IS_VIEW(o)) {
+        ViewObject *vw = (ViewObject *)o;
+        thaw_ctx tx = {vw->image, PyDict_New()};
+        if (!tx.memo)
+            return NULL;
+        PyObject *r = thaw_at(&tx, vw->v.pos, NULL);
+        Py_DECREF(tx.memo);
+        return r;
+    }
+    if (PyTuple_CheckExact(o)) {
+        Py_ssize_t n = PyTuple_GET_SIZE(o);
+        PyObject *t = PyTuple_New(n);
+        if (!t)
+            return NULL;
+        if (Py_EnterRecursiveCall(" while thawing")) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *x = thaw_obj(st, PyTuple_GET_ITEM(o, i));
+            if (!x) {
+                Py_LeaveRecursiveCall();
+                Py_DECREF(t);
+                return NULL;
+            }
+            PyTuple_SET_ITEM(t, i, x);
+        }
+        Py_LeaveRecursiveCall();
+        return t;
+    }
+    return Py_NewRef(o);
+}
+
+/* ------------------------------------------------------------ module functions */
+
+static PyObject *
+mod_freeze(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    pf_state *st = PyModule_GetState(module);
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "freeze(obj, path) takes 2 arguments");
+    PyObject *path = NULL;
+    if (!PyUnicode_FSConverter(args[1], &path))
+        return NULL;
+    uint8_t *buf = NULL;
+    uint64_t len = 0;
+    if (freeze_to_buffer(st, args[0], &buf, &len) < 0) {
+        Py_DECREF(path);
+        return NULL;
+    }
+    pf_error err;
+    int rc;
+    const char *cpath = PyBytes_AS_STRING(path);
+    Py_BEGIN_ALLOW_THREADS
+    rc = pf_file_write_atomic(cpath, buf, len, &err);
+    Py_END_ALLOW_THREADS
+    pf_free(buf);
+    if (rc < 0) {
+        if (rc == PF_EIO) {
+            errno = err.sys_errno;
+            PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, args[1]);
+        } else {
+            raise_pf(st, &err, rc);
+        }
+        Py_DECREF(path);
+        return NULL;
+    }
+    Py_DECREF(path);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+mod_dumps(PyObject *module, PyObject *obj)
+{
+    pf_state *st = PyModule_GetState(module);
+    uint8_t *buf = NULL;
+    uint64_t len = 0;
+    if (freeze_to_buffer(st, obj, &buf, &len) < 0)
+        return NULL;
+    PyObject *b = len <= (uint64_t)PY_SSIZE_T_MAX
+                      ? PyBytes_FromStringAndSize((const char *)buf, (Py_ssize_t)len)
+                      : PyErr_NoMemory();
+    pf_free(buf);
+    return b;
+}
+
+static PyObject *
+mod_thaw(PyObject *module, PyObject *obj)
+{
+    return thaw_obj(PyModule_GetState(module), obj);
+}
+
+static PyObject *
+mod_image_of(PyObject *module, PyObject *obj)
+{
+    (void)module;
+    if (!IS_VIEW(obj))
+        return PyErr_Format(PyExc_TypeError, "image_of() expects a permafrost view, not %.100s",
+                            Py_TYPE(obj)->tp_name);
+    return Py_NewRef(((ViewObject *)obj)->image);
+}
+
+/* _attach(path, id): the Image at `path` whose id is `id`, opened once per
+ * process (the registry keeps it mapped for later unpickles). */
+static PyObject *
+mod_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    pf_state *st = PyModule_GetState(module);
+    if (nargs != 2 || !PyBytes_Check(args[1]) || PyBytes_GET_SIZE(args[1]) != 16)
+        return PyErr_Format(PyExc_TypeError, "_attach(path, id: 16 bytes)");
+    PyObject *key = PyTuple_Pack(2, args[0], args[1]);
+    if (!key)
+        return NULL;
+    PyObject *im = PyDict_GetItemWithError(st->registry, key);
+    if (im && !((ImageObject *)im)->closed && ((ImageObject *)im)->img) {
+        Py_DECREF(key);
+        return Py_NewRef(im);
+    }
+    if (PyErr_Occurred()) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    ImageObject *nim = image_open_path(st, module, args[0]);
+    if (!nim) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    uint8_t id[16];
+    pf_image_id(nim->img, id);
+    if (memcmp(id, PyBytes_AS_STRING(args[1]), 16) != 0) {
+        PyErr_Format(st->StaleImageError,
+                     "the image at %R was replaced since this view was pickled "
+                     "(image id %s expected)", args[0], "differs");
+        Py_DECREF(nim);
+        Py_DECREF(key);
+        return NULL;
+    }
+    int r = PyDict_SetItem(st->registry, key, (PyObject *)nim);
+    Py_DECREF(key);
+    if (r < 0) {
+        Py_DECREF(nim);
+        return NULL;
+    }
+    return (PyObject *)nim;
+}
+
+/* _view_at(image, pos, type): the view of the container at `pos`. */
+static PyObject *
+mod_view_at(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    pf_state *st = PyModule_GetState(module);
+    if (nargs != 3 || Py_TYPE(args[0]) != st->Image_Type)
+        return PyErr_Format(PyExc_TypeError, "_view_at(image, pos, type)");
+    ImageObject *im = (ImageObject *)args[0];
+    if (image_check_open(im) < 0)
+        return NULL;
+    unsigned long long pos = PyLong_AsUnsignedLongLong(args[1]);
+    if (pos == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    long type = PyLong_AsLong(args[2]);
+    if (type == -1 && PyErr_Occurred())
+        return NULL;
+    pf_val v;
+    pf_error err;
+    int rc = pf_read(im->img, (uint64_t)pos, &v, &err);
+    if (rc < 0)
+        return fail(st, &err, rc);
+    if (v.type != type || v.pos != pos ||
+        !(type == PF_DICT || type == PF_LIST || type == PF_SET || type == PF_FROZENSET))
+        return PyErr_Format(st->CorruptImageError,
+                            "no container of the pickled type at offset %llu", pos);
+    return make_view(im, &v);
+}
+
+static PyObject *
+mod_set_view_classes(PyObject *module, PyObject *args)
+{
+    pf_state *st = PyModule_GetState(module);
+    PyObject *k, *v, *i;
+    if (!PyArg_ParseTuple(args, "OOO", &k, &v, &i))
+        return NULL;
+    Py_XSETREF(st->keys_cls, Py_NewRef(k));
+    Py_XSETREF(st->values_cls, Py_NewRef(v));
+    Py_XSETREF(st->items_cls, Py_NewRef(i));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"freeze", (PyCFunction)(void (*)(void))mod_freeze, METH_FASTCALL,
+     "freeze(obj, path): write the image of obj to path, atomically."},
+    {"dumps", (PyCFunction)mod_dumps, METH_O, "dumps(obj) -> bytes: the image of obj."},
+    {"thaw", (PyCFunction)mod_thaw, METH_O,
+     "thaw(x): a deep copy of a view (or a tuple holding views) into plain objects."},
+    {"image_of", (PyCFunction)mod_image_of, METH_O, "image_of(view) -> the view's Image."},
+    {"_attach", (PyCFunction)(void (*)(void))mod_attach, METH_FASTCALL, NULL},
+    {"_view_at", (PyCFunction)(void (*)(void))mod_view_at, METH_FASTCALL, NULL},
+    {"_set_view_classes", (PyCFunction)mod_set_view_classes, METH_VARARGS, NULL},
+    {NULL, NULL, 0, NULL}};
+
+/* ------------------------------------------------------------ module init */
+
+static PyObject *
+new_type(PyObject *module, PyType_Spec *spec, int disallow_new)
+{
+    PyObject *t = PyType_FromModuleAndSpec(module, spec, NULL);
+    if (t && disallow_new)
+        ((PyTypeObject *)t)->tp_new = NULL;
+    return t;
+}
+
+static int
+module_exec(PyObject *module)
+{
+    pf_state *st = PyModule_GetState(module);
+#define TYPE(field, spec, nonew)                                           \
+    do {                                                                  \
+        st->field = (PyTypeObject *)new_type(module, &spec, nonew);       \
+        if (!st->field)                                                   \
+            return -1;                                                    \
+    } while (0)
+    TYPE(Image_Type, Image_spec, 0);
+    TYPE(DictView_Type, Dict_spec, 1);
+    TYPE(ListView_Type, List_spec, 1);
+    TYPE(SetView_Type, Set_spec, 1);
+    TYPE(FrozenSetView_Type, FrozenSet_spec, 1);
+    TYPE(Iter_Type, Iter_spec, 1);
+#undef TYPE
+    if (PyModule_AddType(module, st->Image_Type) < 0 ||
+        PyModule_AddType(module, st->DictView_Type) < 0 ||
+        PyModule_AddType(module, st->ListView_Type) < 0 ||
+        PyModule_AddType(module, st->SetView_Type) < 0 ||
+        PyModule_AddType(module, st->FrozenSetView_Type) < 0)
+        return -1;
+
+#define EXC(field, name, base, doc)                                                  \
+    do {                                                                            \
+        st->field = PyErr_NewExceptionWithDoc("permafrost." name, doc, base, NULL); \
+        if (!st->field || PyModule_AddObjectRef(module, name, st->field) < 0)       \
+            return -1;                                                              \
+    } while (0)
+    EXC(Error, "Error", NULL, "Base class of every permafrost error.");
+    {
+        PyObject *bases = PyTuple_Pack(2, st->Error, PyExc_ValueError);
+        if (!bases)
+            return -1;
+        st->CorruptImageError = PyErr_NewExceptionWithDoc(
+            "permafrost.CorruptImageError",
+            "The bytes are not a valid permafrost image (damaged, truncated, hostile, "
+            "or not an image at all).", bases, NULL);
+        Py_DECREF(bases);
+        if (!st->CorruptImageError ||
+            PyModule_AddObjectRef(module, "CorruptImageError", st->CorruptImageError) < 0)
+            return -1;
+    }
+    EXC(VersionError, "VersionError", st->Error,
+        "The image uses a format version or feature this permafrost does not know.");
+    EXC(ClosedImageError, "ClosedImageError", st->Error, "The image was closed.");
+    EXC(StaleImageError, "StaleImageError", st->Error,
+        "A view refers to an image that was replaced at its path.");
+    EXC(LimitError, "LimitError", st->Error,
+        "A safety limit (nesting depth, size) was reached while reading an image.");
+#undef EXC
+
+    st->registry = PyDict_New();
+    if (!st->registry)
+        return -1;
+    PyObject *ospath = PyImport_ImportModule("os.path");
+    if (!ospath)
+        return -1;
+    st->abspath = PyObject_GetAttrString(ospath, "abspath");
+    Py_DECREF(ospath);
+    if (!st->abspath)
+        return -1;
+    st->int_from_bytes = PyObject_GetAttrString((PyObject *)&PyLong_Type, "from_bytes");
+    st->str_little = PyUnicode_InternFromString("little");
+    st->signed_kw = Py_BuildValue("{s:O}", "signed", Py_True);
+    st->view_at = PyObject_GetAttrString(module, "_view_at");
+    st->attach = PyObject_GetAttrString(module, "_attach");
+    st->from_buffer = PyObject_GetAttrString((PyObject *)st->Image_Type, "from_buffer");
+    if (!st->int_from_bytes || !st->str_little || !st->signed_kw || !st->view_at ||
+        !st->attach || !st->from_buffer)
+        return -1;
+    if (PyModule_AddIntConstant(module, "FORMAT_VERSION_MAJOR", PF_VERSION_MAJOR) < 0 ||
+        PyModule_AddIntConstant(module, "FORMAT_VERSION_MINOR", PF_VERSION_MINOR) < 0)
+        return -1;
+    return 0;
+}
+
+static int
+module_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    pf_state *st = PyModule_GetState(module);
+    if (!st)
+        return 0;
+    Py_VISIT(st->Image_Type);
+    Py_VISIT(st->DictView_Type);
+    Py_VISIT(st->ListView_Type);
+    Py_VISIT(st->SetView_Type);
+    Py_VISIT(st->FrozenSetView_Type);
+    Py_VISIT(st->Iter_Type);
+    Py_VISIT(st->Error);
+    Py_VISIT(st->CorruptImageError);
+    Py_VISIT(st->VersionError);
+    Py_VISIT(st->ClosedImageError);
+    Py_VISIT(st->StaleImageError);
+    Py_VISIT(st->LimitError);
+    Py_VISIT(st->keys_cls);
+    Py_VISIT(st->values_cls);
+    Py_VISIT(st->items_cls);
+    Py_VISIT(st->registry);
+    Py_VISIT(st->abspath);
+    Py_VISIT(st->int_from_bytes);
+    Py_VISIT(st->str_little);
+    Py_VISIT(st->signed_kw);
+    Py_VISIT(st->view_at);
+    Py_VISIT(st->attach);
+    Py_VISIT(st->from_buffer);
+    return 0;
+}
+
+static int
+module_clear(PyObject *module)
+{
+    pf_state *st = PyModule_GetState(module);
+    if (!st)
+        return 0;
+    Py_CLEAR(st->Image_Type);
+    Py_CLEAR(st->DictView_Type);
+    Py_CLEAR(st->ListView_Type);
+    Py_CLEAR(st->SetView_Type);
+    Py_CLEAR(st->FrozenSetView_Type);
+    Py_CLEAR(st->Iter_Type);
+    Py_CLEAR(st->Error);
+    Py_CLEAR(st->CorruptImageError);
+    Py_CLEAR(st->VersionError);
+    Py_CLEAR(st->ClosedImageError);
+    Py_CLEAR(st->StaleImageError);
+    Py_CLEAR(st->LimitError);
+    Py_CLEAR(st->keys_cls);
+    Py_CLEAR(st->values_cls);
+    Py_CLEAR(st->items_cls);
+    Py_CLEAR(st->registry);
+    Py_CLEAR(st->abspath);
+    Py_CLEAR(st->int_from_bytes);
+    Py_CLEAR(st->str_little);
+    Py_CLEAR(st->signed_kw);
+    Py_CLEAR(st->view_at);
+    Py_CLEAR(st->attach);
+    Py_CLEAR(st->from_buffer);
+    return 0;
+}
+
+static void
+module_free(void *module)
+{
+    module_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+#ifdef Py_mod_multiple_interpreters
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+#ifdef Py_mod_gil
+    /* Views keep unsynchronized counters (live views per image) and the
+     * attach registry: not yet safe without the GIL. */
+    {Py_mod_gil, Py_MOD_GIL_USED},
+#endif
+    {0, NULL}};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    "permafrost._binding",
+    "The C binding of permafrost: images, views, the encoder.",
+    sizeof(pf_state),
+    module_methods,
+    module_slots,
+    module_traverse,
+    module_clear,
+    module_free};
+
+PyMODINIT_FUNC
+PyInit__binding(void)
+{
+    return PyModuleDef_Init(&module_def);
+}

@@ -1,0 +1,207 @@
+/*
+ * hash.c -- the stable hash of docs/FORMAT.md section 5: pf_hash_bytes, mix,
+ * the type seeds T(x), and the per-type key hashes that make keys equal
+ * under Python's equality hash equally (1 == 1.0 == True, 2**70 ==
+ * 2.0**70, complex(3, 0) == 3, -0.0 == 0). The same value hashes the same in
+ * every process and run; the binding uses these to hash a lookup key, the
+ * writer and reader (pf_hash_range in read.c) to hash stored keys.
+ */
+#include <math.h>
+#if defined(_MSC_VER)
+#include <intrin.h>
+#endif
+
+#include "internal.h"
+
+#define K1 0x9E3779B97F4A7C15ull
+#define K2 0xC2B2AE3D27D4EB4Full
+#define K3 0x165667B19E3779F9ull
+#define KM 0xD6E8FEB86659FD93ull
+
+static inline uint64_t rotl64(uint64_t x, unsigned r)
+{
+    return (x << r) | (x >> (64 - r));
+}
+
+static inline uint64_t step(uint64_t h, uint64_t w)
+{
+    return rotl64(h ^ (w * K2), 29) * K1;
+}
+
+uint64_t pf_hash_mix(uint64_t x)
+{
+    x ^= x >> 32;
+    x *= KM;
+    x ^= x >> 32;
+    x *= KM;
+    x ^= x >> 32;
+    return x;
+}
+
+uint64_t pf_hash_bytes(const void *p, size_t n, uint64_t seed)
+{
+    const uint8_t *b = (const uint8_t *)p;
+    uint64_t h = seed ^ ((uint64_t)n * K1);
+    size_t i = 0;
+    for (; n - i >= 8; i += 8)
+        h = step(h, pf_ld64(b + i));
+    if (i < n) {
+        uint8_t tail[8] = {0};
+        memcpy(tail, b + i, n - i);
+        h = step(h, pf_ld64(tail));
+    }
+    return pf_hash_mix(h);
+}
+
+uint64_t pf_type_seed(uint64_t hash_seed, unsigned type_no)
+{
+    return hash_seed ^ ((uint64_t)type_no * K3);
+}
+
+uint64_t pf_hash_none(uint64_t seed)
+{
+    return pf_hash_bytes("", 0, pf_type_seed(seed, PF_HT_NONE));
+}
+
+uint64_t pf_hash_i64(uint64_t seed, int64_t v)
+{
+    uint8_t b[8];
+    pf_st64(b, (uint64_t)v);
+    return pf_hash_bytes(b, 8, pf_type_seed(seed, PF_HT_INT));
+}
+
+uint64_t pf_hash_bigint(uint64_t seed, const uint8_t *le, size_t n)
+{
+    if (n == 0)
+        return pf_hash_i64(seed, 0);
+    /* Minimal form: drop a top byte that only repeats the sign (R16). */
+    while (n > 1 && ((le[n - 1] == 0x00 && le[n - 2] < 0x80) ||
+                     (le[n - 1] == 0xFF && le[n - 2] >= 0x80)))
+        n--;
+    if (n <= 8) {
+        uint64_t u = (le[n - 1] & 0x80) ? ~0ull : 0;
+        for (size_t i = 0; i < n; i++) {
+            u &= ~(0xFFull << (8 * i));
+            u |= (uint64_t)le[i] << (8 * i);
+        }
+        return pf_hash_i64(seed, (int64_t)u);
+    }
+    return pf_hash_bytes(le, n, pf_type_seed(seed, PF_HT_INT));
+}
+
+uint64_t pf_hash_double(uint64_t seed, double v)
+{
+    if (isfinite(v) && floor(v) == v) {
+        /* Integral: hash as the int of that value. Range check before the
+         * cast (2^63 itself does not fit). -0.0 compares equal to 0. */
+        if (v >= -9223372036854775808.0 && v < 9223372036854775808.0)
+            return pf_hash_i64(seed, (int64_t)v);
+        /* |v| >= 2^63: v = mant * 2^(ex - 53) with a 53-bit mant and
+         * ex - 53 >= 11; lay the magnitude out as bytes, negate if needed. */
+        int ex;
+        double f = frexp(fabs(v), &ex);
+        uint64_t mant = (uint64_t)ldexp(f, 53);
+        unsigned sh = (unsigned)(ex - 53);
+        unsigned off = sh / 8, bit = sh % 8;
+        uint8_t buf[8 * 17 + 2] = {0}; /* ex <= 1024: 129 bytes + sign */
+        size_t n = (size_t)off + 10;
+        pf_st64(buf + off, mant << bit);
+        buf[off + 8] = bit ? (uint8_t)(mant >> (64 - bit)) : 0;
+        if (v < 0) {
+            unsigned carry = 1;
+            for (size_t i = 0; i < n; i++) {
+                unsigned x = (unsigned)(uint8_t)~buf[i] + carry;
+                buf[i] = (uint8_t)x;
+                carry = x >> 8;
+            }
+        }
+        return pf_hash_bigint(seed, buf, n);
+    }
+    uint64_t bits;
+    memcpy(&bits, &v, 8);
+    uint8_t b[8];
+    pf_st64(b, bits);
+    return pf_hash_bytes(b, 8, pf_type_seed(seed, PF_HT_FLOAT));
+}
+
+uint64_t pf_hash_complex(uint64_t seed, double re, double im)
+{
+    if (im == 0.0)
+        return pf_hash_double(seed, re);
+    if (re == 0.0) re = 0.0; /* -0.0 is read as 0.0 */
+    uint64_t br, bi;
+    memcpy(&br, &re, 8);
+    memcpy(&bi, &im, 8);
+    uint8_t b[16];
+    pf_st64(b, br);
+    pf_st64(b + 8, bi);
+    return pf_hash_bytes(b, 16, pf_type_seed(seed, PF_HT_COMPLEX));
+}
+
+uint64_t pf_hash_str(uint64_t seed, const void *data, size_t nchars, int width)
+{
+    return pf_hash_bytes(data, nchars * (size_t)width,
+                         pf_type_seed(seed, PF_HT_STR));
+}
+
+uint64_t pf_hash_bytesval(uint64_t seed, const void *data, size_t n)
+{
+    return pf_hash_bytes(data, n, pf_type_seed(seed, PF_HT_BYTES));
+}
+
+/* The hasher runs pf_hash_bytes over a whole number of 8-byte words; given
+ * the total byte count up front it yields exactly pf_hash_bytes of their
+ * concatenation. */
+void pf_hasher_init(pf_hasher *st, uint64_t seed, uint64_t nbytes)
+{
+    st->h = seed ^ (nbytes * K1);
+    st->nwords = 0;
+}
+
+void pf_hasher_word(pf_hasher *st, uint64_t w)
+{
+    st->h = step(st->h, w);
+    st->nwords++;
+}
+
+uint64_t pf_hasher_end(const pf_hasher *st)
+{
+    return pf_hash_mix(st->h);
+}
+
+uint64_t pf_hash_tuple_of(uint64_t seed, const uint64_t *item_hashes, size_t n)
+{
+    pf_hasher st;
+    pf_hasher_init(&st, pf_type_seed(seed, PF_HT_TUPLE), (uint64_t)n * 8);
+    for (size_t i = 0; i < n; i++)
+        pf_hasher_word(&st, item_hashes[i]);
+    return pf_hasher_end(&st);
+}
+
+uint64_t pf_hash_frozenset_of(uint64_t seed, const uint64_t *item_hashes,
+                              size_t n)
+{
+    uint64_t sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += pf_hash_mix(item_hashes[i]);
+    uint8_t b[16];
+    pf_st64(b, sum);
+    pf_st64(b + 8, (uint64_t)n);
+    return pf_hash_bytes(b, 16, pf_type_seed(seed, PF_HT_FROZENSET));
+}
+
+uint64_t pf_mulhi64(uint64_t a, uint64_t b)
+{
+#if defined(__SIZEOF_INT128__)
+    return (uint64_t)(((unsigned __int128)a * b) >> 64);
+#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_ARM64))
+    return __umulh(a, b);
+#else
+    uint64_t a_lo = (uint32_t)a, a_hi = a >> 32;
+    uint64_t b_lo = (uint32_t)b, b_hi = b >> 32;
+    uint64_t ll = a_lo * b_lo, lh = a_lo * b_hi;
+    uint64_t hl = a_hi * b_lo, hh = a_hi * b_hi;
+    uint64_t mid = (ll >> 32) + (uint32_t)lh + (uint32_t)hl;
+    return hh + (lh >> 32) + (hl >> 32) + (mid >> 32);
+#endif
+}

@@ -1,0 +1,204 @@
+/*
+ * internal.h -- what the core's files share and the public header does not
+ * show: the image and range structs, unaligned little-endian loads/stores,
+ * LEB128 varints, the error helper, limits, and the internal entry points
+ * between files (decoder over a byte range, hash at a position, OS mapping).
+ * The byte layout itself is docs/FORMAT.md; rules are cited as `R12`.
+ */
+#ifndef PF_INTERNAL_H
+#define PF_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "permafrost.h"
+
+/* Only little-endian hosts are supported: every multi-byte field of an image
+ * is little-endian and is loaded with a plain memcpy. */
+#if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__)
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "permafrost supports little-endian hosts only"
+#endif
+#elif defined(_WIN32) || defined(__x86_64__) || defined(_M_X64) || \
+    defined(__i386__) || defined(_M_IX86) || defined(__aarch64__) || \
+    defined(_M_ARM64)
+/* little-endian by definition of the platform */
+#else
+#error "cannot tell the byte order of this host; permafrost needs little-endian"
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PF_LIKELY(x) __builtin_expect(!!(x), 1)
+#define PF_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define PF_INLINE static inline __attribute__((always_inline))
+#else
+#define PF_LIKELY(x) (x)
+#define PF_UNLIKELY(x) (x)
+#define PF_INLINE static inline
+#endif
+
+/* ------------------------------------------------------------------ limits */
+
+#define PF_MAX_SECTIONS 64u
+#define PF_SECTION_ENTRY_LEN 32u
+#define PF_SECTION_DATA 1u
+#define PF_SECTION_REQUIRED 1u
+/* Nesting bound for eager tuple decoding and hashing (FORMAT section 6). */
+#define PF_MAX_DEPTH 1000
+#define PF_LIST_HDR_LEN 18u
+#define PF_MAP_HDR_LEN 26u
+
+/* Header field offsets (FORMAT section 2). */
+#define PF_H_MAGIC 0
+#define PF_H_VMAJOR 8
+#define PF_H_VMINOR 10
+#define PF_H_HEADER_LEN 12
+#define PF_H_INCOMPAT 16
+#define PF_H_COMPAT 24
+#define PF_H_ID 32
+#define PF_H_IMAGE_SIZE 48
+#define PF_H_ROOT 56
+#define PF_H_STAB_OFF 64
+#define PF_H_STAB_COUNT 72
+#define PF_H_RESERVED1 76
+#define PF_H_SEED 80
+#define PF_H_RESERVED2 88
+#define PF_H_CHECK 120
+
+/* Type bytes (FORMAT section 4). */
+enum {
+    PF_T_NONE = 0x00, PF_T_FALSE = 0x01, PF_T_TRUE = 0x02, PF_T_REF = 0x03,
+    PF_T_FLOAT = 0x04, PF_T_COMPLEX = 0x05, PF_T_BIGINT = 0x06,
+    PF_T_INT1 = 0x08, PF_T_INT8 = 0x0F,
+    PF_T_STR_ASCII = 0x10, PF_T_STR_LATIN1 = 0x11, PF_T_STR_UCS2 = 0x12,
+    PF_T_STR_UCS4 = 0x13, PF_T_BYTES = 0x14, PF_T_TUPLE = 0x18,
+    PF_T_LIST = 0x20, PF_T_DICT = 0x21, PF_T_SET = 0x22, PF_T_FROZENSET = 0x23,
+    PF_T_SHORT_STR = 0x80
+};
+
+/* ------------------------------------------------------------------ loads */
+
+PF_INLINE uint16_t pf_ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+PF_INLINE uint32_t pf_ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+PF_INLINE uint64_t pf_ld64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+PF_INLINE void pf_st16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+PF_INLINE void pf_st32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+PF_INLINE void pf_st64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+
+/* A table entry of width 2, 4 or 8 bytes. */
+PF_INLINE uint64_t pf_ldw(const uint8_t *p, int width)
+{
+    if (width == 4) return pf_ld32(p);
+    if (width == 2) return pf_ld16(p);
+    return pf_ld64(p);
+}
+
+PF_INLINE void pf_stw(uint8_t *p, int width, uint64_t v)
+{
+    if (width == 4) pf_st32(p, (uint32_t)v);
+    else if (width == 2) pf_st16(p, (uint16_t)v);
+    else pf_st64(p, v);
+}
+
+/* Number of bits needed to write v (0 for 0). */
+PF_INLINE unsigned pf_bitlen64(uint64_t v)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    return v ? 64u - (unsigned)__builtin_clzll(v) : 0u;
+#else
+    unsigned n = 0;
+    while (v) { n++; v >>= 1; }
+    return n;
+#endif
+}
+
+/* ------------------------------------------------------------------ varints */
+
+/* Decodes an unsigned LEB128 varint at p[0..avail) (R13: at most 10 bytes,
+ * value < 2^64). Returns its length in bytes, or 0 if it is truncated, too
+ * long or overflows. */
+PF_INLINE unsigned pf_varint_get(const uint8_t *p, uint64_t avail, uint64_t *out)
+{
+    if (PF_LIKELY(avail > 0 && p[0] < 0x80)) { *out = p[0]; return 1; }
+    uint64_t v = 0;
+    unsigned max = avail < 10 ? (unsigned)avail : 10u;
+    for (unsigned i = 0; i < max; i++) {
+        uint8_t b = p[i];
+        if (i == 9 && b > 1) return 0; /* bits beyond 2^64 */
+        v |= (uint64_t)(b & 0x7F) << (7 * i);
+        if (b < 0x80) { *out = v; return i + 1; }
+    }
+    return 0;
+}
+
+PF_INLINE unsigned pf_varint_len(uint64_t v)
+{
+    unsigned n = 1;
+    while (v >= 0x80) { v >>= 7; n++; }
+    return n;
+}
+
+/* Writes v at p (room for 10 bytes); returns the length. */
+PF_INLINE unsigned pf_varint_put(uint8_t *p, uint64_t v)
+{
+    unsigned n = 0;
+    while (v >= 0x80) { p[n++] = (uint8_t)(v | 0x80); v >>= 7; }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+/* ------------------------------------------------------------------ errors */
+
+/* Fills *err (if any) and returns code. msg must be a static string. */
+int pf_fail(pf_error *err, int code, const char *msg, uint64_t offset);
+int pf_fail_sys(pf_error *err, const char *msg, int sys_errno);
+
+#define PF_CORRUPT(err, msg, off) pf_fail((err), PF_ECORRUPT, (msg), (off))
+
+/* ------------------------------------------------------------------ ranges */
+
+/* The DATA section of an image, or of an image being written: the decoder
+ * and the key hash work on this, so that the writer hashes the keys it has
+ * just written with exactly the code that readers use. */
+typedef struct pf_range {
+    const uint8_t *base;  /* image start */
+    uint64_t start;       /* DATA section start */
+    uint64_t end;         /* DATA section end */
+    uint64_t seed;        /* hash_seed */
+} pf_range;
+
+struct pf_image {
+    pf_range r;           /* first member: a pf_image* is usable as a range */
+    uint64_t size;
+    uint64_t root;
+    uint8_t id[16];
+    uint16_t version_minor;
+    int mapped;           /* 1: owns an OS mapping in `map` */
+    struct pf_os_map {
+        void *base;
+        uint64_t len;
+        void *h_file;     /* Win32 handles; unused on POSIX */
+        void *h_map;
+    } map;
+};
+
+typedef struct pf_os_map pf_os_map;
+
+/* Decodes the ival at pos (read.c). follow: 1 follows one REF (pf_read),
+ * 0 reports it as PF_REF_RAW (pf_read_raw). */
+int pf_decode(const pf_range *r, uint64_t pos, pf_val *out, int follow,
+              pf_error *err);
+
+/* The stable hash (FORMAT section 5) of the key stored at pos. */
+int pf_hash_range(const pf_range *r, uint64_t pos, uint64_t *hash,
+                  pf_error *err);
+
+/* ------------------------------------------------------------------ OS layer */
+
+/* Maps the whole file read-only. An empty file is PF_ECORRUPT (it cannot be
+ * mapped and cannot hold a header); an OS failure is PF_EIO. */
+int pf_os_map_file(const char *path, pf_os_map *m, pf_error *err);
+void pf_os_unmap(pf_os_map *m);
+
+#endif /* PF_INTERNAL_H */

@@ -1,0 +1,570 @@
+/*
+ * read.c -- decoding ivals (docs/FORMAT.md section 4), list indexing, record
+ * iteration, key hashing of stored values (section 5) and hash lookups in
+ * the slot table (R22, R23).
+ *
+ * Nothing read from an image is trusted. Every offset and length is checked
+ * against the DATA section [start, end) before use, in the overflow-proof
+ * form `len > end - pos`, so no out-of-range pointer is ever formed. No read
+ * path allocates. Nested tuples are skipped iteratively (a count of pending
+ * ivals, no recursion) and hashed with a depth bound, so a hostile image
+ * cannot overflow the C stack.
+ *
+ * Slot table (dict/set/frozenset with nslots > 0), after the body:
+ *
+ *     body:  [key0 val0][key1 val1][key2 val2] ...      records, R20
+ *     table: [ slot 0 ][ slot 1 ] ... [ slot nslots-1 ]  `width` bytes each
+ *     slot = 0 (empty) | (tag << ibits) | (rec_off + 1)
+ *
+ * A lookup starts at the home slot mulhi64(hash, nslots) and probes linearly.
+ * Writers keep nslots > count, so at least one slot is empty and every probe
+ * sequence of a well-formed table ends at an empty slot; a hostile table may
+ * have none, so the loop also stops after nslots probes (R23). With the
+ * writer's load of 0.85 the expected probe count stays small and the tag
+ * (the hash bits that do not fit beside rec_off) filters out almost every
+ * non-matching slot without touching the key: a hit touches the slot's cache
+ * line, then the key.
+ */
+#include "internal.h"
+
+/* ------------------------------------------------------------------ checks */
+
+/* 1 if all n bytes are < 0x80 (R15). */
+static int all_ascii(const uint8_t *p, uint64_t n)
+{
+    uint64_t i = 0, acc = 0;
+    for (; n - i >= 8; i += 8)
+        acc |= pf_ld64(p + i);
+    for (; i < n; i++)
+        acc |= p[i];
+    return (acc & 0x8080808080808080ull) == 0;
+}
+
+/* 1 if all n UCS-4 units are <= 0x10FFFF (R15). */
+static int ucs4_ok(const uint8_t *p, uint64_t n)
+{
+    uint32_t bad = 0;
+    for (uint64_t i = 0; i < n; i++)
+        bad |= pf_ld32(p + 4 * i) > 0x10FFFFu;
+    return !bad;
+}
+
+/* ------------------------------------------------------------------ decode */
+
+static int skip_items(const pf_range *r, uint64_t first, uint64_t n,
+                      uint64_t *end_out, pf_error *err);
+
+/* Decodes the non-REF ival at pos (pos < r->end checked by the caller).
+ * shallow: for a tuple, do not walk its items (out->end is then 0). */
+static int decode_at(const pf_range *r, uint64_t pos, pf_val *out,
+                     int shallow, pf_error *err)
+{
+    const uint8_t *base = r->base;
+    const uint64_t end = r->end;
+    const unsigned t = base[pos];
+    const uint64_t p = pos + 1;    /* payload */
+    const uint64_t avail = end - p; /* bytes after the type byte */
+    uint64_t n;
+    unsigned vl;
+
+    out->pos = pos;
+    if (PF_LIKELY(t >= PF_T_SHORT_STR)) {                          /* R15 */
+        n = t - PF_T_SHORT_STR;
+        if (PF_UNLIKELY(n > avail))
+            return PF_CORRUPT(err, "string runs past the DATA section", pos);
+        if (PF_UNLIKELY(!all_ascii(base + p, n)))
+            return PF_CORRUPT(err, "ASCII string with a byte >= 0x80", pos);
+        out->type = PF_STR;
+        out->u.s.data = base + p;
+        out->u.s.len = n;
+        out->u.s.width = 1;
+        out->u.s.ascii = 1;
+        out->end = p + n;
+        return PF_OK;
+    }
+    if (t >= PF_T_INT1 && t <= PF_T_INT8) {                         /* R16 */
+        n = t - (PF_T_INT1 - 1);
+        if (PF_UNLIKELY(n > avail))
+            return PF_CORRUPT(err, "int runs past the DATA section", pos);
+        uint8_t b[8];
+        memset(b, (base[p + n - 1] & 0x80) ? 0xFF : 0x00, 8);
+        memcpy(b, base + p, n);
+        int64_t v;
+        memcpy(&v, b, 8);
+        out->type = PF_INT;
+        out->u.i = v;
+        out->end = p + n;
+        return PF_OK;
+    }
+    switch (t) {
+    case PF_T_NONE:
+        out->type = PF_NONE;
+        out->end = p;
+        return PF_OK;
+    case PF_T_FALSE:
+        out->type = PF_FALSE;
+        out->end = p;
+        return PF_OK;
+    case PF_T_TRUE:
+        out->type = PF_TRUE;
+        out->end = p;
+        return PF_OK;
+    case PF_T_FLOAT:
+        if (avail < 8)
+            return PF_CORRUPT(err, "float runs past the DATA section", pos);
+        out->type = PF_FLOAT;
+        memcpy(&out->u.f, base + p, 8);
+        out->end = p + 8;
+        return PF_OK;
+    case PF_T_COMPLEX:
+        if (avail < 16)
+            return PF_CORRUPT(err, "complex runs past the DATA section", pos);
+        out->type = PF_COMPLEX;
+        memcpy(&out->u.cx.re, base + p, 8);
+        memcpy(&out->u.cx.im, base + p + 8, 8);
+        out->end = p + 16;
+        return PF_OK;
+    case PF_T_BIGINT:
+        vl = pf_varint_get(base + p, avail, &n);
+        if (!vl)
+            return PF_CORRUPT(err, "bad varint (R13)", p);
+        if (n < 9)
+            return PF_CORRUPT(err, "big int shorter than 9 bytes", pos);
+        if (n > avail - vl)
+            return PF_CORRUPT(err, "big int runs past the DATA section", pos);
+        out->type = PF_BIGINT;
+        out->u.big.data = base + p + vl;
+        out->u.big.n = n;
+        out->end = p + vl + n;
+        return PF_OK;
+    case PF_T_STR_ASCII:
+    case PF_T_STR_LATIN1:
+    case PF_T_STR_UCS2:
+    case PF_T_STR_UCS4:
+    case PF_T_BYTES: {
+        int width = t == PF_T_STR_UCS2 ? 2 : t == PF_T_STR_UCS4 ? 4 : 1;
+        vl = pf_varint_get(base + p, avail, &n);
+        if (!vl)
+            return PF_CORRUPT(err, "bad varint (R13)", p);
+        if (n > (avail - vl) / (uint64_t)width)
+            return PF_CORRUPT(err, "string runs past the DATA section", pos);
+        const uint8_t *d = base + p + vl;
+        if (t == PF_T_STR_ASCII && !all_ascii(d, n))
+            return PF_CORRUPT(err, "ASCII string with a byte >= 0x80", pos);
+        if (t == PF_T_STR_UCS4 && !ucs4_ok(d, n))
+            return PF_CORRUPT(err, "UCS-4 code point above 0x10FFFF", pos);
+        out->type = t == PF_T_BYTES ? PF_BYTES : PF_STR;
+        out->u.s.data = d;
+        out->u.s.len = n;
+        out->u.s.width = width;
+        out->u.s.ascii = t == PF_T_STR_ASCII;
+        out->end = p + vl + n * (uint64_t)width;
+        return PF_OK;
+    }
+    case PF_T_TUPLE:
+        vl = pf_varint_get(base + p, avail, &n);
+        if (!vl)
+            return PF_CORRUPT(err, "bad varint (R13)", p);
+        if (n > avail - vl) /* every item takes at least one byte */
+            return PF_CORRUPT(err, "tuple runs past the DATA section", pos);
+        out->type = PF_TUPLE;
+        out->u.tup.count = n;
+        out->u.tup.first = p + vl;
+        if (shallow) {
+            out->end = 0;
+            return PF_OK;
+        }
+        return skip_items(r, p + vl, n, &out->end, err);
+    case PF_T_LIST:
+    case PF_T_DICT:
+    case PF_T_SET:
+    case PF_T_FROZENSET: {                                    /* R19-R22 */
+        const int is_list = t == PF_T_LIST;
+        const uint64_t hlen = is_list ? PF_LIST_HDR_LEN : PF_MAP_HDR_LEN;
+        if (end - pos < hlen)
+            return PF_CORRUPT(err, "container header runs past the DATA "
+                              "section", pos);
+        const int width = base[p];
+        if (width != 2 && width != 4 && width != 8)
+            return PF_CORRUPT(err, "container table width not 2, 4 or 8", p);
+        const uint64_t count = pf_ld64(base + pos + 2);
+        const uint64_t body_len = pf_ld64(base + pos + 10);
+        const uint64_t nslots = is_list ? 0 : pf_ld64(base + pos + 18);
+        const uint64_t body = pos + hlen;
+        if (body_len > end - body)
+            return PF_CORRUPT(err, "container body runs past the DATA "
+                              "section", pos);
+        const uint64_t table = body + body_len;
+        const uint64_t nent = is_list ? count : nslots;
+        if (nent > (end - table) / (uint64_t)width)
+            return PF_CORRUPT(err, "container table runs past the DATA "
+                              "section", pos);
+        /* Each list item and set key takes >= 1 byte, each dict record >= 2. */
+        if (t == PF_T_DICT ? count > body_len / 2 : count > body_len)
+            return PF_CORRUPT(err, "container count larger than its body "
+                              "can hold", pos);
+        if (!is_list && nslots != 0) {
+            if (nslots <= count)                                   /* R22 */
+                return PF_CORRUPT(err, "slot table with nslots <= count", pos);
+            if (pf_bitlen64(body_len) >= 8u * (unsigned)width)
+                return PF_CORRUPT(err, "slot width leaves no tag bits", pos);
+        }
+        out->type = is_list ? PF_LIST : t == PF_T_DICT ? PF_DICT
+                  : t == PF_T_SET ? PF_SET : PF_FROZENSET;
+        out->u.c.count = count;
+        out->u.c.body = body;
+        out->u.c.body_len = body_len;
+        out->u.c.table = table;
+        out->u.c.nslots = nslots;
+        out->u.c.width = width;
+        out->end = table + nent * (uint64_t)width;
+        return PF_OK;
+    }
+    default:
+        return PF_CORRUPT(err, "reserved type byte (R14)", pos);
+    }
+}
+
+/* Decodes the ival at pos, following one REF if `follow` (R17). */
+static int decode(const pf_range *r, uint64_t pos, pf_val *out, int follow,
+                  int shallow, pf_error *err)
+{
+    if (PF_UNLIKELY(pos < r->start || pos >= r->end))
+        return PF_CORRUPT(err, "ival outside the DATA section (R12)", pos);
+    const uint8_t *base = r->base;
+    if (base[pos] == PF_T_REF) {                                   /* R17 */
+        uint64_t d;
+        unsigned vl = pf_varint_get(base + pos + 1, r->end - pos - 1, &d);
+        if (!vl)
+            return PF_CORRUPT(err, "bad varint (R13)", pos + 1);
+        if (d == 0 || d > pos - r->start)
+            return PF_CORRUPT(err, "REF target outside the DATA section", pos);
+        uint64_t target = pos - d;
+        if (base[target] == PF_T_REF)
+            return PF_CORRUPT(err, "REF to a REF", pos);
+        uint64_t next = pos + 1 + vl;
+        if (!follow) {
+            out->type = PF_REF_RAW;
+            out->pos = target;
+            out->next = next;
+            out->end = next;
+            return PF_OK;
+        }
+        int rc = decode_at(r, target, out, shallow, err);
+        out->next = next;
+        return rc;
+    }
+    int rc = decode_at(r, pos, out, shallow, err);
+    out->next = out->end;
+    return rc;
+}
+
+/* Finds the end of n consecutive ivals starting at first, without
+ * recursion: a nested tuple adds its items to the pending count. REFs are
+ * checked but not followed. */
+static int skip_items(const pf_range *r, uint64_t first, uint64_t n,
+                      uint64_t *end_out, pf_error *err)
+{
+    uint64_t cur = first, pending = n;
+    while (pending > 0) {
+        pf_val v;
+        int rc = decode(r, cur, &v, 0, 1, err);
+        if (rc != PF_OK)
+            return rc;
+        pending--;
+        if (v.type == PF_TUPLE) {
+            cur = v.u.tup.first;
+            pending += v.u.tup.count; /* count <= end - cur: no overflow */
+            if (pending > r->end - cur)
+                return PF_CORRUPT(err, "tuple runs past the DATA section", cur);
+        } else {
+            cur = v.next;
+        }
+    }
+    *end_out = cur;
+    return PF_OK;
+}
+
+int pf_decode(const pf_range *r, uint64_t pos, pf_val *out, int follow,
+              pf_error *err)
+{
+    return decode(r, pos, out, follow, 0, err);
+}
+
+int pf_read(const pf_image *img, uint64_t pos, pf_val *out, pf_error *err)
+{
+    return decode(&img->r, pos, out, 1, 0, err);
+}
+
+int pf_read_raw(const pf_image *img, uint64_t pos, pf_val *out, pf_error *err)
+{
+    return decode(&img->r, pos, out, 0, 0, err);
+}
+
+/* ------------------------------------------------------------------ lists */
+
+int pf_list_item(const pf_image *img, const pf_val *list, uint64_t idx,
+                 uint64_t *item_pos, pf_error *err)
+{
+    if (!list || list->type != PF_LIST)
+        return pf_fail(err, PF_ETYPE, "not a list", 0);
+    if (idx >= list->u.c.count)
+        return pf_fail(err, PF_ERANGE, "list index out of range", 0);
+    const int width = list->u.c.width;
+    const uint64_t e = list->u.c.table + idx * (uint64_t)width;
+    const uint64_t off = pf_ldw(img->r.base + e, width);
+    if (off >= list->u.c.body_len)                                  /* R24 */
+        return PF_CORRUPT(err, "list offset outside the body", e);
+    *item_pos = list->u.c.body + off;
+    return PF_OK;
+}
+
+/* ------------------------------------------------------------------ records */
+
+static int is_map(int type)
+{
+    return type == PF_DICT || type == PF_SET || type == PF_FROZENSET;
+}
+
+/* The cursor is the next record's offset in the body; when the body is
+ * shorter than 2^32 bytes (so count < 2^32 too) the record index rides in
+ * the high 32 bits, which lets us stop after exactly `count` records and
+ * report a body holding more or fewer (R20). */
+static int record_next(const pf_range *r, const pf_val *c, uint64_t *cursor,
+                       uint64_t *key_pos, uint64_t *val_pos, pf_error *err)
+{
+    const uint64_t bl = c->u.c.body_len, body = c->u.c.body;
+    const uint64_t body_end = body + bl;
+    const int packed = bl <= 0xFFFFFFFFu;
+    uint64_t off = packed ? (*cursor & 0xFFFFFFFFu) : *cursor;
+    uint64_t idx = packed ? (*cursor >> 32) : 0;
+    if (off > bl)
+        return pf_fail(err, PF_EINVAL, "record cursor past the body", 0);
+    if (packed && idx >= c->u.c.count) {
+        if (off != bl)
+            return PF_CORRUPT(err, "bytes after the last record (R20)",
+                              body + off);
+        return 0;
+    }
+    if (off == bl) {
+        if (packed)
+            return PF_CORRUPT(err, "body holds fewer records than count (R20)",
+                              c->pos);
+        return 0;
+    }
+    pf_val v;
+    uint64_t kp = body + off;
+    int rc = decode(r, kp, &v, 0, 0, err);
+    if (rc != PF_OK)
+        return rc;
+    uint64_t next = v.next, vp = 0;
+    if (next > body_end)
+        return PF_CORRUPT(err, "record runs past the body (R20)", kp);
+    if (c->type == PF_DICT) {
+        if (next == body_end)
+            return PF_CORRUPT(err, "dict record without a value (R20)", kp);
+        vp = next;
+        rc = decode(r, vp, &v, 0, 0, err);
+        if (rc != PF_OK)
+            return rc;
+        next = v.next;
+        if (next > body_end)
+            return PF_CORRUPT(err, "record runs past the body (R20)", vp);
+    }
+    *key_pos = kp;
+    *val_pos = vp;
+    off = next - body;
+    *cursor = packed ? ((idx + 1) << 32) | off : off;
+    return 1;
+}
+
+int pf_record_next(const pf_image *img, const pf_val *c, uint64_t *cursor,
+                   uint64_t *key_pos, uint64_t *val_pos, pf_error *err)
+{
+    if (!c || !is_map(c->type))
+        return pf_fail(err, PF_ETYPE, "not a dict, set or frozenset", 0);
+    return record_next(&img->r, c, cursor, key_pos, val_pos, err);
+}
+
+/* ------------------------------------------------------------------ hashing */
+
+typedef struct hash_ctx {
+    const pf_range *r;
+    uint64_t budget;               /* ivals left to visit */
+    int depth;                     /* tuples/frozensets being hashed */
+    uint64_t open[PF_MAX_DEPTH];   /* their positions (R18) */
+} hash_ctx;
+
+/* Hashes the key ival at pos; *next is just past its encoding at pos. */
+static int hash_val(hash_ctx *hc, uint64_t pos, uint64_t *hash, uint64_t *next,
+                    pf_error *err)
+{
+    const pf_range *r = hc->r;
+    const uint64_t seed = r->seed;
+    pf_val v;
+    if (hc->budget == 0)
+        return pf_fail(err, PF_ELIMIT, "key too large to hash (shared "
+                       "sub-values expand beyond the limit)", pos);
+    hc->budget--;
+    int rc = decode(r, pos, &v, 1, 1, err);
+    if (rc != PF_OK)
+        return rc;
+    switch (v.type) {
+    case PF_NONE: *hash = pf_hash_none(seed); break;
+    case PF_FALSE: *hash = pf_hash_i64(seed, 0); break;
+    case PF_TRUE: *hash = pf_hash_i64(seed, 1); break;
+    case PF_INT: *hash = pf_hash_i64(seed, v.u.i); break;
+    case PF_BIGINT:
+        *hash = pf_hash_bigint(seed, v.u.big.data, (size_t)v.u.big.n);
+        break;
+    case PF_FLOAT: *hash = pf_hash_double(seed, v.u.f); break;
+    case PF_COMPLEX: *hash = pf_hash_complex(seed, v.u.cx.re, v.u.cx.im); break;
+    case PF_STR:
+        *hash = pf_hash_str(seed, v.u.s.data, (size_t)v.u.s.len, v.u.s.width);
+        break;
+    case PF_BYTES:
+        *hash = pf_hash_bytesval(seed, v.u.s.data, (size_t)v.u.s.len);
+        break;
+    case PF_TUPLE:
+    case PF_FROZENSET: {
+        if (hc->depth >= PF_MAX_DEPTH)
+            return pf_fail(err, PF_ELIMIT, "key nested too deeply", pos);
+        if (v.pos != pos) /* reached through a REF: must not close a cycle */
+            for (int i = 0; i < hc->depth; i++)
+                if (hc->open[i] == v.pos)
+                    return PF_CORRUPT(err, "REF cycle inside a key (R18)", pos);
+        hc->open[hc->depth++] = v.pos;
+        if (v.type == PF_TUPLE) {
+            pf_hasher st;
+            uint64_t cur = v.u.tup.first, h;
+            pf_hasher_init(&st, pf_type_seed(seed, PF_HT_TUPLE),
+                           v.u.tup.count * 8);
+            for (uint64_t i = 0; i < v.u.tup.count; i++) {
+                rc = hash_val(hc, cur, &h, &cur, err);
+                if (rc != PF_OK)
+                    return rc;
+                pf_hasher_word(&st, h);
+            }
+            *hash = pf_hasher_end(&st);
+            if (v.pos == pos)
+                v.next = cur; /* shallow decode left the end open */
+        } else {
+            uint64_t cursor = 0, kp, vp, h, skip, sum = 0;
+            while ((rc = record_next(r, &v, &cursor, &kp, &vp, err)) == 1) {
+                rc = hash_val(hc, kp, &h, &skip, err);
+                if (rc != PF_OK)
+                    return rc;
+                sum += pf_hash_mix(h);
+            }
+            if (rc < 0)
+                return rc;
+            uint8_t b[16];
+            pf_st64(b, sum);
+            pf_st64(b + 8, v.u.c.count);
+            *hash = pf_hash_bytes(b, 16, pf_type_seed(seed, PF_HT_FROZENSET));
+        }
+        hc->depth--;
+        break;
+    }
+    default:
+        return pf_fail(err, PF_ETYPE, "value of this type cannot be a key "
+                       "(R21)", v.pos);
+    }
+    *next = v.next;
+    return PF_OK;
+}
+
+int pf_hash_range(const pf_range *r, uint64_t pos, uint64_t *hash,
+                  pf_error *err)
+{
+    hash_ctx hc;
+    uint64_t next, span = r->end - r->start;
+    hc.r = r;
+    /* Without shared tuples a key visits each of its ivals (and each REF
+     * target) once; the budget only stops hostile sharing from expanding
+     * exponentially. */
+    hc.budget = span > (UINT64_MAX - (1u << 20)) / 4 ? UINT64_MAX
+                                                     : 4 * span + (1u << 20);
+    hc.depth = 0;
+    return hash_val(&hc, pos, hash, &next, err);
+}
+
+int pf_hash_at(const pf_image *img, uint64_t pos, uint64_t *hash, pf_error *err)
+{
+    return pf_hash_range(&img->r, pos, hash, err);
+}
+
+/* ------------------------------------------------------------------ lookup */
+
+int pf_find(const pf_image *img, const pf_val *c, uint64_t hash,
+            pf_match_fn match, void *ctx, uint64_t *key_pos,
+            uint64_t *val_pos, pf_error *err)
+{
+    if (!c || !is_map(c->type))
+        return pf_fail(err, PF_ETYPE, "not a dict, set or frozenset", 0);
+    const pf_range *r = &img->r;
+    const uint64_t body = c->u.c.body, bl = c->u.c.body_len;
+    const uint64_t nslots = c->u.c.nslots;
+    uint64_t kp, vp;
+    int m, rc;
+
+    if (nslots == 0) { /* small container: scan the records (R22) */
+        uint64_t cursor = 0;
+        while ((rc = record_next(r, c, &cursor, &kp, &vp, err)) == 1) {
+            m = match(ctx, img, kp);
+            if (m < 0)
+                return m;
+            if (m) {
+                *key_pos = kp;
+                *val_pos = vp;
+                return 1;
+            }
+        }
+        return rc;
+    }
+
+    const int width = c->u.c.width;
+    const unsigned ibits = pf_bitlen64(bl);
+    const unsigned wbits = 8u * (unsigned)width;
+    if (ibits >= wbits)
+        return PF_CORRUPT(err, "slot width leaves no tag bits", c->pos);
+    const unsigned tagbits = wbits - ibits;
+    const uint64_t tag = tagbits >= 64 ? hash : hash & ((1ull << tagbits) - 1);
+    const uint64_t imask = (1ull << ibits) - 1; /* ibits <= 63 here */
+    const uint8_t *table = r->base + c->u.c.table;
+    uint64_t i = pf_mulhi64(hash, nslots);
+    for (uint64_t probes = 0; probes < nslots; probes++) {       /* R23 */
+        const uint64_t slot = pf_ldw(table + i * (uint64_t)width, width);
+        if (slot == 0)
+            return 0;
+        if ((slot >> ibits) == tag) {
+            uint64_t ro = slot & imask;
+            if (ro == 0 || ro - 1 >= bl)                            /* R24 */
+                return PF_CORRUPT(err, "slot record offset outside the body",
+                                  c->u.c.table + i * (uint64_t)width);
+            kp = body + ro - 1;
+            m = match(ctx, img, kp);
+            if (m < 0)
+                return m;
+            if (m) {
+                vp = 0;
+                if (c->type == PF_DICT) {
+                    pf_val kv;
+                    rc = decode(r, kp, &kv, 0, 0, err);
+                    if (rc != PF_OK)
+                        return rc;
+                    if (kv.next >= body + bl)
+                        return PF_CORRUPT(err, "dict record without a value "
+                                          "(R20)", kp);
+                    vp = kv.next;
+                }
+                *key_pos = kp;
+                *val_pos = vp;
+                return 1;
+            }
+        }
+        if (++i == nslots)
+            i = 0;
+    }
+    return 0;
+}

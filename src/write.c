@@ -1,0 +1,660 @@
+/*
+ * write.c -- the writer: builds one image in a growable memory buffer, ival
+ * after ival, driven by a caller that walks its own object graph (the
+ * CPython binding). It emits the canonical encodings of docs/FORMAT.md
+ * (narrowest strings R15, fewest-byte ints R16), stores equal strings and
+ * bytes once (REF, R17), builds each container's table at pf_write_end
+ * (list offsets R19, slot table R22) and finally the section table and
+ * header. Positions are final image offsets: the first 128 bytes of the
+ * buffer are reserved for the header, DATA starts right after.
+ *
+ * Key hashes are computed from the bytes just written, by the same code
+ * readers use (pf_hash_range in read.c), so writer and reader cannot drift.
+ */
+#include <stdlib.h>
+
+#include "internal.h"
+
+#define INITIAL_CAP (64u * 1024u)
+#define FRAME_TUPLE 0x18
+
+typedef struct pf_frame {
+    int kind;          /* FRAME_TUPLE or a container type byte (0x20..0x23) */
+    uint64_t start;    /* container: offset of its header */
+    uint64_t body;     /* container: offset of its body */
+    uint64_t count;    /* container: items announced; tuple: ivals still due */
+    uint64_t items;    /* pf_write_item calls so far */
+    uint64_t ivals;    /* ivals completed directly inside this container */
+    uint64_t keys;     /* pf_write_key_done calls so far */
+    uint64_t *recs;    /* per item: offset in the body (kept for reuse) */
+    uint64_t *hashes;  /* per item: key hash (dict/set/frozenset) */
+    size_t cap;        /* entries in recs and hashes */
+} pf_frame;
+
+typedef struct dedup_ent {
+    uint64_t hash;
+    uint64_t off;      /* 0: empty (DATA starts at 128) */
+} dedup_ent;
+
+struct pf_writer {
+    uint8_t *buf;
+    size_t len;        /* bytes written = offset of the next ival */
+    size_t cap;
+    uint64_t seed;
+    int finished;
+    pf_frame *frames;  /* open tuples and containers, innermost last */
+    size_t nframes;
+    size_t frames_cap;
+    dedup_ent *dd;     /* strings and bytes already stored (R17) */
+    size_t dd_cap;     /* power of two, or 0 */
+    size_t dd_used;
+    uint64_t last_pos; /* the last deduplicated value written, and its hash */
+    uint64_t last_hash;
+};
+
+/* ------------------------------------------------------------------ buffer */
+
+static int grow(pf_writer *w, size_t extra, pf_error *err)
+{
+    if (PF_UNLIKELY(w->finished || !w->buf))
+        return pf_fail(err, PF_EINVAL, "writer already finished", 0);
+    if (extra > SIZE_MAX - w->len)
+        return pf_fail(err, PF_ELIMIT, "image too large", w->len);
+    size_t need = w->len + extra, cap = w->cap;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    uint8_t *b = (uint8_t *)realloc(w->buf, cap);
+    if (!b)
+        return pf_fail(err, PF_ENOMEM, "out of memory for the image", 0);
+    w->buf = b;
+    w->cap = cap;
+    return PF_OK;
+}
+
+PF_INLINE int ensure(pf_writer *w, size_t extra, pf_error *err)
+{
+    if (PF_LIKELY(!w->finished && w->cap - w->len >= extra))
+        return PF_OK;
+    return grow(w, extra, err);
+}
+
+/* One ival was completed at the current level: count it for the innermost
+ * open container, or close finished tuples (which completes them as ivals
+ * one level up). */
+PF_INLINE void ival_done(pf_writer *w)
+{
+    while (w->nframes > 0) {
+        pf_frame *f = &w->frames[w->nframes - 1];
+        if (f->kind != FRAME_TUPLE) {
+            f->ivals++;
+            return;
+        }
+        if (--f->count > 0)
+            return;
+        w->nframes--;
+    }
+}
+
+/* ------------------------------------------------------------------ writer */
+
+int pf_writer_new(pf_writer **out, uint64_t hash_seed, pf_error *err)
+{
+    if (!out)
+        return pf_fail(err, PF_EINVAL, "no output", 0);
+    *out = NULL;
+    pf_writer *w = (pf_writer *)calloc(1, sizeof *w);
+    if (!w)
+        return pf_fail(err, PF_ENOMEM, "out of memory for a writer", 0);
+    w->buf = (uint8_t *)malloc(INITIAL_CAP);
+    if (!w->buf) {
+        free(w);
+        return pf_fail(err, PF_ENOMEM, "out of memory for a writer", 0);
+    }
+    memset(w->buf, 0, PF_HEADER_LEN);
+    w->len = PF_HEADER_LEN;
+    w->cap = INITIAL_CAP;
+    w->seed = hash_seed;
+    w->last_pos = 0;
+    *out = w;
+    return PF_OK;
+}
+
+void pf_writer_free(pf_writer *w)
+{
+    if (!w)
+        return;
+    for (size_t i = 0; i < w->frames_cap; i++) {
+        free(w->frames[i].recs);
+        free(w->frames[i].hashes);
+    }
+    free(w->frames);
+    free(w->dd);
+    free(w->buf);
+    free(w);
+}
+
+void pf_free(void *p) { free(p); }
+
+uint64_t pf_writer_pos(const pf_writer *w) { return w->len; }
+uint64_t pf_writer_hash_seed(const pf_writer *w) { return w->seed; }
+
+/* ------------------------------------------------------------------ scalars */
+
+PF_INLINE int put1(pf_writer *w, uint8_t b, pf_error *err)
+{
+    int rc = ensure(w, 1, err);
+    if (rc != PF_OK)
+        return rc;
+    w->buf[w->len++] = b;
+    ival_done(w);
+    return PF_OK;
+}
+
+int pf_write_none(pf_writer *w, pf_error *err)
+{
+    return put1(w, PF_T_NONE, err);
+}
+
+int pf_write_bool(pf_writer *w, int v, pf_error *err)
+{
+    return put1(w, v ? PF_T_TRUE : PF_T_FALSE, err);
+}
+
+int pf_write_int(pf_writer *w, int64_t v, pf_error *err)
+{
+    /* Fewest bytes holding v in two's complement (R16): the magnitude's bits
+     * plus a sign bit. */
+    uint64_t u = v < 0 ? ~(uint64_t)v : (uint64_t)v;
+    unsigned n = pf_bitlen64(u) / 8 + 1;
+    int rc = ensure(w, 9, err);
+    if (rc != PF_OK)
+        return rc;
+    uint8_t *p = w->buf + w->len;
+    uint8_t b[8];
+    pf_st64(b, (uint64_t)v);
+    p[0] = (uint8_t)(PF_T_INT1 - 1 + n);
+    memcpy(p + 1, b, n);
+    w->len += 1 + n;
+    ival_done(w);
+    return PF_OK;
+}
+
+int pf_write_bigint(pf_writer *w, const uint8_t *le, size_t n, pf_error *err)
+{
+    if (!le || n == 0)
+        return pf_fail(err, PF_EINVAL, "big int with no bytes", 0);
+    while (n > 1 && ((le[n - 1] == 0x00 && le[n - 2] < 0x80) ||
+                     (le[n - 1] == 0xFF && le[n - 2] >= 0x80)))
+        n--;
+    if (n <= 8) {
+        uint8_t b[8];
+        memset(b, (le[n - 1] & 0x80) ? 0xFF : 0x00, 8);
+        memcpy(b, le, n);
+        int64_t v;
+        memcpy(&v, b, 8);
+        return pf_write_int(w, v, err);
+    }
+    if (n > SIZE_MAX - 11)
+        return pf_fail(err, PF_ELIMIT, "big int too large", 0);
+    int rc = ensure(w, 11 + n, err);
+    if (rc != PF_OK)
+        return rc;
+    uint8_t *p = w->buf + w->len;
+    p[0] = PF_T_BIGINT;
+    unsigned vl = pf_varint_put(p + 1, n);
+    memcpy(p + 1 + vl, le, n);
+    w->len += 1 + vl + n;
+    ival_done(w);
+    return PF_OK;
+}
+
+int pf_write_float(pf_writer *w, double v, pf_error *err)
+{
+    int rc = ensure(w, 9, err);
+    if (rc != PF_OK)
+        return rc;
+    uint8_t *p = w->buf + w->len;
+    p[0] = PF_T_FLOAT;
+    memcpy(p + 1, &v, 8);
+    w->len += 9;
+    ival_done(w);
+    return PF_OK;
+}
+
+int pf_write_complex(pf_writer *w, double re, double im, pf_error *err)
+{
+    int rc = ensure(w, 17, err);
+    if (rc != PF_OK)
+        return rc;
+    uint8_t *p = w->buf + w->len;
+    p[0] = PF_T_COMPLEX;
+    memcpy(p + 1, &re, 8);
+    memcpy(p + 9, &im, 8);
+    w->len += 17;
+    ival_done(w);
+    return PF_OK;
+}
+
+/* ------------------------------------------------------------------ strings */
+
+static int dedup_grow(pf_writer *w, pf_error *err)
+{
+    size_t ncap = w->dd_cap ? w->dd_cap * 2 : 1024;
+    if (ncap > SIZE_MAX / sizeof(dedup_ent))
+        return pf_fail(err, PF_ENOMEM, "out of memory for the string table", 0);
+    dedup_ent *nd = (dedup_ent *)calloc(ncap, sizeof(dedup_ent));
+    if (!nd)
+        return pf_fail(err, PF_ENOMEM, "out of memory for the string table", 0);
+    for (size_t i = 0; i < w->dd_cap; i++) {
+        if (!w->dd[i].off)
+            continue;
+        size_t j = (size_t)w->dd[i].hash & (ncap - 1);
+        while (nd[j].off)
+            j = (j + 1) & (ncap - 1);
+        nd[j] = w->dd[i];
+    }
+    free(w->dd);
+    w->dd = nd;
+    w->dd_cap = ncap;
+    return PF_OK;
+}
+
+/* Appends a string or bytes ival: header hdr[0..hlen) then nbytes of data.
+ * Values longer than 3 bytes encoded are looked up among those already
+ * stored; an equal one is referenced instead when the REF is shorter. */
+static int put_deduped(pf_writer *w, const uint8_t *hdr, unsigned hlen,
+                       const void *data, size_t nbytes, uint64_t hash,
+                       pf_error *err)
+{
+    if (nbytes > SIZE_MAX - hlen)
+        return pf_fail(err, PF_ELIMIT, "string too large", 0);
+    const size_t enc = hlen + nbytes;
+    int rc = ensure(w, enc, err);
+    if (rc != PF_OK)
+        return rc;
+    if (enc > 3) {
+        if (w->dd_used * 2 >= w->dd_cap && (rc = dedup_grow(w, err)) != PF_OK)
+            return rc;
+        size_t mask = w->dd_cap - 1, j = (size_t)hash & mask;
+        for (; w->dd[j].off; j = (j + 1) & mask) {
+            if (w->dd[j].hash != hash)
+                continue;
+            uint64_t off = w->dd[j].off;
+            if (off + enc > w->len || memcmp(w->buf + off, hdr, hlen) != 0 ||
+                memcmp(w->buf + off + hlen, data, nbytes) != 0)
+                continue;
+            uint64_t d = w->len - off;
+            w->last_pos = w->len;
+            w->last_hash = hash;
+            if (1 + pf_varint_len(d) < enc) {                       /* R17 */
+                uint8_t *p = w->buf + w->len;
+                p[0] = PF_T_REF;
+                w->len += 1 + pf_varint_put(p + 1, d);
+                ival_done(w);
+                return PF_OK;
+            }
+            w->dd[j].off = w->len; /* a nearer copy makes later REFs shorter */
+            goto copy;
+        }
+        w->dd[j].hash = hash;
+        w->dd[j].off = w->len;
+        w->dd_used++;
+        w->last_pos = w->len;
+        w->last_hash = hash;
+    }
+copy:
+    memcpy(w->buf + w->len, hdr, hlen);
+    if (nbytes)
+        memcpy(w->buf + w->len + hlen, data, nbytes);
+    w->len += enc;
+    ival_done(w);
+    return PF_OK;
+}
+
+static int ascii_bytes(const uint8_t *p, size_t n)
+{
+    uint64_t acc = 0;
+    size_t i = 0;
+    for (; n - i >= 8; i += 8)
+        acc |= pf_ld64(p + i);
+    for (; i < n; i++)
+        acc |= p[i];
+    return (acc & 0x8080808080808080ull) == 0;
+}
+
+int pf_write_str(pf_writer *w, const void *data, size_t nchars, int width,
+                 int ascii, pf_error *err)
+{
+    if (width != 1 && width != 2 && width != 4)
+        return pf_fail(err, PF_EINVAL, "string width not 1, 2 or 4", 0);
+    if (!data && nchars)
+        return pf_fail(err, PF_EINVAL, "string with no data", 0);
+    if (nchars > SIZE_MAX / 4)
+        return pf_fail(err, PF_ELIMIT, "string too large", 0);
+    const uint8_t *d = (const uint8_t *)data;
+    uint8_t hdr[11];
+    unsigned hlen;
+    if (width == 1) {
+        int is_ascii = ascii_bytes(d, nchars);
+        if (ascii && !is_ascii)
+            return pf_fail(err, PF_EINVAL, "string said ASCII has a byte "
+                           ">= 0x80", 0);
+        if (is_ascii && nchars < 128) {                             /* R15 */
+            hdr[0] = (uint8_t)(PF_T_SHORT_STR + nchars);
+            hlen = 1;
+        } else {
+            hdr[0] = is_ascii ? PF_T_STR_ASCII : PF_T_STR_LATIN1;
+            hlen = 1 + pf_varint_put(hdr + 1, nchars);
+        }
+    } else {
+        if (width == 4)
+            for (size_t i = 0; i < nchars; i++)
+                if (pf_ld32(d + 4 * i) > 0x10FFFFu)
+                    return pf_fail(err, PF_EINVAL, "code point above 0x10FFFF",
+                                   0);
+        hdr[0] = width == 2 ? PF_T_STR_UCS2 : PF_T_STR_UCS4;
+        hlen = 1 + pf_varint_put(hdr + 1, nchars);
+    }
+    size_t nbytes = nchars * (size_t)width;
+    uint64_t h = hlen + nbytes > 3 ? pf_hash_str(w->seed, d, nchars, width) : 0;
+    return put_deduped(w, hdr, hlen, d, nbytes, h, err);
+}
+
+int pf_write_bytes(pf_writer *w, const void *data, size_t n, pf_error *err)
+{
+    if (!data && n)
+        return pf_fail(err, PF_EINVAL, "bytes with no data", 0);
+    uint8_t hdr[11];
+    hdr[0] = PF_T_BYTES;
+    unsigned hlen = 1 + pf_varint_put(hdr + 1, n);
+    uint64_t h = hlen + n > 3 ? pf_hash_bytesval(w->seed, data, n) : 0;
+    return put_deduped(w, hdr, hlen, data, n, h, err);
+}
+
+int pf_write_ref(pf_writer *w, uint64_t target, pf_error *err)
+{
+    if (target < PF_HEADER_LEN || target >= w->len)
+        return pf_fail(err, PF_EINVAL, "REF target is not an earlier ival",
+                       target);
+    if (w->buf[target] == PF_T_REF)                                 /* R17 */
+        return pf_fail(err, PF_EINVAL, "REF target is itself a REF", target);
+    int rc = ensure(w, 11, err);
+    if (rc != PF_OK)
+        return rc;
+    uint8_t *p = w->buf + w->len;
+    p[0] = PF_T_REF;
+    w->len += 1 + pf_varint_put(p + 1, w->len - target);
+    ival_done(w);
+    return PF_OK;
+}
+
+/* ------------------------------------------------------------------ nesting */
+
+static int push_frame(pf_writer *w, pf_frame **out, pf_error *err)
+{
+    if (w->nframes == w->frames_cap) {
+        size_t ncap = w->frames_cap ? w->frames_cap * 2 : 16;
+        if (ncap > SIZE_MAX / sizeof(pf_frame))
+            return pf_fail(err, PF_ENOMEM, "out of memory for nesting", 0);
+        pf_frame *nf = (pf_frame *)realloc(w->frames, ncap * sizeof(pf_frame));
+        if (!nf)
+            return pf_fail(err, PF_ENOMEM, "out of memory for nesting", 0);
+        memset(nf + w->frames_cap, 0,
+               (ncap - w->frames_cap) * sizeof(pf_frame));
+        w->frames = nf;
+        w->frames_cap = ncap;
+    }
+    pf_frame *f = &w->frames[w->nframes];
+    f->kind = 0;
+    f->start = f->body = f->count = f->items = f->ivals = f->keys = 0;
+    *out = f; /* recs/hashes/cap are kept for reuse */
+    return PF_OK;
+}
+
+int pf_write_tuple_begin(pf_writer *w, uint64_t n, pf_error *err)
+{
+    pf_frame *f = NULL;
+    int rc = ensure(w, 11, err);
+    if (rc != PF_OK)
+        return rc;
+    if (n > 0 && (rc = push_frame(w, &f, err)) != PF_OK)
+        return rc;
+    uint8_t *p = w->buf + w->len;
+    p[0] = PF_T_TUPLE;
+    w->len += 1 + pf_varint_put(p + 1, n);
+    if (n == 0) {
+        ival_done(w);
+        return PF_OK;
+    }
+    f->kind = FRAME_TUPLE;
+    f->count = n;
+    w->nframes++;
+    return PF_OK;
+}
+
+int pf_write_container_begin(pf_writer *w, int type, uint64_t count,
+                             pf_error *err)
+{
+    int tb;
+    switch (type) {
+    case PF_LIST: case PF_T_LIST: tb = PF_T_LIST; break;
+    case PF_DICT: case PF_T_DICT: tb = PF_T_DICT; break;
+    case PF_SET: case PF_T_SET: tb = PF_T_SET; break;
+    case PF_FROZENSET: case PF_T_FROZENSET: tb = PF_T_FROZENSET; break;
+    default:
+        return pf_fail(err, PF_EINVAL, "not a container type", 0);
+    }
+    if (count > (UINT64_C(1) << 60))
+        return pf_fail(err, PF_ELIMIT, "container too large", 0);
+    const unsigned hlen = tb == PF_T_LIST ? PF_LIST_HDR_LEN : PF_MAP_HDR_LEN;
+    pf_frame *f;
+    int rc = ensure(w, hlen, err);
+    if (rc != PF_OK || (rc = push_frame(w, &f, err)) != PF_OK)
+        return rc;
+    uint8_t *p = w->buf + w->len;
+    memset(p, 0, hlen);
+    p[0] = (uint8_t)tb;
+    pf_st64(p + 2, count);
+    f->kind = tb;
+    f->start = w->len;
+    f->body = w->len + hlen;
+    f->count = count;
+    w->len += hlen;
+    w->nframes++;
+    return PF_OK;
+}
+
+/* Whether the container's last item (if any) is complete. */
+static int item_complete(const pf_frame *f)
+{
+    if (f->kind == PF_T_LIST)
+        return f->ivals == f->items;
+    if (f->keys != f->items)
+        return 0;
+    return f->ivals == (f->kind == PF_T_DICT ? 2 * f->items : f->items);
+}
+
+static pf_frame *top_container(pf_writer *w)
+{
+    if (w->nframes == 0)
+        return NULL;
+    pf_frame *f = &w->frames[w->nframes - 1];
+    return f->kind == FRAME_TUPLE ? NULL : f;
+}
+
+int pf_write_item(pf_writer *w, pf_error *err)
+{
+    pf_frame *f = top_container(w);
+    if (!f)
+        return pf_fail(err, PF_EINVAL, "pf_write_item outside a container", 0);
+    if (f->items >= f->count)
+        return pf_fail(err, PF_EINVAL, "more items than the container's count",
+                       f->start);
+    if (!item_complete(f))
+        return pf_fail(err, PF_EINVAL, "previous item of the container is "
+                       "incomplete", f->start);
+    if (f->items == f->cap) {
+        size_t ncap = f->cap ? f->cap * 2 : 16;
+        if (ncap > f->count && f->count >= 16)
+            ncap = (size_t)f->count;
+        if (ncap > SIZE_MAX / sizeof(uint64_t))
+            return pf_fail(err, PF_ENOMEM, "out of memory for a container", 0);
+        uint64_t *nr = (uint64_t *)realloc(f->recs, ncap * sizeof(uint64_t));
+        if (!nr)
+            return pf_fail(err, PF_ENOMEM, "out of memory for a container", 0);
+        f->recs = nr;
+        uint64_t *nh = (uint64_t *)realloc(f->hashes, ncap * sizeof(uint64_t));
+        if (!nh)
+            return pf_fail(err, PF_ENOMEM, "out of memory for a container", 0);
+        f->hashes = nh;
+        f->cap = ncap;
+    }
+    f->recs[f->items++] = w->len - f->body;
+    return PF_OK;
+}
+
+int pf_write_key_done(pf_writer *w, pf_error *err)
+{
+    pf_frame *f = top_container(w);
+    if (!f || f->kind == PF_T_LIST)
+        return pf_fail(err, PF_EINVAL, "pf_write_key_done outside a dict or "
+                       "set", 0);
+    uint64_t want = f->kind == PF_T_DICT ? 2 * f->items - 1 : f->items;
+    if (f->items == 0 || f->keys != f->items - 1 || f->ivals != want)
+        return pf_fail(err, PF_EINVAL, "pf_write_key_done without exactly one "
+                       "key ival", f->start);
+    uint64_t kp = f->body + f->recs[f->items - 1], h;
+    if (kp == w->last_pos) {
+        h = w->last_hash; /* a string or bytes hashed when it was written */
+    } else {
+        pf_range r = {w->buf, PF_HEADER_LEN, w->len, w->seed};
+        pf_error e2;
+        int rc = pf_hash_range(&r, kp, &h, &e2);
+        if (rc != PF_OK) {
+            if (rc == PF_ECORRUPT) /* cannot happen with the writer's output */
+                rc = PF_EINVAL;
+            return pf_fail(err, rc, rc == PF_ETYPE ? "key of a type that "
+                           "cannot be a key (R21)" : e2.msg, kp);
+        }
+    }
+    f->hashes[f->items - 1] = h;
+    f->keys++;
+    return PF_OK;
+}
+
+/* Smallest table width whose entries can hold `bits` bits (+ min_spare). */
+static int pick_width(unsigned bits)
+{
+    if (bits <= 16) return 2;
+    if (bits <= 32) return 4;
+    if (bits <= 64) return 8;
+    return 0;
+}
+
+int pf_write_end(pf_writer *w, pf_error *err)
+{
+    pf_frame *f = top_container(w);
+    if (!f)
+        return pf_fail(err, PF_EINVAL, "pf_write_end outside a container", 0);
+    if (f->items != f->count || !item_complete(f))
+        return pf_fail(err, PF_EINVAL, "container ended before its count of "
+                       "items was written", f->start);
+    const uint64_t body_len = w->len - f->body;
+    const uint64_t count = f->count;
+    uint64_t nslots = 0, nent;
+    int width;
+    int rc;
+    if (f->kind == PF_T_LIST) {                                   /* R19 */
+        width = pick_width(body_len ? pf_bitlen64(body_len - 1) : 0);
+        nent = count;
+    } else {                                                      /* R22 */
+        if (count > 8)
+            nslots = count + count * 3 / 17 + 1;
+        width = pick_width(pf_bitlen64(body_len) + 4);
+        nent = nslots;
+    }
+    if (!width)
+        return pf_fail(err, PF_ELIMIT, "container body too large", f->start);
+    if (nent > (SIZE_MAX - w->len) / (uint64_t)width)
+        return pf_fail(err, PF_ELIMIT, "container table too large", f->start);
+    size_t tlen = (size_t)nent * (size_t)width;
+    if ((rc = ensure(w, tlen, err)) != PF_OK)
+        return rc;
+    uint8_t *table = w->buf + w->len;
+    if (f->kind == PF_T_LIST) {
+        for (uint64_t i = 0; i < count; i++)
+            pf_stw(table + i * (uint64_t)width, width, f->recs[i]);
+    } else if (nslots) {
+        memset(table, 0, tlen);
+        const unsigned ibits = pf_bitlen64(body_len);
+        const unsigned tagbits = 8u * (unsigned)width - ibits;
+        const uint64_t tmask = tagbits >= 64 ? ~0ull : (1ull << tagbits) - 1;
+        for (uint64_t i = 0; i < count; i++) {
+            uint64_t h = f->hashes[i];
+            uint64_t slot = ((h & tmask) << ibits) | (f->recs[i] + 1);
+            uint64_t j = pf_mulhi64(h, nslots);
+            while (pf_ldw(table + j * (uint64_t)width, width) != 0)
+                if (++j == nslots)
+                    j = 0;
+            pf_stw(table + j * (uint64_t)width, width, slot);
+        }
+    }
+    uint8_t *hdr = w->buf + f->start;
+    hdr[1] = (uint8_t)width;
+    pf_st64(hdr + 10, body_len);
+    if (f->kind != PF_T_LIST)
+        pf_st64(hdr + 18, nslots);
+    w->len += tlen;
+    w->nframes--;
+    ival_done(w);
+    return PF_OK;
+}
+
+/* ------------------------------------------------------------------ finish */
+
+int pf_writer_finish(pf_writer *w, uint64_t root_pos, const uint8_t id[16],
+                     uint8_t **out, uint64_t *len, pf_error *err)
+{
+    if (!out || !len)
+        return pf_fail(err, PF_EINVAL, "no output", 0);
+    if (w->finished || !w->buf)
+        return pf_fail(err, PF_EINVAL, "writer already finished", 0);
+    if (w->nframes)
+        return pf_fail(err, PF_EINVAL, "a tuple or container is still open", 0);
+    if (root_pos < PF_HEADER_LEN || root_pos >= w->len)
+        return pf_fail(err, PF_EINVAL, "root is not a written ival", root_pos);
+    int rc = ensure(w, PF_SECTION_ENTRY_LEN, err);
+    if (rc != PF_OK)
+        return rc;
+    const uint64_t data_end = w->len;
+    uint8_t *s = w->buf + data_end;                    /* section table, R11 */
+    pf_st32(s, PF_SECTION_DATA);
+    pf_st32(s + 4, PF_SECTION_REQUIRED);
+    pf_st64(s + 8, PF_HEADER_LEN);
+    pf_st64(s + 16, data_end - PF_HEADER_LEN);
+    pf_st64(s + 24, 0);
+    w->len += PF_SECTION_ENTRY_LEN;
+
+    uint8_t *h = w->buf;                                   /* header, R3-R9 */
+    memset(h, 0, PF_HEADER_LEN);
+    memcpy(h + PF_H_MAGIC, PF_MAGIC, 8);
+    pf_st16(h + PF_H_VMAJOR, PF_VERSION_MAJOR);
+    pf_st16(h + PF_H_VMINOR, PF_VERSION_MINOR);
+    pf_st32(h + PF_H_HEADER_LEN, PF_HEADER_LEN);
+    if (id)
+        memcpy(h + PF_H_ID, id, 16);
+    pf_st64(h + PF_H_IMAGE_SIZE, w->len);
+    pf_st64(h + PF_H_ROOT, root_pos);
+    pf_st64(h + PF_H_STAB_OFF, data_end);
+    pf_st32(h + PF_H_STAB_COUNT, 1);
+    pf_st64(h + PF_H_SEED, w->seed);
+    pf_st64(h + PF_H_CHECK, pf_hash_bytes(h, PF_H_CHECK, 0));
+
+    uint8_t *b = (uint8_t *)realloc(w->buf, w->len);
+    *out = b ? b : w->buf; /* shrinking failed: hand over the larger block */
+    *len = w->len;
+    w->buf = NULL;
+    w->len = w->cap = 0;
+    w->finished = 1;
+    return PF_OK;
+}
