@@ -6,7 +6,6 @@
  * every process and run; the binding uses these to hash a lookup key, the
  * writer and reader (pf_hash_range in read.c) to hash stored keys.
  */
-#include <math.h>
 #if defined(_MSC_VER)
 #include <intrin.h>
 #endif
@@ -91,23 +90,32 @@ uint64_t pf_hash_bigint(uint64_t seed, const uint8_t *le, size_t n)
 
 uint64_t pf_hash_double(uint64_t seed, double v)
 {
-    if (isfinite(v) && floor(v) == v) {
-        /* Integral: hash as the int of that value. Range check before the
-         * cast (2^63 itself does not fit). -0.0 compares equal to 0. */
-        if (v >= -9223372036854775808.0 && v < 9223372036854775808.0)
-            return pf_hash_i64(seed, (int64_t)v);
-        /* |v| >= 2^63: v = mant * 2^(ex - 53) with a 53-bit mant and
-         * ex - 53 >= 11; lay the magnitude out as bytes, negate if needed. */
-        int ex;
-        double f = frexp(fabs(v), &ex);
-        uint64_t mant = (uint64_t)ldexp(f, 53);
-        unsigned sh = (unsigned)(ex - 53);
-        unsigned off = sh / 8, bit = sh % 8;
-        uint8_t buf[8 * 17 + 2] = {0}; /* ex <= 1024: 129 bytes + sign */
-        size_t n = (size_t)off + 10;
-        pf_st64(buf + off, mant << bit);
-        buf[off + 8] = bit ? (uint8_t)(mant >> (64 - bit)) : 0;
-        if (v < 0) {
+    uint64_t bits;
+    memcpy(&bits, &v, 8);
+    const int bexp = (int)((bits >> 52) & 0x7FF);
+    const uint64_t frac = bits & ((1ull << 52) - 1);
+    /* |v| = mant * 2^e2 for normal numbers. */
+    const uint64_t mant = frac | (1ull << 52);
+    const int e2 = bexp - 1075;
+    if ((bits << 1) == 0) /* 0.0 and -0.0 are the int 0 */
+        return pf_hash_i64(seed, 0);
+    if (bexp != 0x7FF && bexp != 0 &&
+        (e2 >= 0 || (e2 > -53 && (mant & ((1ull << -e2) - 1)) == 0))) {
+        /* Integral: hash as the int of that value. */
+        if (e2 < 11) { /* |v| < 2^63, or v == -2^63 below */
+            uint64_t mag = e2 >= 0 ? mant << e2 : mant >> -e2;
+            return pf_hash_i64(seed, (bits >> 63) ? (int64_t)(0 - mag)
+                                                   : (int64_t)mag);
+        }
+        if (e2 == 11 && (bits >> 63) && frac == 0) /* -2^63 fits int64 */
+            return pf_hash_i64(seed, INT64_MIN);
+        /* |v| >= 2^63: lay mant << e2 out as little-endian bytes (with room
+         * for a sign byte), negate if needed; e2 <= 971 gives <= 131 bytes. */
+        unsigned off = (unsigned)e2 / 8, bit = (unsigned)e2 % 8;
+        uint8_t buf[8 * 17 + 2] = {0};
+        size_t n = (size_t)off + 9;
+        pf_st64(buf + off, mant << bit); /* mant < 2^53: no bit lost */
+        if (bits >> 63) {
             unsigned carry = 1;
             for (size_t i = 0; i < n; i++) {
                 unsigned x = (unsigned)(uint8_t)~buf[i] + carry;
@@ -117,8 +125,6 @@ uint64_t pf_hash_double(uint64_t seed, double v)
         }
         return pf_hash_bigint(seed, buf, n);
     }
-    uint64_t bits;
-    memcpy(&bits, &v, 8);
     uint8_t b[8];
     pf_st64(b, bits);
     return pf_hash_bytes(b, 8, pf_type_seed(seed, PF_HT_FLOAT));
@@ -193,7 +199,8 @@ uint64_t pf_hash_frozenset_of(uint64_t seed, const uint64_t *item_hashes,
 uint64_t pf_mulhi64(uint64_t a, uint64_t b)
 {
 #if defined(__SIZEOF_INT128__)
-    return (uint64_t)(((unsigned __int128)a * b) >> 64);
+    __extension__ typedef unsigned __int128 u128;
+    return (uint64_t)(((u128)a * b) >> 64);
 #elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_ARM64))
     return __umulh(a, b);
 #else

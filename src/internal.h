@@ -44,8 +44,11 @@
 #define PF_SECTION_ENTRY_LEN 32u
 #define PF_SECTION_DATA 1u
 #define PF_SECTION_REQUIRED 1u
-/* Nesting bound for eager tuple decoding and hashing (FORMAT section 6). */
-#define PF_MAX_DEPTH 1000
+/* Nesting bound when hashing a stored key (FORMAT section 6): tuples and
+ * frozensets inside a key are hashed recursively, ~300 bytes of C stack per
+ * level, so 256 levels stay under 100 KB on any thread. Skipping over
+ * tuples is iterative and has no depth bound. */
+#define PF_MAX_KEY_DEPTH 256
 #define PF_LIST_HDR_LEN 18u
 #define PF_MAP_HDR_LEN 26u
 

@@ -392,7 +392,7 @@ typedef struct hash_ctx {
     const pf_range *r;
     uint64_t budget;               /* ivals left to visit */
     int depth;                     /* tuples/frozensets being hashed */
-    uint64_t open[PF_MAX_DEPTH];   /* their positions (R18) */
+    uint64_t open[PF_MAX_KEY_DEPTH];   /* their positions (R18) */
 } hash_ctx;
 
 /* Hashes the key ival at pos; *next is just past its encoding at pos. */
@@ -427,7 +427,7 @@ static int hash_val(hash_ctx *hc, uint64_t pos, uint64_t *hash, uint64_t *next,
         break;
     case PF_TUPLE:
     case PF_FROZENSET: {
-        if (hc->depth >= PF_MAX_DEPTH)
+        if (hc->depth >= PF_MAX_KEY_DEPTH)
             return pf_fail(err, PF_ELIMIT, "key nested too deeply", pos);
         if (v.pos != pos) /* reached through a REF: must not close a cycle */
             for (int i = 0; i < hc->depth; i++)

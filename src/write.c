@@ -31,10 +31,12 @@ typedef struct pf_frame {
     size_t cap;        /* entries in recs and hashes */
 } pf_frame;
 
-typedef struct dedup_ent {
-    uint64_t hash;
-    uint64_t off;      /* 0: empty (DATA starts at 128) */
-} dedup_ent;
+/* Dedup table entry: (top 24 bits of the value's hash << 40) | offset of its
+ * first stored copy; 0 is empty (DATA starts at 128). Values stored beyond
+ * 2^40 bytes are not entered. The slot index is the top bits of the hash, so
+ * while the table has at most 2^24 slots a rehash needs only the entry. */
+#define DD_OFF_BITS 40
+#define DD_OFF_MASK ((UINT64_C(1) << DD_OFF_BITS) - 1)
 
 struct pf_writer {
     uint8_t *buf;
@@ -45,8 +47,9 @@ struct pf_writer {
     pf_frame *frames;  /* open tuples and containers, innermost last */
     size_t nframes;
     size_t frames_cap;
-    dedup_ent *dd;     /* strings and bytes already stored (R17) */
+    uint64_t *dd;      /* strings and bytes already stored (R17) */
     size_t dd_cap;     /* power of two, or 0 */
+    unsigned dd_bits;  /* log2(dd_cap) */
     size_t dd_used;
     uint64_t last_pos; /* the last deduplicated value written, and its hash */
     uint64_t last_hash;
@@ -237,25 +240,45 @@ int pf_write_complex(pf_writer *w, double re, double im, pf_error *err)
 
 /* ------------------------------------------------------------------ strings */
 
+/* The hash a stored string or bytes ival at off was entered with. */
+static uint64_t stored_hash(const pf_writer *w, uint64_t off)
+{
+    const uint8_t *p = w->buf + off;
+    unsigned t = p[0];
+    if (t >= PF_T_SHORT_STR)
+        return pf_hash_str(w->seed, p + 1, t - PF_T_SHORT_STR, 1);
+    uint64_t n = 0;
+    unsigned vl = pf_varint_get(p + 1, w->len - off - 1, &n);
+    if (t == PF_T_BYTES)
+        return pf_hash_bytesval(w->seed, p + 1 + vl, (size_t)n);
+    int width = t == PF_T_STR_UCS2 ? 2 : t == PF_T_STR_UCS4 ? 4 : 1;
+    return pf_hash_str(w->seed, p + 1 + vl, (size_t)n, width);
+}
+
 static int dedup_grow(pf_writer *w, pf_error *err)
 {
-    size_t ncap = w->dd_cap ? w->dd_cap * 2 : 1024;
-    if (ncap > SIZE_MAX / sizeof(dedup_ent))
+    unsigned nbits = w->dd_cap ? w->dd_bits + 1 : 14;
+    if (nbits >= 8 * sizeof(size_t) - 4)
         return pf_fail(err, PF_ENOMEM, "out of memory for the string table", 0);
-    dedup_ent *nd = (dedup_ent *)calloc(ncap, sizeof(dedup_ent));
+    size_t ncap = (size_t)1 << nbits;
+    uint64_t *nd = (uint64_t *)calloc(ncap, sizeof(uint64_t));
     if (!nd)
         return pf_fail(err, PF_ENOMEM, "out of memory for the string table", 0);
     for (size_t i = 0; i < w->dd_cap; i++) {
-        if (!w->dd[i].off)
+        uint64_t e = w->dd[i];
+        if (!e)
             continue;
-        size_t j = (size_t)w->dd[i].hash & (ncap - 1);
-        while (nd[j].off)
+        size_t j = nbits <= 24 ? (size_t)((e >> DD_OFF_BITS) >> (24 - nbits))
+                               : (size_t)(stored_hash(w, e & DD_OFF_MASK) >>
+                                          (64 - nbits));
+        while (nd[j])
             j = (j + 1) & (ncap - 1);
-        nd[j] = w->dd[i];
+        nd[j] = e;
     }
     free(w->dd);
     w->dd = nd;
     w->dd_cap = ncap;
+    w->dd_bits = nbits;
     return PF_OK;
 }
 
@@ -275,17 +298,19 @@ static int put_deduped(pf_writer *w, const uint8_t *hdr, unsigned hlen,
     if (enc > 3) {
         if (w->dd_used * 2 >= w->dd_cap && (rc = dedup_grow(w, err)) != PF_OK)
             return rc;
-        size_t mask = w->dd_cap - 1, j = (size_t)hash & mask;
-        for (; w->dd[j].off; j = (j + 1) & mask) {
-            if (w->dd[j].hash != hash)
-                continue;
-            uint64_t off = w->dd[j].off;
-            if (off + enc > w->len || memcmp(w->buf + off, hdr, hlen) != 0 ||
+        const size_t mask = w->dd_cap - 1;
+        const uint64_t tag = hash >> DD_OFF_BITS;
+        size_t j = (size_t)(hash >> (64 - w->dd_bits));
+        uint64_t e;
+        w->last_pos = w->len;
+        w->last_hash = hash;
+        for (; (e = w->dd[j]) != 0; j = (j + 1) & mask) {
+            uint64_t off = e & DD_OFF_MASK;
+            if ((e >> DD_OFF_BITS) != tag || off + enc > w->len ||
+                memcmp(w->buf + off, hdr, hlen) != 0 ||
                 memcmp(w->buf + off + hlen, data, nbytes) != 0)
                 continue;
             uint64_t d = w->len - off;
-            w->last_pos = w->len;
-            w->last_hash = hash;
             if (1 + pf_varint_len(d) < enc) {                       /* R17 */
                 uint8_t *p = w->buf + w->len;
                 p[0] = PF_T_REF;
@@ -293,14 +318,15 @@ static int put_deduped(pf_writer *w, const uint8_t *hdr, unsigned hlen,
                 ival_done(w);
                 return PF_OK;
             }
-            w->dd[j].off = w->len; /* a nearer copy makes later REFs shorter */
+            /* Too far for a short REF: store a copy, nearer for later. */
+            if (w->len <= DD_OFF_MASK)
+                w->dd[j] = (tag << DD_OFF_BITS) | w->len;
             goto copy;
         }
-        w->dd[j].hash = hash;
-        w->dd[j].off = w->len;
-        w->dd_used++;
-        w->last_pos = w->len;
-        w->last_hash = hash;
+        if (w->len <= DD_OFF_MASK) {
+            w->dd[j] = (tag << DD_OFF_BITS) | w->len;
+            w->dd_used++;
+        }
     }
 copy:
     memcpy(w->buf + w->len, hdr, hlen);

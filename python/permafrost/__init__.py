@@ -68,7 +68,49 @@ def loads(buffer):
     return Image.from_buffer(buffer).root
 
 
-class KeysView(_abc.KeysView):
+class _SetOps:
+    """Reflected set operations as dict views do them: ``other | d.keys()``
+    starts from ``other``'s elements (the mixins of collections.abc start
+    from the view's, which keeps a different one of two equal elements)."""
+
+    __slots__ = ()
+
+    def __ror__(self, other):
+        if not isinstance(other, _abc.Iterable):
+            return NotImplemented
+        result = set(other)
+        result.update(self)
+        return result
+
+    def __and__(self, other):
+        # As dict views: iterate the other operand, unless it is a set or a
+        # dict view larger than this one (then iterate this one).
+        if not isinstance(other, _abc.Iterable):
+            return NotImplemented
+        a, b = self, other
+        if (type(b) is set or isinstance(b, _DICT_VIEWS)) and len(b) > len(a):
+            a, b = b, a
+        return {x for x in b if x in a}
+
+    __rand__ = __and__
+
+    def __rsub__(self, other):
+        if not isinstance(other, _abc.Iterable):
+            return NotImplemented
+        return {x for x in other if x not in self}
+
+    def __rxor__(self, other):
+        if not isinstance(other, _abc.Iterable):
+            return NotImplemented
+        result = set(other)
+        result.symmetric_difference_update(self)
+        return result
+
+
+_DICT_VIEWS = (type({}.keys()), type({}.items()))
+
+
+class KeysView(_SetOps, _abc.KeysView):
     """The keys of a frozen dict: a set-like view, as ``dict.keys()``."""
 
     __slots__ = ()
@@ -99,7 +141,7 @@ class ValuesView(_abc.ValuesView):
         return f"frozen_values({list(self)!r})"
 
 
-class ItemsView(_abc.ItemsView):
+class ItemsView(_SetOps, _abc.ItemsView):
     """The (key, value) pairs of a frozen dict: a set-like view, as
     ``dict.items()``."""
 
@@ -116,6 +158,7 @@ class ItemsView(_abc.ItemsView):
         return f"frozen_items({list(self)!r})"
 
 
+_DICT_VIEWS += (KeysView, ItemsView)
 _binding._set_view_classes(KeysView, ValuesView, ItemsView)
 _abc.Mapping.register(DictView)
 _abc.Sequence.register(ListView)

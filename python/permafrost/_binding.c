@@ -166,6 +166,7 @@ static PyObject *make_view(ImageObject *im, const pf_val *v);
 typedef struct {
     ImageObject *im;
     int depth;
+    PyObject *memo;       /* offset -> tuple, for tuples reached by REF */
     uint64_t stack[64];   /* tuples being decoded (R18), first 64 levels */
 } dec_ctx;
 
@@ -253,6 +254,9 @@ str_from_val(const pf_val *v)
 }
 
 static PyObject *decode_at(dec_ctx *cx, uint64_t pos, uint64_t *next);
+static PyObject *decode(ImageObject *im, uint64_t pos);
+#define IS_VIEW(o) (Py_TYPE(o)->tp_dealloc == (destructor)View_dealloc)
+static void View_dealloc(PyObject *vw);
 
 /* Builds the Python value of a decoded ival. */
 static PyObject *
@@ -291,27 +295,49 @@ decode_val(dec_ctx *cx, const pf_val *v, int via_ref)
                                          (Py_ssize_t)v->u.s.len);
     case PF_TUPLE: {
         uint64_t n = v->u.tup.count;
+        PyObject *mkey = NULL;
+        if (via_ref || cx->depth > 0) {
+            /* A shared tuple is built once per decode: 2^k paths through k
+             * shared tuples must not mean 2^k work. */
+            if (!cx->memo && !(cx->memo = PyDict_New()))
+                return NULL;
+            if (!(mkey = PyLong_FromUnsignedLongLong(v->pos)))
+                return NULL;
+            PyObject *seen = PyDict_GetItemWithError(cx->memo, mkey);
+            if (seen || PyErr_Occurred()) {
+                Py_DECREF(mkey);
+                return seen ? Py_NewRef(seen) : NULL;
+            }
+        }
         if (via_ref) {
             int lim = cx->depth < 64 ? cx->depth : 64;
             for (int i = 0; i < lim; i++) {
-                if (cx->stack[i] == v->pos)
+                if (cx->stack[i] == v->pos) {
+                    Py_DECREF(mkey);
                     return PyErr_Format(st->CorruptImageError,
                         "corrupt image: tuple contains itself (at offset %llu)",
                         (unsigned long long)v->pos);
+                }
             }
         }
-        if (cx->depth >= PF_MAX_TUPLE_DEPTH)
+        if (cx->depth >= PF_MAX_TUPLE_DEPTH) {
+            Py_XDECREF(mkey);
             return PyErr_Format(st->LimitError,
                                 "tuples nested deeper than %d levels",
                                 PF_MAX_TUPLE_DEPTH);
+        }
         /* Each item takes at least one byte (R12). */
-        if (n > v->end - v->u.tup.first)
+        if (n > v->end - v->u.tup.first) {
+            Py_XDECREF(mkey);
             return PyErr_Format(st->CorruptImageError,
                                 "corrupt image: tuple longer than its bytes (at offset %llu)",
                                 (unsigned long long)v->pos);
+        }
         PyObject *t = PyTuple_New((Py_ssize_t)n);
-        if (!t)
+        if (!t) {
+            Py_XDECREF(mkey);
             return NULL;
+        }
         if (cx->depth < 64)
             cx->stack[cx->depth] = v->pos;
         cx->depth++;
@@ -321,11 +347,20 @@ decode_val(dec_ctx *cx, const pf_val *v, int via_ref)
             if (!item) {
                 cx->depth--;
                 Py_DECREF(t);
+                Py_XDECREF(mkey);
                 return NULL;
             }
             PyTuple_SET_ITEM(t, (Py_ssize_t)i, item);
         }
         cx->depth--;
+        if (mkey) {
+            int r = PyDict_SetItem(cx->memo, mkey, t);
+            Py_DECREF(mkey);
+            if (r < 0) {
+                Py_DECREF(t);
+                return NULL;
+            }
+        }
         return t;
     }
     case PF_LIST:
@@ -353,13 +388,47 @@ decode_at(dec_ctx *cx, uint64_t pos, uint64_t *next)
     return decode_val(cx, &v, v.pos != pos);
 }
 
+/* A stored dict key or set item must be hashable (R21): a damaged image
+ * may hold a list there, which is corruption, not the reader's TypeError. */
+static int
+check_key(ImageObject *im, PyObject *k)
+{
+    if (IS_VIEW(k)) {
+        if (((ViewObject *)k)->v.type == PF_FROZENSET)
+            return 0;
+        PyErr_Format(im->st->CorruptImageError,
+                     "corrupt image: a dict key or set item is a %s (R21)",
+                     Py_TYPE(k)->tp_name);
+        return -1;
+    }
+    if (PyTuple_CheckExact(k)) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(k); i++)
+            if (check_key(im, PyTuple_GET_ITEM(k, i)) < 0)
+                return -1;
+    }
+    return 0;
+}
+
+/* decode() of a dict key or set item. */
+static PyObject *
+decode_key(ImageObject *im, uint64_t pos)
+{
+    PyObject *k = decode(im, pos);
+    if (k && check_key(im, k) < 0)
+        Py_CLEAR(k);
+    return k;
+}
+
 static PyObject *
 decode(ImageObject *im, uint64_t pos)
 {
     dec_ctx cx;
     cx.im = im;
     cx.depth = 0;
-    return decode_at(&cx, pos, NULL);
+    cx.memo = NULL;
+    PyObject *r = decode_at(&cx, pos, NULL);
+    Py_XDECREF(cx.memo);
+    return r;
 }
 
 /* ------------------------------------------------------------ key hashing */
@@ -613,7 +682,9 @@ key_match(void *ctxp, const pf_image *img, uint64_t key_pos)
     dec_ctx cx;
     cx.im = mc->im;
     cx.depth = 0;
+    cx.memo = NULL;
     PyObject *stored = decode_val(&cx, &v, v.pos != key_pos);
+    Py_XDECREF(cx.memo);
     if (!stored)
         return PF_PYERR;
     int eq = PyObject_RichCompareBool(stored, key, Py_EQ);
@@ -896,10 +967,12 @@ Image_exit(ImageObject *im, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
-Image_reduce(ImageObject *im, PyObject *unused)
+Image_reduce_ex(ImageObject *im, PyObject *proto_obj)
 {
-    (void)unused;
     pf_state *st = im->st;
+    long proto = PyLong_AsLong(proto_obj);
+    if (proto == -1 && PyErr_Occurred())
+        return NULL;
     if (!im->img)
         return PyErr_Format(st->ClosedImageError, "the image is closed");
     if (im->path != Py_None) {
@@ -911,7 +984,15 @@ Image_reduce(ImageObject *im, PyObject *unused)
         return r;
     }
     /* An image in a caller's buffer: its bytes travel (out of band with
-     * protocol 5, as a PickleBuffer over them). */
+     * protocol 5, as a PickleBuffer over them; a bytes copy before). */
+    if (proto < 5) {
+        uint64_t n = pf_image_size(im->img);
+        if (n > (uint64_t)PY_SSIZE_T_MAX)
+            return PyErr_NoMemory();
+        return Py_BuildValue("O(N)", st->from_buffer,
+                             PyBytes_FromStringAndSize((const char *)pf_image_base(im->img),
+                                                       (Py_ssize_t)n));
+    }
     PyObject *mv = PyMemoryView_FromObject((PyObject *)im);
     if (!mv)
         return NULL;
@@ -973,7 +1054,7 @@ static PyMethodDef Image_methods[] = {
      "no new view can be made from a closed image."},
     {"__enter__", (PyCFunction)Image_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)(void (*)(void))Image_exit, METH_FASTCALL, NULL},
-    {"__reduce__", (PyCFunction)Image_reduce, METH_NOARGS, NULL},
+    {"__reduce_ex__", (PyCFunction)Image_reduce_ex, METH_O, NULL},
     {NULL, NULL, 0, NULL}};
 
 static PyGetSetDef Image_getset[] = {
@@ -1041,8 +1122,9 @@ View_traverse(ViewObject *vw, visitproc visit, void *arg)
 }
 
 static void
-View_dealloc(ViewObject *vw)
+View_dealloc(PyObject *self)
 {
+    ViewObject *vw = (ViewObject *)self;
     PyTypeObject *tp = Py_TYPE(vw);
     PyObject_GC_UnTrack(vw);
     ImageObject *im = vw->image;
@@ -1065,8 +1147,7 @@ View_len(ViewObject *vw)
     return (Py_ssize_t)vw->v.u.c.count;
 }
 
-/* Every view type shares this deallocator: it identifies a view. */
-#define IS_VIEW(o) (Py_TYPE(o)->tp_dealloc == (destructor)View_dealloc)
+/* Every view type shares View_dealloc: IS_VIEW() tells a view by it. */
 
 static const char *
 type_short_name(PyTypeObject *tp)
@@ -1152,7 +1233,7 @@ Iter_next(IterObject *it)
             return NULL;
         uint64_t kp = it->offs[--it->cursor];
         it->left--;
-        return decode(im, kp);
+        return decode_key(im, kp);
     }
     default: {
         uint64_t kp, vp;
@@ -1166,10 +1247,10 @@ Iter_next(IterObject *it)
         }
         it->left--;
         if (it->mode == IT_KEYS)
-            return decode(im, kp);
+            return decode_key(im, kp);
         if (it->mode == IT_VALUES)
             return decode(im, vp);
-        PyObject *k = decode(im, kp);
+        PyObject *k = decode_key(im, kp);
         if (!k)
             return NULL;
         PyObject *v = decode(im, vp);
@@ -1296,19 +1377,47 @@ View_copy(ViewObject *vw, PyObject *unused)
     return View_materialize(vw);
 }
 
+/* repr of a cyclic image: a view made anew for a node already being
+ * printed shows "...". The nodes being printed are kept per thread. */
 static PyObject *
 View_repr(ViewObject *vw)
 {
-    int r = Py_ReprEnter((PyObject *)vw);
-    if (r != 0)
-        return r > 0 ? PyUnicode_FromFormat("%s(...)", type_short_name(Py_TYPE(vw))) : NULL;
+    PyObject *tsd = PyThreadState_GetDict();
+    if (!tsd)
+        return PyUnicode_FromFormat("%s(...)", type_short_name(Py_TYPE(vw)));
+    PyObject *active = PyDict_GetItemString(tsd, "permafrost.repr");
+    if (!active) {
+        active = PySet_New(NULL);
+        if (!active || PyDict_SetItemString(tsd, "permafrost.repr", active) < 0) {
+            Py_XDECREF(active);
+            return NULL;
+        }
+        Py_DECREF(active); /* the thread dict holds it */
+    }
+    PyObject *node = Py_BuildValue("(NK)", PyLong_FromVoidPtr(vw->image),
+                                   (unsigned long long)vw->v.pos);
+    if (!node)
+        return NULL;
+    int in = PySet_Contains(active, node);
+    if (in != 0) {
+        Py_DECREF(node);
+        return in > 0 ? PyUnicode_FromFormat("%s(...)", type_short_name(Py_TYPE(vw))) : NULL;
+    }
+    if (PySet_Add(active, node) < 0) {
+        Py_DECREF(node);
+        return NULL;
+    }
     PyObject *m = View_materialize(vw);
     PyObject *res = NULL;
     if (m) {
         res = PyUnicode_FromFormat("%s(%R)", type_short_name(Py_TYPE(vw)), m);
         Py_DECREF(m);
     }
-    Py_ReprLeave((PyObject *)vw);
+    PyObject *exc_type, *exc_value, *exc_tb;
+    PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+    PySet_Discard(active, node);
+    PyErr_Restore(exc_type, exc_value, exc_tb);
+    Py_DECREF(node);
     return res;
 }
 
@@ -1427,7 +1536,7 @@ dict_equal(ViewObject *vw, PyObject *other)
                 fail(st, &err, rc);
             return -1;
         }
-        PyObject *k = decode(vw->image, kp);
+        PyObject *k = decode_key(vw->image, kp);
         if (!k)
             return -1;
         PyObject *ov;
@@ -2039,6 +2148,22 @@ Set_isdisjoint(ViewObject *vw, PyObject *other)
     return PyBool_FromLong(disjoint);
 }
 
+static int
+Set_contains(ViewObject *vw, PyObject *key)
+{
+    int r = view_lookup(vw, key, NULL, NULL);
+    if (r < 0 && PySet_Check(key) && PyErr_ExceptionMatches(PyExc_TypeError)) {
+        /* set.__contains__ looks a set up as the equal frozenset. */
+        PyErr_Clear();
+        PyObject *fs = PyFrozenSet_New(key);
+        if (!fs)
+            return -1;
+        r = view_lookup(vw, fs, NULL, NULL);
+        Py_DECREF(fs);
+    }
+    return r;
+}
+
 static PyMethodDef Set_methods[] = {
     {"copy", (PyCFunction)View_copy, METH_NOARGS, "A shallow copy as a plain set/frozenset."},
     {"union", (PyCFunction)(void (*)(void))Set_union, METH_FASTCALL, NULL},
@@ -2066,7 +2191,7 @@ static PyType_Slot Set_slots[] = {
     {Py_tp_richcompare, Set_richcompare},
     {Py_tp_methods, Set_methods},
     {Py_sq_length, View_len},
-    {Py_sq_contains, Dict_contains},
+    {Py_sq_contains, Set_contains},
     {Py_nb_and, Set_and},
     {Py_nb_or, Set_or},
     {Py_nb_subtract, Set_sub},
@@ -2087,7 +2212,7 @@ static PyType_Slot FrozenSet_slots[] = {
     {Py_tp_richcompare, Set_richcompare},
     {Py_tp_methods, Set_methods},
     {Py_sq_length, View_len},
-    {Py_sq_contains, Dict_contains},
+    {Py_sq_contains, Set_contains},
     {Py_nb_and, Set_and},
     {Py_nb_or, Set_or},
     {Py_nb_subtract, Set_sub},
@@ -2417,7 +2542,12 @@ encode(enc_ctx *cx, PyObject *o, int key)
             return enc_fail(cx, &err, rc);
         }
         for (Py_ssize_t i = 0; i < n; i++) {
-            if (encode(cx, PyTuple_GET_ITEM(o, i), key) < 0) {
+            /* Every caller of encode() holds one reference of its own, so
+             * that Py_REFCNT > 2 means "reachable from elsewhere too". */
+            PyObject *item = Py_NewRef(PyTuple_GET_ITEM(o, i));
+            int r = encode(cx, item, key);
+            Py_DECREF(item);
+            if (r < 0) {
                 PyObject *idx = PyLong_FromSsize_t(i);
                 if (idx) {
                     enc_path(cx, "[%S]", idx);
@@ -2539,7 +2669,51 @@ freeze_to_buffer(pf_state *st, PyObject *obj, uint8_t **out, uint64_t *len)
 typedef struct {
     ImageObject *im;
     PyObject *memo;   /* offset -> object, for shared values and cycles */
+    /* Tuples being built (R18). Only a list item or a dict value may lead
+     * back to one (as in Python, where only a mutable container closes a
+     * cycle); anywhere else the incomplete tuple would be hashed or seen. */
+    uint64_t *busy;
+    size_t nbusy, capbusy, base;
 } thaw_ctx;
+
+static int
+busy_push(thaw_ctx *tx, uint64_t pos)
+{
+    if (tx->nbusy == tx->capbusy) {
+        size_t ncap = tx->capbusy ? tx->capbusy * 2 : 16;
+        uint64_t *nb = PyMem_Realloc(tx->busy, ncap * sizeof(uint64_t));
+        if (!nb) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        tx->busy = nb;
+        tx->capbusy = ncap;
+    }
+    tx->busy[tx->nbusy++] = pos;
+    return 0;
+}
+
+static int
+busy_forbidden(const thaw_ctx *tx, uint64_t pos)
+{
+    for (size_t i = tx->base; i < tx->nbusy; i++)
+        if (tx->busy[i] == pos)
+            return 1;
+    return 0;
+}
+
+/* thaw_at for an item of a list or a dict value: a cycle may close here. */
+static PyObject *thaw_at(thaw_ctx *tx, uint64_t pos, uint64_t *next);
+
+static PyObject *
+thaw_open(thaw_ctx *tx, uint64_t pos)
+{
+    size_t saved = tx->base;
+    tx->base = tx->nbusy;
+    PyObject *r = thaw_at(tx, pos, NULL);
+    tx->base = saved;
+    return r;
+}
 
 static PyObject *thaw_at(thaw_ctx *tx, uint64_t pos, uint64_t *next);
 
@@ -2590,7 +2764,7 @@ thaw_container(thaw_ctx *tx, const pf_val *v)
                 fail(im->st, &err, rc);
                 goto error;
             }
-            PyObject *item = thaw_at(tx, p, NULL);
+            PyObject *item = thaw_open(tx, p);
             if (!item)
                 goto error;
             int r = PyList_Append(res, item);
@@ -2613,9 +2787,18 @@ thaw_container(thaw_ctx *tx, const pf_val *v)
             PyObject *k = thaw_at(tx, kp, NULL);
             if (!k)
                 goto error;
+            if (PyObject_Hash(k) == -1) {
+                Py_DECREF(k);
+                if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+                    PyErr_Clear();
+                    PyErr_Format(im->st->CorruptImageError,
+                                 "corrupt image: unhashable dict key or set item (R21)");
+                }
+                goto error;
+            }
             int r;
             if (v->type == PF_DICT) {
-                PyObject *val = thaw_at(tx, vp, NULL);
+                PyObject *val = thaw_open(tx, vp);
                 if (!val) {
                     Py_DECREF(k);
                     goto error;
@@ -2657,8 +2840,13 @@ thaw_at(thaw_ctx *tx, uint64_t pos, uint64_t *next)
     if (v.type == PF_TUPLE || v.type == PF_LIST || v.type == PF_DICT || v.type == PF_SET ||
         v.type == PF_FROZENSET) {
         PyObject *seen = memo_get(tx, v.pos);
-        if (seen)
+        if (seen) {
+            if (v.type == PF_TUPLE && busy_forbidden(tx, v.pos))
+                return PyErr_Format(im->st->CorruptImageError,
+                                    "corrupt image: tuple contains itself (at offset %llu)",
+                                    (unsigned long long)v.pos);
             return Py_NewRef(seen);
+        }
         if (PyErr_Occurred())
             return NULL;
         if (Py_EnterRecursiveCall(" while thawing"))
@@ -2674,7 +2862,7 @@ thaw_at(thaw_ctx *tx, uint64_t pos, uint64_t *next)
             /* Registered before its items: a cycle through a list inside it
              * comes back to this very tuple. */
             r = PyTuple_New((Py_ssize_t)n);
-            if (r && memo_put(tx, v.pos, r) < 0)
+            if (r && (memo_put(tx, v.pos, r) < 0 || busy_push(tx, v.pos) < 0))
                 Py_CLEAR(r);
             uint64_t p = v.u.tup.first;
             for (uint64_t i = 0; r && i < n; i++) {
@@ -2685,6 +2873,8 @@ thaw_at(thaw_ctx *tx, uint64_t pos, uint64_t *next)
                 }
                 PyTuple_SET_ITEM(r, (Py_ssize_t)i, item);
             }
+            if (r)
+                tx->nbusy--;
         } else {
             r = thaw_container(tx, &v);
         }
@@ -2694,43 +2884,114 @@ thaw_at(thaw_ctx *tx, uint64_t pos, uint64_t *next)
     dec_ctx cx;
     cx.im = im;
     cx.depth = 0;
-    return decode_val(&cx, &v, 0);
+    cx.memo = NULL;
+    PyObject *r = decode_val(&cx, &v, 0); /* a scalar: no memo needed */
+    Py_XDECREF(cx.memo);
+    return r;
 }
 
+/* thaw() of a plain object: a deep copy in which every view is thawed.
+ * memo: id(original) -> copy, so shared references and cycles survive. */
 static PyObject *
-thaw_obj(pf_state *st, PyObject *o)
+thaw_obj(PyObject *memo, PyObject *o)
 {
     if (IS_VIEW(o)) {
         ViewObject *vw = (ViewObject *)o;
-        thaw_ctx tx = {vw->image, PyDict_New()};
+        thaw_ctx tx = {vw->image, PyDict_New(), NULL, 0, 0, 0};
         if (!tx.memo)
             return NULL;
         PyObject *r = thaw_at(&tx, vw->v.pos, NULL);
         Py_DECREF(tx.memo);
+        PyMem_Free(tx.busy);
         return r;
     }
-    if (PyTuple_CheckExact(o)) {
-        Py_ssize_t n = PyTuple_GET_SIZE(o);
-        PyObject *t = PyTuple_New(n);
-        if (!t)
-            return NULL;
-        if (Py_EnterRecursiveCall(" while thawing")) {
-            Py_DECREF(t);
-            return NULL;
-        }
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *x = thaw_obj(st, PyTuple_GET_ITEM(o, i));
-            if (!x) {
-                Py_LeaveRecursiveCall();
-                Py_DECREF(t);
-                return NULL;
-            }
-            PyTuple_SET_ITEM(t, i, x);
-        }
-        Py_LeaveRecursiveCall();
-        return t;
+    PyTypeObject *tp = Py_TYPE(o);
+    if (!(tp == &PyTuple_Type || tp == &PyList_Type || tp == &PyDict_Type ||
+          tp == &PySet_Type || tp == &PyFrozenSet_Type))
+        return Py_NewRef(o);
+    PyObject *id = PyLong_FromVoidPtr(o);
+    if (!id)
+        return NULL;
+    PyObject *seen = PyDict_GetItemWithError(memo, id);
+    if (seen || PyErr_Occurred()) {
+        Py_DECREF(id);
+        return seen ? Py_NewRef(seen) : NULL;
     }
-    return Py_NewRef(o);
+    if (Py_EnterRecursiveCall(" while thawing")) {
+        Py_DECREF(id);
+        return NULL;
+    }
+    PyObject *res = NULL, *tmp = NULL, *it = NULL, *x;
+    if (tp == &PyTuple_Type || tp == &PyFrozenSet_Type) {
+        /* Immutable: items first (a cycle needs a mutable container, whose
+         * copy is registered before its items). */
+        tmp = PyList_New(0);
+        it = tmp ? PyObject_GetIter(o) : NULL;
+        while (it && (x = PyIter_Next(it)) != NULL) {
+            PyObject *c = thaw_obj(memo, x);
+            Py_DECREF(x);
+            if (!c || PyList_Append(tmp, c) < 0) {
+                Py_XDECREF(c);
+                goto done;
+            }
+            Py_DECREF(c);
+        }
+        if (!it || PyErr_Occurred())
+            goto done;
+        /* A cycle may have copied this object meanwhile. */
+        seen = PyDict_GetItemWithError(memo, id);
+        if (seen) {
+            res = Py_NewRef(seen);
+            goto done;
+        }
+        res = tp == &PyTuple_Type ? PyList_AsTuple(tmp) : PyFrozenSet_New(tmp);
+    } else {
+        res = tp == &PyList_Type ? PyList_New(0) : tp == &PyDict_Type ? PyDict_New()
+                                                                     : PySet_New(NULL);
+        if (!res || PyDict_SetItem(memo, id, res) < 0)
+            goto fail;
+        if (tp == &PyDict_Type) {
+            Py_ssize_t pos = 0;
+            PyObject *k, *v;
+            tmp = PyDict_Items(o);
+            if (!tmp)
+                goto fail;
+            for (pos = 0; pos < PyList_GET_SIZE(tmp); pos++) {
+                PyObject *kv = PyList_GET_ITEM(tmp, pos);
+                k = thaw_obj(memo, PyTuple_GET_ITEM(kv, 0));
+                v = k ? thaw_obj(memo, PyTuple_GET_ITEM(kv, 1)) : NULL;
+                int r = v ? PyDict_SetItem(res, k, v) : -1;
+                Py_XDECREF(k);
+                Py_XDECREF(v);
+                if (r < 0)
+                    goto fail;
+            }
+        } else {
+            it = PyObject_GetIter(o);
+            while (it && (x = PyIter_Next(it)) != NULL) {
+                PyObject *c = thaw_obj(memo, x);
+                Py_DECREF(x);
+                int r = c ? (tp == &PyList_Type ? PyList_Append(res, c) : PySet_Add(res, c)) : -1;
+                Py_XDECREF(c);
+                if (r < 0)
+                    goto fail;
+            }
+            if (!it || PyErr_Occurred())
+                goto fail;
+        }
+        goto done;
+    }
+    if (res && PyDict_SetItem(memo, id, res) < 0)
+        goto fail;
+    goto done;
+fail:
+    Py_CLEAR(res);
+done:
+    Py_XDECREF(it);
+    Py_XDECREF(tmp);
+    Py_DECREF(id);
+    Py_LeaveRecursiveCall();
+    return res;
 }
 
 /* ------------------------------------------------------------ module functions */
@@ -2789,7 +3050,13 @@ mod_dumps(PyObject *module, PyObject *obj)
 static PyObject *
 mod_thaw(PyObject *module, PyObject *obj)
 {
-    return thaw_obj(PyModule_GetState(module), obj);
+    (void)module;
+    PyObject *memo = PyDict_New();
+    if (!memo)
+        return NULL;
+    PyObject *r = thaw_obj(memo, obj);
+    Py_DECREF(memo);
+    return r;
 }
 
 static PyObject *

@@ -1,0 +1,262 @@
+# permafrost -- build, test and check targets (GNU make).
+#
+# Every target sets up what it needs on a fresh machine: it assumes only a
+# Python >= 3.9 ($(PYTHON)) and a C compiler ($(CC)); everything else comes
+# from PyPI into a virtual environment made here (.venv, .venv-san,
+# build/venvs/<version>).  `make help` lists the targets.
+#
+# Rebuilds are cheap: the package is reinstalled into a venv only when a file
+# under src/, include/ or python/permafrost/ (or the build files) is newer
+# than that venv's stamp, and it is built with --no-build-isolation against
+# the setuptools installed once in the venv, so a rebuild needs no network.
+
+SHELL := bash
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+# Stamps and objects made through pattern rules are kept, never deleted as
+# intermediates.
+.SECONDARY:
+
+PYTHON ?= python3
+VENV ?= .venv
+SAN_VENV ?= .venv-san
+PIP_FLAGS ?= -q
+PYTEST_ARGS ?=
+DEMO_ARGS ?=
+BENCH_ARGS ?=
+
+VENV_PY = $(VENV)/bin/python
+SAN_PY = $(SAN_VENV)/bin/python
+
+# Everything the installed package is built from.
+PKG_SOURCES := $(wildcard src/*.c src/*.h include/*.h \
+	python/permafrost/*.c python/permafrost/*.h python/permafrost/*.py \
+	python/permafrost/*.pyi python/permafrost/py.typed \
+	setup.py pyproject.toml MANIFEST.in)
+
+# --------------------------------------------------------------- venvs
+
+# A venv with the build tools, so that later installs can skip isolation.
+%/.stamp-venv:
+	rm -rf $*
+	$(PYTHON) -m venv $*
+	$*/bin/python -m pip install $(PIP_FLAGS) --upgrade pip "setuptools>=61" wheel
+	touch $@
+
+# The package with one extra ("none" = no extra), built with -Werror.
+# Installing `.[x]` also installs the package itself, so the plain stamp is
+# refreshed too: `make test` followed by `make demo` builds once.
+$(VENV)/.stamp-pkg-%: $(VENV)/.stamp-venv $(PKG_SOURCES)
+	PERMAFROST_WERROR=1 $(VENV_PY) -m pip install $(PIP_FLAGS) \
+		--no-build-isolation '.$(if $(filter-out none,$*),[$*])'
+	touch $@ $(VENV)/.stamp-pkg-none
+
+# The sanitizer build: ASan + UBSan, in a venv of its own.  No -Werror here:
+# gcc's sanitizer instrumentation brings false-positive warnings of its own.
+$(SAN_VENV)/.stamp-pkg-test: $(SAN_VENV)/.stamp-venv $(PKG_SOURCES)
+	CC="$(CC)" PERMAFROST_SANITIZE=1 $(SAN_PY) -m pip install $(PIP_FLAGS) \
+		--no-build-isolation '.[test]'
+	touch $@
+
+# --------------------------------------------------------------- Python
+
+.PHONY: help install demo test pytest pytest-fast pysan pythons bench
+
+help:
+	@echo "make demo      build into .venv and run bench/demo.py (DEMO_ARGS=...)"
+	@echo "make test      the whole test suite: C unit tests + pytest (PYTEST_ARGS=...)"
+	@echo "make ctest     C unit tests (tests/c) with -Werror"
+	@echo "make csan      C unit tests under AddressSanitizer + UBSan"
+	@echo "make pysan     fast pytest subset against an ASan + UBSan build (.venv-san)"
+	@echo "make wine      C unit tests cross-built with mingw-w64, run under wine"
+	@echo "make pythons   fast pytest subset on every CPython >= 3.9 in ~/.pyenv (PYTHONS=...)"
+	@echo "make bench     benchmarks (BENCH_ARGS=...)"
+	@echo "make install   just build and install into .venv"
+	@echo "make clean     remove build outputs, venvs and caches"
+
+install: $(VENV)/.stamp-pkg-none
+
+demo: $(VENV)/.stamp-pkg-none
+	$(VENV_PY) bench/demo.py $(DEMO_ARGS)
+
+bench: $(VENV)/.stamp-pkg-bench
+	$(VENV_PY) bench/run.py $(BENCH_ARGS)
+
+# THE test command: C unit tests, then the whole pytest suite.
+test: $(VENV)/.stamp-pkg-test
+	$(MAKE) --no-print-directory ctest
+	$(VENV_PY) -m pytest -q tests $(PYTEST_ARGS)
+
+# pytest alone, and the fast subset (used by `make pythons`).
+pytest: $(VENV)/.stamp-pkg-test
+	$(VENV_PY) -m pytest -q tests $(PYTEST_ARGS)
+
+pytest-fast: $(VENV)/.stamp-pkg-test
+	$(VENV_PY) -m pytest -q -m "not slow" tests $(PYTEST_ARGS)
+
+# The sanitizer runtimes must be loaded before the interpreter starts: the
+# interpreter itself is not instrumented.  CPython leaks by design at exit,
+# hence detect_leaks=0; PYTHONMALLOC=malloc sends object memory through ASan
+# so that overflows and use-after-free on Python objects are caught too.
+# pytest runs with -s: a report written to file descriptor 2 by a dying
+# process would be lost with pytest's capture (and gcc's combined ASan+UBSan
+# runtime ignores UBSan's log_path).  The output is kept in build/pysan.log
+# and a report found there fails the run even if pytest passed (a pool
+# worker that died of it, say).
+# With clang, set ASAN_LIB/UBSAN_LIB to its libclang_rt runtimes.
+ASAN_LIB ?= $(shell $(CC) -print-file-name=libasan.so)
+UBSAN_LIB ?= $(shell $(CC) -print-file-name=libubsan.so)
+SAN_LOG := build/pysan.log
+SAN_REPORT := ERROR: AddressSanitizer|: runtime error: |SUMMARY: (Address|UndefinedBehavior)Sanitizer
+
+pysan: $(SAN_VENV)/.stamp-pkg-test
+	@for lib in "$(ASAN_LIB)" "$(UBSAN_LIB)"; do \
+		if [ ! -f "$$lib" ]; then \
+			echo "pysan: sanitizer runtime '$$lib' not found (set ASAN_LIB / UBSAN_LIB)" >&2; \
+			exit 1; \
+		fi; \
+	done
+	@mkdir -p $(dir $(SAN_LOG))
+	@set -o pipefail; rc=0; \
+	LD_PRELOAD="$(ASAN_LIB) $(UBSAN_LIB)" \
+	ASAN_OPTIONS=detect_leaks=0 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	PYTHONMALLOC=malloc \
+	HYPOTHESIS_PROFILE=sanitize \
+		$(SAN_PY) -m pytest -x -q -s -p no:cacheprovider -m "not slow" tests $(PYTEST_ARGS) \
+		2>&1 | tee $(SAN_LOG) || rc=$$?; \
+	if grep -qE '$(SAN_REPORT)' $(SAN_LOG); then \
+		echo "pysan: sanitizer report(s) in the output (kept in $(SAN_LOG))" >&2; exit 1; \
+	fi; \
+	exit $$rc
+
+# Every CPython >= 3.9 found (pyenv installs by default; or PYTHONS="paths"),
+# each in its own venv build/venvs/<version>, running the fast subset.
+# PYTHONS_EXCLUDE="3.11.7 ..." skips those versions (CI skips the python3
+# that `make test` already ran).
+PYENV_ROOT ?= $(HOME)/.pyenv
+PYTHONS_EXCLUDE ?=
+PYTHONS ?= $(shell ls -d $(PYENV_ROOT)/versions/*/bin/python3 2>/dev/null | sort -V)
+# Prints e.g. 3.12.1 (3.13.0t when free-threaded), or nothing when the
+# interpreter is not a CPython >= 3.9.
+VERSION_PROBE := import sys, sysconfig; \
+	ok = sys.implementation.name == "cpython" and sys.version_info >= (3, 9); \
+	ft = "t" if sysconfig.get_config_var("Py_GIL_DISABLED") else ""; \
+	print("%d.%d.%d%s" % (sys.version_info[:3] + (ft,)) if ok else "")
+
+pythons:
+	@tested=""; failed=""; \
+	for py in $(PYTHONS); do \
+		ver=$$("$$py" -c '$(VERSION_PROBE)' 2>/dev/null) || ver=""; \
+		if [ -z "$$ver" ]; then echo "pythons: skipping $$py (not CPython >= 3.9)"; continue; fi; \
+		case " $(PYTHONS_EXCLUDE) " in *" $$ver "*) echo "pythons: skipping $$py ($$ver excluded)"; continue;; esac; \
+		echo "=============== pythons: CPython $$ver ($$py)"; \
+		if $(MAKE) --no-print-directory PYTHON="$$py" VENV="build/venvs/$$ver" pytest-fast; then \
+			tested="$$tested $$ver"; \
+		else \
+			failed="$$failed $$ver"; \
+		fi; \
+	done; \
+	if [ -z "$$tested$$failed" ]; then \
+		echo "pythons: no CPython >= 3.9 to test under $(PYENV_ROOT)/versions; nothing to do (set PYTHONS=...)"; \
+		exit 0; \
+	fi; \
+	echo "pythons: passed:$${tested:- none}"; \
+	if [ -n "$$failed" ]; then echo "pythons: FAILED:$$failed" >&2; exit 1; fi
+
+# --------------------------------------------------------------- C tests
+#
+# Each tests/c/test_*.c is linked with every src/*.c (and any other .c in
+# tests/c, a shared test helper) into one program per test; a program passes
+# when it exits 0.  Three builds of the same tests, each in its own folder:
+#   build/c     native, -Werror            (make ctest)
+#   build/csan  native, ASan + UBSan       (make csan)
+#   build/win   mingw-w64, run under wine  (make wine)
+
+SRC_C := $(sort $(wildcard src/*.c))
+CTEST_SRC := $(sort $(wildcard tests/c/test_*.c))
+CTEST_SUPPORT := $(filter-out $(CTEST_SRC),$(sort $(wildcard tests/c/*.c)))
+
+PF_CPPFLAGS := -Iinclude -Isrc
+CTEST_CFLAGS ?= -std=c11 -Wall -Wextra -Werror -O1 -g
+CTEST_LDLIBS ?= -lm
+SAN_FLAGS ?= -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+CTEST_TIMEOUT ?= 600
+# A hung test program fails instead of hanging the run (coreutils timeout).
+RUN_LIMIT = $(if $(shell command -v timeout 2>/dev/null),timeout $(CTEST_TIMEOUT))
+
+MINGW_CC ?= x86_64-w64-mingw32-gcc
+WIN_CFLAGS ?= -std=c11 -Wall -Wextra -Werror -O1 -g
+WIN_LDFLAGS ?= -static
+WIN_LDLIBS ?= -lbcrypt -lm
+WINE ?= $(firstword $(shell command -v wine64 wine 2>/dev/null) $(wildcard /usr/lib/wine/wine64))
+WINE_PREFIX := $(CURDIR)/build/wine-prefix
+# No debug chatter, and no offer to install Mono/Gecko into the fresh prefix.
+WINE_ENV = WINEPREFIX="$(WINE_PREFIX)" WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml="
+
+# $(call c_build,NAME,DIR,CC,CFLAGS,LDFLAGS,LDLIBS,EXE_SUFFIX)
+define c_build
+$(1)_OBJS := $$(patsubst %.c,$(2)/obj/%.o,$$(SRC_C) $$(CTEST_SUPPORT))
+$(1)_TOBJS := $$(patsubst %.c,$(2)/obj/%.o,$$(CTEST_SRC))
+$(1)_BINS := $$(patsubst tests/c/%.c,$(2)/%$(7),$$(CTEST_SRC))
+
+$$($(1)_OBJS) $$($(1)_TOBJS): $(2)/obj/%.o: %.c
+	@mkdir -p $$(@D)
+	$(3) $(4) $$(PF_CPPFLAGS) -MMD -MP -c $$< -o $$@
+
+$$($(1)_BINS): $(2)/%$(7): $(2)/obj/tests/c/%.o $$($(1)_OBJS)
+	$(3) $(4) $(5) $$^ -o $$@ $(6)
+
+-include $$(patsubst %.o,%.d,$$($(1)_OBJS) $$($(1)_TOBJS))
+endef
+
+$(eval $(call c_build,NATIVE,build/c,$(CC),$(CTEST_CFLAGS),,$(CTEST_LDLIBS),))
+$(eval $(call c_build,SAN,build/csan,$(CC),$(CTEST_CFLAGS) $(SAN_FLAGS),,$(CTEST_LDLIBS),))
+$(eval $(call c_build,WIN,build/win,$(MINGW_CC),$(WIN_CFLAGS),$(WIN_LDFLAGS),$(WIN_LDLIBS),.exe))
+
+# $(call run_c_tests,LABEL,PROGRAMS,COMMAND PREFIX): runs them all, then
+# fails if any failed (so one run reports every failing program).
+define run_c_tests
+	@progs="$(2)"; \
+	if [ -z "$$progs" ]; then echo "$(1): no tests/c/test_*.c found" >&2; exit 1; fi; \
+	passed=0; failed=""; \
+	for t in $$progs; do \
+		echo "--- $(1): $$t"; \
+		if $(3) $$t; then \
+			passed=$$((passed + 1)); \
+		else \
+			rc=$$?; echo "--- $(1): FAIL $$t (exit status $$rc)" >&2; failed="$$failed $$t"; \
+		fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "$(1): FAILED:$$failed" >&2; exit 1; fi; \
+	echo "$(1): all $$passed C test programs passed"
+endef
+
+.PHONY: ctest csan wine
+
+ctest: $(NATIVE_BINS)
+	$(call run_c_tests,ctest,$(NATIVE_BINS),$(RUN_LIMIT))
+
+csan: $(SAN_BINS)
+	$(call run_c_tests,csan,$(SAN_BINS),ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1:check_initialization_order=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $(RUN_LIMIT))
+
+# The prefix is made once (a few seconds), inside build/ so that the run
+# touches nothing outside the tree.
+$(WINE_PREFIX)/.stamp:
+	@if [ -z "$(WINE)" ]; then echo "wine: no wine64 or wine found (apt-get install wine64 wine)" >&2; exit 1; fi
+	rm -rf $(WINE_PREFIX)
+	mkdir -p $(WINE_PREFIX)
+	$(WINE_ENV) $(WINE) wineboot --init
+	touch $@
+
+wine: $(WIN_BINS) $(WINE_PREFIX)/.stamp
+	$(call run_c_tests,wine,$(WIN_BINS),$(WINE_ENV) $(RUN_LIMIT) $(WINE))
+
+# --------------------------------------------------------------- cleaning
+
+.PHONY: clean
+clean:
+	rm -rf build dist $(VENV) $(SAN_VENV) .pytest_cache .hypothesis
+	rm -rf python/*.egg-info *.egg-info
+	rm -f python/permafrost/*.so python/permafrost/*.pyd
+	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,209 @@
+/*
+ * test_os.c -- the OS layer: atomic writes (create, replace, no temporary
+ * file left behind, failure leaves nothing at the path), mapping image files
+ * (missing, empty, not an image, wrong size, a folder), a mapped image
+ * surviving the replacement of its file, and the random source.
+ */
+#include "check.h"
+#include "permafrost.h"
+
+#if defined(_WIN32)
+#include <direct.h>
+#include <process.h>
+#define test_getpid() ((long)_getpid())
+#define test_mkdir(p) _mkdir(p)
+#define test_rmdir(p) _rmdir(p)
+#else
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#define test_getpid() ((long)getpid())
+#define test_mkdir(p) mkdir((p), 0700)
+#define test_rmdir(p) rmdir(p)
+#endif
+
+static char dir[512];
+
+static void path_in(char *out, size_t cap, const char *name)
+{
+    snprintf(out, cap, "%s/%s", dir, name);
+}
+
+/* Reads a whole file; returns its length or -1. */
+static long read_file(const char *path, uint8_t *buf, size_t cap)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, cap, f);
+    fclose(f);
+    return (long)n;
+}
+
+static int write_plain(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    size_t w = fwrite(data, 1, n, f);
+    fclose(f);
+    return w == n ? 0 : -1;
+}
+
+/* Number of entries in dir, "." and ".." excepted (POSIX only: -1 else). */
+static int count_entries(void)
+{
+#if defined(_WIN32)
+    return -1;
+#else
+    DIR *d = opendir(dir);
+    if (!d)
+        return -2;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+            n++;
+    closedir(d);
+    return n;
+#endif
+}
+
+static uint8_t *make_image(const char *text, uint64_t *len)
+{
+    pf_writer *w;
+    REQUIRE(pf_writer_new(&w, 3, NULL) == PF_OK);
+    uint64_t root = pf_writer_pos(w);
+    REQUIRE(pf_write_str(w, text, strlen(text), 1, 1, NULL) == PF_OK);
+    uint8_t id[16] = {0}, *buf;
+    REQUIRE(pf_writer_finish(w, root, id, &buf, len, NULL) == PF_OK);
+    pf_writer_free(w);
+    return buf;
+}
+
+static void test_atomic_write(void)
+{
+    char p[600], q[600];
+    uint8_t got[256];
+    pf_error e;
+    path_in(p, sizeof p, "atomic.bin");
+    CHECK_RC(pf_file_write_atomic(p, "first version", 13, &e), PF_OK);
+    CHECK(read_file(p, got, sizeof got) == 13 && memcmp(got, "first version", 13) == 0);
+    CHECK_RC(pf_file_write_atomic(p, "second", 6, &e), PF_OK); /* replaces */
+    CHECK(read_file(p, got, sizeof got) == 6 && memcmp(got, "second", 6) == 0);
+    CHECK_RC(pf_file_write_atomic(p, NULL, 0, &e), PF_OK);     /* empty */
+    CHECK(read_file(p, got, sizeof got) == 0);
+    int n = count_entries();
+    CHECK(n == 1 || n == -1); /* no temporary file left */
+
+    /* A folder that does not exist: PF_EIO, nothing created. */
+    path_in(q, sizeof q, "no/such/folder/x.bin");
+    memset(&e, 0, sizeof e);
+    CHECK_RC(pf_file_write_atomic(q, "data", 4, &e), PF_EIO);
+    CHECK(e.code == PF_EIO && e.sys_errno != 0 && e.msg != NULL);
+    CHECK(read_file(q, got, sizeof got) == -1);
+
+    /* The target is a folder: the rename fails, the temporary file goes. */
+    path_in(q, sizeof q, "a_folder");
+    REQUIRE(test_mkdir(q) == 0);
+    CHECK_RC(pf_file_write_atomic(q, "data", 4, &e), PF_EIO);
+    n = count_entries();
+    CHECK(n == 2 || n == -1);
+    test_rmdir(q);
+    CHECK_RC(pf_file_write_atomic(NULL, "x", 1, &e), PF_EINVAL);
+    remove(p);
+}
+
+static void test_open_file(void)
+{
+    char p[600];
+    pf_image *img = NULL;
+    pf_error e;
+    path_in(p, sizeof p, "missing.pfi");
+    CHECK_RC(pf_image_open_file(p, &img, &e), PF_EIO);
+    CHECK(img == NULL && e.sys_errno != 0);
+    path_in(p, sizeof p, "empty.pfi");
+    REQUIRE(write_plain(p, "", 0) == 0);
+    CHECK_RC(pf_image_open_file(p, &img, &e), PF_ECORRUPT);
+    CHECK(img == NULL);
+    REQUIRE(write_plain(p, "hello, not an image", 19) == 0);
+    CHECK_RC(pf_image_open_file(p, &img, &e), PF_ECORRUPT);
+    remove(p);
+
+    uint64_t len;
+    uint8_t *buf = make_image("the old image", &len);
+    path_in(p, sizeof p, "image.pfi");
+    REQUIRE(pf_file_write_atomic(p, buf, len, &e) == PF_OK);
+    CHECK_RC(pf_image_open_file(p, &img, &e), PF_OK);
+    pf_val v;
+    CHECK(pf_read(img, pf_image_root(img), &v, &e) == PF_OK && v.type == PF_STR &&
+          v.u.s.len == 13 && memcmp(v.u.s.data, "the old image", 13) == 0);
+#if !defined(_WIN32)
+    /* POSIX: a new image renamed over the file; the mapping keeps the old. */
+    uint64_t len2;
+    uint8_t *buf2 = make_image("a new image, longer", &len2);
+    CHECK_RC(pf_file_write_atomic(p, buf2, len2, &e), PF_OK);
+    CHECK(pf_read(img, pf_image_root(img), &v, &e) == PF_OK &&
+          memcmp(v.u.s.data, "the old image", 13) == 0);
+    pf_image *img2;
+    CHECK_RC(pf_image_open_file(p, &img2, &e), PF_OK);
+    CHECK(pf_read(img2, pf_image_root(img2), &v, &e) == PF_OK &&
+          v.u.s.len == 19);
+    pf_image_close(img2);
+    pf_free(buf2);
+#endif
+    pf_image_close(img);
+    /* A file one byte longer than image_size (R1). */
+    uint8_t *longer = (uint8_t *)malloc((size_t)len + 1);
+    REQUIRE(longer != NULL);
+    memcpy(longer, buf, (size_t)len);
+    longer[len] = 0;
+    REQUIRE(pf_file_write_atomic(p, longer, len + 1, &e) == PF_OK);
+    CHECK_RC(pf_image_open_file(p, &img, &e), PF_ECORRUPT);
+    CHECK_RC(pf_image_open_buffer(longer, len + 1, &img, &e), PF_OK);
+    pf_image_close(img);
+    free(longer);
+    remove(p);
+    pf_free(buf);
+    /* A folder is not an image file. */
+    CHECK(pf_image_open_file(dir, &img, &e) < 0);
+    CHECK_RC(pf_image_open_file(NULL, &img, &e), PF_EINVAL);
+}
+
+static void test_random(void)
+{
+    uint8_t a[64], b[64];
+    memset(a, 0, sizeof a);
+    memset(b, 0, sizeof b);
+    CHECK_RC(pf_os_random(a, sizeof a, NULL), PF_OK);
+    CHECK_RC(pf_os_random(b, sizeof b, NULL), PF_OK);
+    CHECK(memcmp(a, b, sizeof a) != 0);
+    int zeros = 0;
+    for (size_t i = 0; i < sizeof a; i++) zeros += a[i] == 0;
+    CHECK(zeros < 16);
+    CHECK_RC(pf_os_random(a, 0, NULL), PF_OK);
+    size_t big = 1u << 20;
+    uint8_t *m = (uint8_t *)calloc(1, big);
+    REQUIRE(m != NULL);
+    CHECK_RC(pf_os_random(m, big, NULL), PF_OK);
+    long ones = 0;
+    for (size_t i = 0; i < big; i++)
+        for (int k = 0; k < 8; k++) ones += (m[i] >> k) & 1;
+    CHECK(ones > (long)(big * 4 - big / 8) && ones < (long)(big * 4 + big / 8));
+    free(m);
+}
+
+int main(void)
+{
+    const char *base = getenv("TMPDIR");
+    if (!base) base = getenv("TEMP");
+    if (!base) base = ".";
+    snprintf(dir, sizeof dir, "%s/pf_test_os_%ld", base, test_getpid());
+    REQUIRE(test_mkdir(dir) == 0);
+    test_atomic_write();
+    test_open_file();
+    test_random();
+    CHECK(count_entries() == 0 || count_entries() == -1);
+    test_rmdir(dir);
+    return check_report();
+}
