@@ -159,6 +159,14 @@ typedef struct pf_val {
  * container only the header is checked (R12, R19-R22 on each access). */
 int pf_read(const pf_image *img, uint64_t pos, pf_val *out, pf_error *err);
 
+/* As pf_read with flags. PF_READ_SHALLOW: a tuple's items are not walked,
+ * so reading one costs O(1): out->end is then 0 for a tuple, and out->next
+ * is 0 too unless a REF was followed (the caller that walks the items
+ * knows where the tuple ends). Every other type reads as with pf_read. */
+#define PF_READ_SHALLOW 1
+int pf_read_ex(const pf_image *img, uint64_t pos, int flags, pf_val *out,
+               pf_error *err);
+
 /* As pf_read, but a REF is not followed: out->type is then PF_REF_RAW and
  * out->pos is the target offset. Used by readers that must see sharing. */
 #define PF_REF_RAW 100
@@ -181,8 +189,12 @@ int pf_hash_at(const pf_image *img, uint64_t pos, uint64_t *hash, pf_error *err)
 
 /* Candidate test for pf_find: returns 1 if the stored key at key_pos equals
  * the caller's key, 0 if not, < 0 to abort the search (that code is
- * returned by pf_find). */
-typedef int (*pf_match_fn)(void *ctx, const pf_image *img, uint64_t key_pos);
+ * returned by pf_find). *key_end is 0 on entry; a match that knows where
+ * the key's encoding ends (REF included) may store it there, and pf_find
+ * then takes the value from that offset instead of decoding the key again
+ * (it still checks the offset lies inside the record's body). */
+typedef int (*pf_match_fn)(void *ctx, const pf_image *img, uint64_t key_pos,
+                           uint64_t *key_end);
 
 /* Looks a key up in a dict/set/frozenset by its stable hash: probes the slot
  * table (R22, bounded by R23), or scans the records when nslots == 0, and

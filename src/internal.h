@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <float.h>
 #include <string.h>
 
 #include "permafrost.h"
@@ -76,9 +77,24 @@ enum {
     PF_T_INT1 = 0x08, PF_T_INT8 = 0x0F,
     PF_T_STR_ASCII = 0x10, PF_T_STR_LATIN1 = 0x11, PF_T_STR_UCS2 = 0x12,
     PF_T_STR_UCS4 = 0x13, PF_T_BYTES = 0x14, PF_T_TUPLE = 0x18,
+    PF_T_TUPLE1 = 0x19, PF_T_TUPLE7 = 0x1F,          /* short tuples, R26 */
     PF_T_LIST = 0x20, PF_T_DICT = 0x21, PF_T_SET = 0x22, PF_T_FROZENSET = 0x23,
+    PF_T_DEC0 = 0x30, PF_T_DEC9 = 0x39,              /* decimal floats, R25 */
     PF_T_SHORT_STR = 0x80
 };
+
+/* Decimal floats (R25): the value is (double)m / 10^e, |m| < 2^53. */
+#define PF_DEC_MAX_E 9
+#define PF_DEC_M_LIMIT (UINT64_C(1) << 53)
+extern const double pf_pow10[PF_DEC_MAX_E + 1];
+
+/* The division of R25 must be one IEEE-754 binary64 operation, rounded
+ * once: a host evaluating doubles in wider registers (x87 without SSE2)
+ * could round twice and read some images differently from every other
+ * host. */
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 2
+#error "permafrost needs binary64 arithmetic without excess precision (use SSE2: -msse2 -mfpmath=sse)"
+#endif
 
 /* ------------------------------------------------------------------ loads */
 

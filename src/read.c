@@ -1,14 +1,17 @@
 /*
- * read.c -- decoding ivals (docs/FORMAT.md section 4), list indexing, record
- * iteration, key hashing of stored values (section 5) and hash lookups in
- * the slot table (R22, R23).
+ * read.c -- decoding ivals (docs/FORMAT.md section 4, with the compact forms
+ * of section 4.2: decimal floats R25, short tuples R26), list indexing,
+ * record iteration, key hashing of stored values (section 5) and hash
+ * lookups in the slot table (R22, R23).
  *
  * Nothing read from an image is trusted. Every offset and length is checked
  * against the DATA section [start, end) before use, in the overflow-proof
  * form `len > end - pos`, so no out-of-range pointer is ever formed. No read
  * path allocates. Nested tuples are skipped iteratively (a count of pending
  * ivals, no recursion) and hashed with a depth bound, so a hostile image
- * cannot overflow the C stack.
+ * cannot overflow the C stack. The types a lookup or a scan meets most are
+ * tested first in decode_at, each with one bounds check; the rest go
+ * through a switch.
  *
  * Slot table (dict/set/frozenset with nslots > 0), after the body:
  *
@@ -20,10 +23,13 @@
  * Writers keep nslots > count, so at least one slot is empty and every probe
  * sequence of a well-formed table ends at an empty slot; a hostile table may
  * have none, so the loop also stops after nslots probes (R23). With the
- * writer's load of 0.85 the expected probe count stays small and the tag
- * (the hash bits that do not fit beside rec_off) filters out almost every
- * non-matching slot without touching the key: a hit touches the slot's cache
- * line, then the key.
+ * writer's load of 0.85 the expected probe count stays small (about 3.8 for
+ * a hit and 23 slots, two or three cache lines, for a miss) and the tag (the
+ * hash bits that do not fit beside rec_off) filters out almost every
+ * non-matching slot without touching the key: a hit touches the slot's
+ * cache line, then the key, and the value right after it, whose offset the
+ * caller's match function may hand back (key_end) so that the key is not
+ * decoded twice.
  */
 #include "internal.h"
 
@@ -51,51 +57,36 @@ static int ucs4_ok(const uint8_t *p, uint64_t n)
 
 /* ------------------------------------------------------------------ decode */
 
+/* 10^e for the decimal floats of R25; every one is exact in binary64. */
+const double pf_pow10[PF_DEC_MAX_E + 1] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5,
+                                           1e6, 1e7, 1e8, 1e9};
+
 static int skip_items(const pf_range *r, uint64_t first, uint64_t n,
                       uint64_t *end_out, pf_error *err);
 
-/* Decodes the non-REF ival at pos (pos < r->end checked by the caller).
- * shallow: for a tuple, do not walk its items (out->end is then 0). */
-static int decode_at(const pf_range *r, uint64_t pos, pf_val *out,
-                     int shallow, pf_error *err)
+/* Sign-extends the low n bytes (1..8) of u (two's complement, R16). Written
+ * with unsigned arithmetic only, so nothing is implementation-defined. */
+PF_INLINE int64_t sign_extend(uint64_t u, unsigned n)
+{
+    const unsigned shift = 64u - 8u * n;
+    const uint64_t sign = UINT64_C(1) << (8u * n - 1u);
+    uint64_t x = ((u << shift) >> shift);
+    x = (x ^ sign) - sign;
+    int64_t v;
+    memcpy(&v, &x, 8);
+    return v;
+}
+
+/* The rarer types: none of these is on a lookup's or a scan's hot path. */
+static int decode_rare(const pf_range *r, uint64_t pos, unsigned t,
+                       pf_val *out, int shallow, pf_error *err)
 {
     const uint8_t *base = r->base;
-    const uint64_t end = r->end;
-    const unsigned t = base[pos];
-    const uint64_t p = pos + 1;    /* payload */
-    const uint64_t avail = end - p; /* bytes after the type byte */
+    const uint64_t p = pos + 1;
+    const uint64_t avail = r->end - p;
     uint64_t n;
     unsigned vl;
 
-    out->pos = pos;
-    if (PF_LIKELY(t >= PF_T_SHORT_STR)) {                          /* R15 */
-        n = t - PF_T_SHORT_STR;
-        if (PF_UNLIKELY(n > avail))
-            return PF_CORRUPT(err, "string runs past the DATA section", pos);
-        if (PF_UNLIKELY(!all_ascii(base + p, n)))
-            return PF_CORRUPT(err, "ASCII string with a byte >= 0x80", pos);
-        out->type = PF_STR;
-        out->u.s.data = base + p;
-        out->u.s.len = n;
-        out->u.s.width = 1;
-        out->u.s.ascii = 1;
-        out->end = p + n;
-        return PF_OK;
-    }
-    if (t >= PF_T_INT1 && t <= PF_T_INT8) {                         /* R16 */
-        n = t - (PF_T_INT1 - 1);
-        if (PF_UNLIKELY(n > avail))
-            return PF_CORRUPT(err, "int runs past the DATA section", pos);
-        uint8_t b[8];
-        memset(b, (base[p + n - 1] & 0x80) ? 0xFF : 0x00, 8);
-        memcpy(b, base + p, n);
-        int64_t v;
-        memcpy(&v, b, 8);
-        out->type = PF_INT;
-        out->u.i = v;
-        out->end = p + n;
-        return PF_OK;
-    }
     switch (t) {
     case PF_T_NONE:
         out->type = PF_NONE;
@@ -108,13 +99,6 @@ static int decode_at(const pf_range *r, uint64_t pos, pf_val *out,
     case PF_T_TRUE:
         out->type = PF_TRUE;
         out->end = p;
-        return PF_OK;
-    case PF_T_FLOAT:
-        if (avail < 8)
-            return PF_CORRUPT(err, "float runs past the DATA section", pos);
-        out->type = PF_FLOAT;
-        memcpy(&out->u.f, base + p, 8);
-        out->end = p + 8;
         return PF_OK;
     case PF_T_COMPLEX:
         if (avail < 16)
@@ -175,57 +159,151 @@ static int decode_at(const pf_range *r, uint64_t pos, pf_val *out,
             return PF_OK;
         }
         return skip_items(r, p + vl, n, &out->end, err);
-    case PF_T_LIST:
-    case PF_T_DICT:
-    case PF_T_SET:
-    case PF_T_FROZENSET: {                                    /* R19-R22 */
-        const int is_list = t == PF_T_LIST;
-        const uint64_t hlen = is_list ? PF_LIST_HDR_LEN : PF_MAP_HDR_LEN;
-        if (end - pos < hlen)
-            return PF_CORRUPT(err, "container header runs past the DATA "
-                              "section", pos);
-        const int width = base[p];
-        if (width != 2 && width != 4 && width != 8)
-            return PF_CORRUPT(err, "container table width not 2, 4 or 8", p);
-        const uint64_t count = pf_ld64(base + pos + 2);
-        const uint64_t body_len = pf_ld64(base + pos + 10);
-        const uint64_t nslots = is_list ? 0 : pf_ld64(base + pos + 18);
-        const uint64_t body = pos + hlen;
-        if (body_len > end - body)
-            return PF_CORRUPT(err, "container body runs past the DATA "
-                              "section", pos);
-        const uint64_t table = body + body_len;
-        const uint64_t nent = is_list ? count : nslots;
-        if (nent > (end - table) / (uint64_t)width)
-            return PF_CORRUPT(err, "container table runs past the DATA "
-                              "section", pos);
-        /* Each list item and set key takes >= 1 byte, each dict record >= 2. */
-        if (t == PF_T_DICT ? count > body_len / 2 : count > body_len)
-            return PF_CORRUPT(err, "container count larger than its body "
-                              "can hold", pos);
-        if (!is_list && nslots != 0) {
-            if (nslots <= count)                                   /* R22 */
-                return PF_CORRUPT(err, "slot table with nslots <= count", pos);
-            if (pf_bitlen64(body_len) >= 8u * (unsigned)width)
-                return PF_CORRUPT(err, "slot width leaves no tag bits", pos);
-        }
-        out->type = is_list ? PF_LIST : t == PF_T_DICT ? PF_DICT
-                  : t == PF_T_SET ? PF_SET : PF_FROZENSET;
-        out->u.c.count = count;
-        out->u.c.body = body;
-        out->u.c.body_len = body_len;
-        out->u.c.table = table;
-        out->u.c.nslots = nslots;
-        out->u.c.width = width;
-        out->end = table + nent * (uint64_t)width;
-        return PF_OK;
-    }
     default:
         return PF_CORRUPT(err, "reserved type byte (R14)", pos);
     }
 }
 
-/* Decodes the ival at pos, following one REF if `follow` (R17). */
+/* A list, dict, set or frozenset header (R19-R22); t is its type byte. */
+static int decode_container(const pf_range *r, uint64_t pos, unsigned t,
+                            pf_val *out, pf_error *err)
+{
+    const uint8_t *base = r->base;
+    const uint64_t end = r->end;
+    const int is_list = t == PF_T_LIST;
+    const uint64_t hlen = is_list ? PF_LIST_HDR_LEN : PF_MAP_HDR_LEN;
+    if (PF_UNLIKELY(end - pos < hlen))
+        return PF_CORRUPT(err, "container header runs past the DATA section",
+                          pos);
+    const int width = base[pos + 1];
+    if (PF_UNLIKELY(width != 2 && width != 4 && width != 8))
+        return PF_CORRUPT(err, "container table width not 2, 4 or 8", pos + 1);
+    const uint64_t count = pf_ld64(base + pos + 2);
+    const uint64_t body_len = pf_ld64(base + pos + 10);
+    const uint64_t nslots = is_list ? 0 : pf_ld64(base + pos + 18);
+    const uint64_t body = pos + hlen;
+    if (PF_UNLIKELY(body_len > end - body))
+        return PF_CORRUPT(err, "container body runs past the DATA section",
+                          pos);
+    const uint64_t table = body + body_len;
+    const uint64_t nent = is_list ? count : nslots;
+    if (PF_UNLIKELY(nent > (end - table) / (uint64_t)width))
+        return PF_CORRUPT(err, "container table runs past the DATA section",
+                          pos);
+    /* Each list item and set key takes >= 1 byte, each dict record >= 2. */
+    if (PF_UNLIKELY(count > (t == PF_T_DICT ? body_len / 2 : body_len)))
+        return PF_CORRUPT(err, "container count larger than its body can "
+                          "hold", pos);
+    if (!is_list && nslots != 0) {
+        if (PF_UNLIKELY(nslots <= count))                            /* R22 */
+            return PF_CORRUPT(err, "slot table with nslots <= count", pos);
+        if (PF_UNLIKELY(pf_bitlen64(body_len) >= 8u * (unsigned)width))
+            return PF_CORRUPT(err, "slot width leaves no tag bits", pos);
+    }
+    /* 0x20..0x23 -> PF_LIST..PF_FROZENSET, in the same order. */
+    out->type = PF_LIST + (int)(t - PF_T_LIST);
+    out->u.c.count = count;
+    out->u.c.body = body;
+    out->u.c.body_len = body_len;
+    out->u.c.table = table;
+    out->u.c.nslots = nslots;
+    out->u.c.width = width;
+    out->end = table + nent * (uint64_t)width;
+    return PF_OK;
+}
+
+/* Decodes the non-REF ival at pos (pos < r->end checked by the caller).
+ * shallow: for a tuple, do not walk its items (out->end is then 0).
+ * The types a lookup or a scan meets most (short ASCII strings, small
+ * ints, floats, short tuples, containers) are decoded first, each with a
+ * single bounds check. */
+static int decode_at(const pf_range *r, uint64_t pos, pf_val *out,
+                     int shallow, pf_error *err)
+{
+    const uint8_t *base = r->base;
+    const unsigned t = base[pos];
+    const uint64_t p = pos + 1;          /* payload */
+    const uint64_t avail = r->end - p;   /* bytes after the type byte */
+    uint64_t n;
+
+    out->pos = pos;
+    if (PF_LIKELY(t >= PF_T_SHORT_STR)) {                          /* R15 */
+        n = t - PF_T_SHORT_STR;
+        if (PF_UNLIKELY(n > avail))
+            return PF_CORRUPT(err, "string runs past the DATA section", pos);
+        if (PF_UNLIKELY(!all_ascii(base + p, n)))
+            return PF_CORRUPT(err, "ASCII string with a byte >= 0x80", pos);
+        out->type = PF_STR;
+        out->u.s.data = base + p;
+        out->u.s.len = n;
+        out->u.s.width = 1;
+        out->u.s.ascii = 1;
+        out->end = p + n;
+        return PF_OK;
+    }
+    if (t - PF_T_INT1 <= (unsigned)(PF_T_INT8 - PF_T_INT1)) {      /* R16 */
+        n = t - (PF_T_INT1 - 1);
+        if (PF_UNLIKELY(n > avail))
+            return PF_CORRUPT(err, "int runs past the DATA section", pos);
+        uint64_t u;
+        if (PF_LIKELY(avail >= 8)) {
+            u = pf_ld64(base + p);
+        } else {
+            uint8_t b[8] = {0};
+            memcpy(b, base + p, (size_t)n);
+            u = pf_ld64(b);
+        }
+        out->type = PF_INT;
+        out->u.i = sign_extend(u, (unsigned)n);
+        out->end = p + n;
+        return PF_OK;
+    }
+    if (t - PF_T_DEC0 <= (unsigned)(PF_T_DEC9 - PF_T_DEC0)) {      /* R25 */
+        uint64_t z;
+        unsigned vl = pf_varint_get(base + p, avail, &z);
+        if (PF_UNLIKELY(!vl))
+            return PF_CORRUPT(err, "bad varint (R13)", p);
+        /* zigzag: m = (z >> 1) ^ -(z & 1), so |m| = (z >> 1) + (z & 1) */
+        const uint64_t mag = (z >> 1) + (z & 1);
+        if (PF_UNLIKELY(mag >= PF_DEC_M_LIMIT))
+            return PF_CORRUPT(err, "decimal float mantissa of 2^53 or more "
+                              "(R25)", pos);
+        double m = (double)mag; /* exact: mag < 2^53 */
+        if (z & 1)
+            m = -m;
+        out->type = PF_FLOAT;
+        out->u.f = m / pf_pow10[t - PF_T_DEC0];
+        out->end = p + vl;
+        return PF_OK;
+    }
+    if (t == PF_T_FLOAT) {
+        if (PF_UNLIKELY(avail < 8))
+            return PF_CORRUPT(err, "float runs past the DATA section", pos);
+        out->type = PF_FLOAT;
+        memcpy(&out->u.f, base + p, 8);
+        out->end = p + 8;
+        return PF_OK;
+    }
+    if (t - PF_T_TUPLE1 <= (unsigned)(PF_T_TUPLE7 - PF_T_TUPLE1)) { /* R26 */
+        n = t - PF_T_TUPLE;
+        if (PF_UNLIKELY(n > avail)) /* every item takes at least one byte */
+            return PF_CORRUPT(err, "tuple runs past the DATA section", pos);
+        out->type = PF_TUPLE;
+        out->u.tup.count = n;
+        out->u.tup.first = p;
+        if (shallow) {
+            out->end = 0;
+            return PF_OK;
+        }
+        return skip_items(r, p, n, &out->end, err);
+    }
+    if (t - PF_T_LIST <= (unsigned)(PF_T_FROZENSET - PF_T_LIST))
+        return decode_container(r, pos, t, out, err);
+    return decode_rare(r, pos, t, out, shallow, err);
+}
+
+/* Decodes the ival at pos, following one REF if `follow` (R17). For a
+ * shallow tuple not reached through a REF, out->next is 0 like out->end. */
 static int decode(const pf_range *r, uint64_t pos, pf_val *out, int follow,
                   int shallow, pf_error *err)
 {
@@ -235,14 +313,14 @@ static int decode(const pf_range *r, uint64_t pos, pf_val *out, int follow,
     if (base[pos] == PF_T_REF) {                                   /* R17 */
         uint64_t d;
         unsigned vl = pf_varint_get(base + pos + 1, r->end - pos - 1, &d);
-        if (!vl)
+        if (PF_UNLIKELY(!vl))
             return PF_CORRUPT(err, "bad varint (R13)", pos + 1);
-        if (d == 0 || d > pos - r->start)
+        if (PF_UNLIKELY(d == 0 || d > pos - r->start))
             return PF_CORRUPT(err, "REF target outside the DATA section", pos);
-        uint64_t target = pos - d;
-        if (base[target] == PF_T_REF)
+        const uint64_t target = pos - d;
+        if (PF_UNLIKELY(base[target] == PF_T_REF))
             return PF_CORRUPT(err, "REF to a REF", pos);
-        uint64_t next = pos + 1 + vl;
+        const uint64_t next = pos + 1 + vl;
         if (!follow) {
             out->type = PF_REF_RAW;
             out->pos = target;
@@ -294,6 +372,12 @@ int pf_decode(const pf_range *r, uint64_t pos, pf_val *out, int follow,
 int pf_read(const pf_image *img, uint64_t pos, pf_val *out, pf_error *err)
 {
     return decode(&img->r, pos, out, 1, 0, err);
+}
+
+int pf_read_ex(const pf_image *img, uint64_t pos, int flags, pf_val *out,
+               pf_error *err)
+{
+    return decode(&img->r, pos, out, 1, (flags & PF_READ_SHALLOW) != 0, err);
 }
 
 int pf_read_raw(const pf_image *img, uint64_t pos, pf_val *out, pf_error *err)
@@ -449,7 +533,7 @@ static int hash_val(hash_ctx *hc, uint64_t pos, uint64_t *hash, uint64_t *next,
             if (v.pos == pos)
                 v.next = cur; /* shallow decode left the end open */
         } else {
-            uint64_t cursor = 0, kp, vp, h, skip, sum = 0;
+            uint64_t cursor = 0, kp = 0, vp = 0, h, skip, sum = 0;
             while ((rc = record_next(r, &v, &cursor, &kp, &vp, err)) == 1) {
                 rc = hash_val(hc, kp, &h, &skip, err);
                 if (rc != PF_OK)
@@ -496,75 +580,114 @@ int pf_hash_at(const pf_image *img, uint64_t pos, uint64_t *hash, pf_error *err)
 
 /* ------------------------------------------------------------------ lookup */
 
+/* A candidate was accepted by the match function: the value of a dict
+ * record follows its key, at key_end when the match knew it, else past the
+ * key decoded here; either way inside the body (R20). */
+static int found_at(const pf_range *r, const pf_val *c, uint64_t kp,
+                    uint64_t key_end, uint64_t *key_pos, uint64_t *val_pos,
+                    pf_error *err)
+{
+    uint64_t vp = 0;
+    if (c->type == PF_DICT) {
+        const uint64_t body_end = c->u.c.body + c->u.c.body_len;
+        if (key_end == 0) {
+            pf_val kv;
+            int rc = decode(r, kp, &kv, 0, 0, err);
+            if (rc != PF_OK)
+                return rc;
+            key_end = kv.next;
+        } else if (PF_UNLIKELY(key_end <= kp)) {
+            return pf_fail(err, PF_EINVAL, "match function stored a key end "
+                           "before the key", kp);
+        }
+        if (PF_UNLIKELY(key_end >= body_end))
+            return PF_CORRUPT(err, "dict record without a value (R20)", kp);
+        vp = key_end;
+    }
+    *key_pos = kp;
+    *val_pos = vp;
+    return 1;
+}
+
+/* The probe loop for slots of W bytes (R22, R23). Inlined with W a
+ * constant, so a probe is one load of the right width: a hit touches the
+ * slot's cache line and then the key; the tag, the hash bits that do not
+ * fit beside rec_off, rejects almost every other occupied slot without
+ * touching its key. */
+PF_INLINE int probe_slots(const pf_image *img, const pf_val *c, uint64_t hash,
+                          const int W, pf_match_fn match, void *ctx,
+                          uint64_t *key_pos, uint64_t *val_pos, pf_error *err)
+{
+    const uint64_t body = c->u.c.body, bl = c->u.c.body_len;
+    const uint64_t nslots = c->u.c.nslots;
+    const unsigned ibits = pf_bitlen64(bl);
+    const unsigned wbits = 8u * (unsigned)W;
+    if (PF_UNLIKELY(ibits >= wbits))
+        return PF_CORRUPT(err, "slot width leaves no tag bits", c->pos);
+    const unsigned tagbits = wbits - ibits;
+    const uint64_t tag = tagbits >= 64 ? hash : hash & ((1ull << tagbits) - 1);
+    const uint64_t imask = (1ull << ibits) - 1; /* ibits <= 63 here */
+    const uint8_t *table = img->r.base + c->u.c.table;
+    uint64_t i = pf_mulhi64(hash, nslots);
+    for (uint64_t probes = 0; probes < nslots; probes++) {       /* R23 */
+        const uint8_t *sp = table + i * (uint64_t)W;
+        const uint64_t slot = W == 2 ? pf_ld16(sp) : W == 4 ? pf_ld32(sp)
+                                                            : pf_ld64(sp);
+        if (slot == 0)
+            return 0;
+        if ((slot >> ibits) == tag) {
+            const uint64_t ro = slot & imask;
+            if (PF_UNLIKELY(ro == 0 || ro - 1 >= bl))              /* R24 */
+                return PF_CORRUPT(err, "slot record offset outside the body",
+                                  c->u.c.table + i * (uint64_t)W);
+            const uint64_t kp = body + ro - 1;
+            uint64_t key_end = 0;
+            const int m = match(ctx, img, kp, &key_end);
+            if (m < 0)
+                return m;
+            if (m)
+                return found_at(&img->r, c, kp, key_end, key_pos, val_pos,
+                                err);
+        }
+        if (++i == nslots)
+            i = 0;
+    }
+    return 0;
+}
+
 int pf_find(const pf_image *img, const pf_val *c, uint64_t hash,
             pf_match_fn match, void *ctx, uint64_t *key_pos,
             uint64_t *val_pos, pf_error *err)
 {
     if (!c || !is_map(c->type))
         return pf_fail(err, PF_ETYPE, "not a dict, set or frozenset", 0);
+    switch (c->u.c.nslots ? c->u.c.width : 0) {
+    case 4:
+        return probe_slots(img, c, hash, 4, match, ctx, key_pos, val_pos, err);
+    case 8:
+        return probe_slots(img, c, hash, 8, match, ctx, key_pos, val_pos, err);
+    case 2:
+        return probe_slots(img, c, hash, 2, match, ctx, key_pos, val_pos, err);
+    case 0:
+        break;
+    default:
+        return pf_fail(err, PF_EINVAL, "container not decoded by pf_read", 0);
+    }
+    /* A small container without a slot table: scan the records (R22).
+     * record_next already found where each value starts. */
     const pf_range *r = &img->r;
-    const uint64_t body = c->u.c.body, bl = c->u.c.body_len;
-    const uint64_t nslots = c->u.c.nslots;
-    uint64_t kp, vp;
-    int m, rc;
-
-    if (nslots == 0) { /* small container: scan the records (R22) */
-        uint64_t cursor = 0;
-        while ((rc = record_next(r, c, &cursor, &kp, &vp, err)) == 1) {
-            m = match(ctx, img, kp);
-            if (m < 0)
-                return m;
-            if (m) {
-                *key_pos = kp;
-                *val_pos = vp;
-                return 1;
-            }
+    uint64_t cursor = 0, kp = 0, vp = 0, key_end;
+    int rc;
+    while ((rc = record_next(r, c, &cursor, &kp, &vp, err)) == 1) {
+        key_end = 0;
+        int m = match(ctx, img, kp, &key_end);
+        if (m < 0)
+            return m;
+        if (m) {
+            *key_pos = kp;
+            *val_pos = vp;
+            return 1;
         }
-        return rc;
     }
-
-    const int width = c->u.c.width;
-    const unsigned ibits = pf_bitlen64(bl);
-    const unsigned wbits = 8u * (unsigned)width;
-    if (ibits >= wbits)
-        return PF_CORRUPT(err, "slot width leaves no tag bits", c->pos);
-    const unsigned tagbits = wbits - ibits;
-    const uint64_t tag = tagbits >= 64 ? hash : hash & ((1ull << tagbits) - 1);
-    const uint64_t imask = (1ull << ibits) - 1; /* ibits <= 63 here */
-    const uint8_t *table = r->base + c->u.c.table;
-    uint64_t i = pf_mulhi64(hash, nslots);
-    for (uint64_t probes = 0; probes < nslots; probes++) {       /* R23 */
-        const uint64_t slot = pf_ldw(table + i * (uint64_t)width, width);
-        if (slot == 0)
-            return 0;
-        if ((slot >> ibits) == tag) {
-            uint64_t ro = slot & imask;
-            if (ro == 0 || ro - 1 >= bl)                            /* R24 */
-                return PF_CORRUPT(err, "slot record offset outside the body",
-                                  c->u.c.table + i * (uint64_t)width);
-            kp = body + ro - 1;
-            m = match(ctx, img, kp);
-            if (m < 0)
-                return m;
-            if (m) {
-                vp = 0;
-                if (c->type == PF_DICT) {
-                    pf_val kv;
-                    rc = decode(r, kp, &kv, 0, 0, err);
-                    if (rc != PF_OK)
-                        return rc;
-                    if (kv.next >= body + bl)
-                        return PF_CORRUPT(err, "dict record without a value "
-                                          "(R20)", kp);
-                    vp = kv.next;
-                }
-                *key_pos = kp;
-                *val_pos = vp;
-                return 1;
-            }
-        }
-        if (++i == nslots)
-            i = 0;
-    }
-    return 0;
+    return rc;
 }

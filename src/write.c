@@ -2,8 +2,9 @@
  * write.c -- the writer: builds one image in a growable memory buffer, ival
  * after ival, driven by a caller that walks its own object graph (the
  * CPython binding). It emits the canonical encodings of docs/FORMAT.md
- * (narrowest strings R15, fewest-byte ints R16), stores equal strings and
- * bytes once (REF, R17), builds each container's table at pf_write_end
+ * (narrowest strings R15, fewest-byte ints R16, decimal floats R25, short
+ * tuples R26), stores equal strings and bytes once (REF, R17; again when
+ * frequent and far, R27), builds each container's table at pf_write_end
  * (list offsets R19, slot table R22) and finally the section table and
  * header. Positions are final image offsets: the first 128 bytes of the
  * buffer are reserved for the header, DATA starts right after.
@@ -31,12 +32,29 @@ typedef struct pf_frame {
     size_t cap;        /* entries in recs and hashes */
 } pf_frame;
 
-/* Dedup table entry: (top 24 bits of the value's hash << 40) | offset of its
- * first stored copy; 0 is empty (DATA starts at 128). Values stored beyond
- * 2^40 bytes are not entered. The slot index is the top bits of the hash, so
- * while the table has at most 2^24 slots a rehash needs only the entry. */
+/* Dedup table entry: (top 24 bits of the value's hash << 40) | offset of
+ * its anchor, the stored copy that REFs point to; 0 is empty (DATA starts
+ * at 128). Values stored beyond 2^40 bytes are not entered. The slot index
+ * is the top bits of the hash, so while the table has at most 2^24 slots a
+ * rehash needs only the entry.
+ *
+ * Beside each entry, dd_last keeps where the value was last written or
+ * referenced, as (offset >> 9) + 1 (0: at the anchor). A REF costs 1 +
+ * varint(distance) bytes, so as the image grows the REFs to an early
+ * anchor grow to 4 and 5 bytes. A value seen again soon after its last
+ * occurrence is frequent: storing it once more, as the new anchor, costs
+ * the copy's extra bytes now and makes its next REFs shorter, by a byte or
+ * more for every occurrence within 2^(7 (dl-1)) bytes of the new anchor
+ * (dl: the varint length the REF would need now). With `gap` the distance
+ * to the last occurrence, about 2^(7 (dl-1)) / gap of them are expected;
+ * the writer re-anchors when that is more than 4 times the copy's extra
+ * bytes (the factor covers the noise of judging a rate by one gap). Rare
+ * values keep their long REF. The 512-byte granularity of dd_last only
+ * makes gaps look up to 511 bytes longer, which errs towards a REF. */
 #define DD_OFF_BITS 40
 #define DD_OFF_MASK ((UINT64_C(1) << DD_OFF_BITS) - 1)
+#define DD_LAST_SHIFT 9 /* offsets < 2^40: (off >> 9) + 1 < 2^32 */
+#define DD_ANCHOR_FACTOR 4
 
 struct pf_writer {
     uint8_t *buf;
@@ -48,6 +66,7 @@ struct pf_writer {
     size_t nframes;
     size_t frames_cap;
     uint64_t *dd;      /* strings and bytes already stored (R17) */
+    uint32_t *dd_last; /* per entry: last occurrence (see DD_LAST_SHIFT) */
     size_t dd_cap;     /* power of two, or 0 */
     unsigned dd_bits;  /* log2(dd_cap) */
     size_t dd_used;
@@ -132,6 +151,7 @@ void pf_writer_free(pf_writer *w)
     }
     free(w->frames);
     free(w->dd);
+    free(w->dd_last);
     free(w->buf);
     free(w);
 }
@@ -211,15 +231,78 @@ int pf_write_bigint(pf_writer *w, const uint8_t *le, size_t n, pf_error *err)
     return PF_OK;
 }
 
+/* The decimal form of R25 for v, if it is shorter than the 9 bytes of the
+ * plain form: *z_out = zigzag(m) and *e_out = e, the smallest e in 0..9
+ * with (double)m / 10^e == v. Returns 0 when there is none (most doubles
+ * that are not short decimals: random ones, results of arithmetic).
+ *
+ * Shorter means 1 + varint_len(zigzag(m)) < 9, so |m| <= 2^48. For such
+ * an m, v = m / 10^e rounded lies within ulp(v)/2 <= |v| 2^-53 of m / 10^e;
+ * with E the largest e <= 9 that keeps |v| 10^E <= 2^48, x = v * 10^E is
+ * therefore within |x| 2^-52 (error of v, then of the multiplication) of
+ * the integer M = m 10^(E-e). The pre-test rejects v unless x is that close
+ * to an integer, which costs a multiplication and a few comparisons. Then
+ * the spacing 10^-e of candidates is >= 16 ulp(v), so for each e at most
+ * one m can work, and the smallest e is M stripped of its trailing decimal
+ * zeros (at most E of them). The choice is confirmed by the exact division
+ * a reader does: nothing rests on the multiplication being exact. */
+static int decimal_form(double v, uint64_t *z_out, unsigned *e_out)
+{
+    static const double limit = 281474976710656.0; /* 2^48 */
+    uint64_t bits;
+    memcpy(&bits, &v, 8);
+    if (bits == 0) {              /* +0.0 is m = 0; -0.0 has no decimal form */
+        *z_out = 0;
+        *e_out = 0;
+        return 1;
+    }
+    const double a = v < 0 ? -v : v;
+    if (!(a <= limit))            /* too large, infinite or NaN */
+        return 0;
+    int E = PF_DEC_MAX_E;
+    while (E > 0 && !(a * pf_pow10[E] <= limit))
+        E--;
+    const double x = a * pf_pow10[E];     /* 0 < x <= 2^48: exact in int64 */
+    int64_t M = (int64_t)(x + 0.5);
+    const double r = x - (double)M;
+    const double tol = x * 0x1p-50;       /* 4x the bound above */
+    if (M == 0 || r > tol || r < -tol)
+        return 0;
+    unsigned e = (unsigned)E;
+    while (e > 0 && M % 10 == 0) {
+        M /= 10;
+        e--;
+    }
+    double q = (double)M / pf_pow10[e];   /* R25: what a reader computes */
+    if (v < 0)
+        q = -q;
+    if (q != v) /* x was that close to an integer by chance (0.1 + 0.2): */
+        return 0; /* then no e works, since M would be the one to try */
+    /* zigzag(m) of m = +-M: 2M, or 2M - 1 for a negative m */
+    const uint64_t z = v < 0 ? 2 * (uint64_t)M - 1 : 2 * (uint64_t)M;
+    if (1 + pf_varint_len(z) >= 9)
+        return 0;
+    *z_out = z;
+    *e_out = e;
+    return 1;
+}
+
 int pf_write_float(pf_writer *w, double v, pf_error *err)
 {
     int rc = ensure(w, 9, err);
     if (rc != PF_OK)
         return rc;
     uint8_t *p = w->buf + w->len;
-    p[0] = PF_T_FLOAT;
-    memcpy(p + 1, &v, 8);
-    w->len += 9;
+    uint64_t z;
+    unsigned e;
+    if (decimal_form(v, &z, &e)) {                                 /* R25 */
+        p[0] = (uint8_t)(PF_T_DEC0 + e);
+        w->len += 1 + pf_varint_put(p + 1, z);
+    } else {
+        p[0] = PF_T_FLOAT;
+        memcpy(p + 1, &v, 8);
+        w->len += 9;
+    }
     ival_done(w);
     return PF_OK;
 }
@@ -262,8 +345,12 @@ static int dedup_grow(pf_writer *w, pf_error *err)
         return pf_fail(err, PF_ENOMEM, "out of memory for the string table", 0);
     size_t ncap = (size_t)1 << nbits;
     uint64_t *nd = (uint64_t *)calloc(ncap, sizeof(uint64_t));
-    if (!nd)
+    uint32_t *nl = (uint32_t *)calloc(ncap, sizeof(uint32_t));
+    if (!nd || !nl) {
+        free(nd);
+        free(nl);
         return pf_fail(err, PF_ENOMEM, "out of memory for the string table", 0);
+    }
     for (size_t i = 0; i < w->dd_cap; i++) {
         uint64_t e = w->dd[i];
         if (!e)
@@ -274,9 +361,12 @@ static int dedup_grow(pf_writer *w, pf_error *err)
         while (nd[j])
             j = (j + 1) & (ncap - 1);
         nd[j] = e;
+        nl[j] = w->dd_last[i];
     }
     free(w->dd);
+    free(w->dd_last);
     w->dd = nd;
+    w->dd_last = nl;
     w->dd_cap = ncap;
     w->dd_bits = nbits;
     return PF_OK;
@@ -284,7 +374,8 @@ static int dedup_grow(pf_writer *w, pf_error *err)
 
 /* Appends a string or bytes ival: header hdr[0..hlen) then nbytes of data.
  * Values longer than 3 bytes encoded are looked up among those already
- * stored; an equal one is referenced instead when the REF is shorter. */
+ * stored; an equal one is referenced instead when the REF is shorter
+ * (R17), unless it is far and the value frequent (see dd_last). */
 static int put_deduped(pf_writer *w, const uint8_t *hdr, unsigned hlen,
                        const void *data, size_t nbytes, uint64_t hash,
                        pf_error *err)
@@ -300,31 +391,49 @@ static int put_deduped(pf_writer *w, const uint8_t *hdr, unsigned hlen,
             return rc;
         const size_t mask = w->dd_cap - 1;
         const uint64_t tag = hash >> DD_OFF_BITS;
+        const uint64_t pos = w->len;
+        const int can_anchor = pos <= DD_OFF_MASK;
         size_t j = (size_t)(hash >> (64 - w->dd_bits));
         uint64_t e;
-        w->last_pos = w->len;
+        w->last_pos = pos;
         w->last_hash = hash;
         for (; (e = w->dd[j]) != 0; j = (j + 1) & mask) {
             uint64_t off = e & DD_OFF_MASK;
-            if ((e >> DD_OFF_BITS) != tag || off + enc > w->len ||
+            if ((e >> DD_OFF_BITS) != tag || off + enc > pos ||
                 memcmp(w->buf + off, hdr, hlen) != 0 ||
                 memcmp(w->buf + off + hlen, data, nbytes) != 0)
                 continue;
-            uint64_t d = w->len - off;
-            if (1 + pf_varint_len(d) < enc) {                       /* R17 */
-                uint8_t *p = w->buf + w->len;
+            const uint64_t d = pos - off;
+            const unsigned dl = pf_varint_len(d);
+            int ref = 1 + dl < enc;                                 /* R17 */
+            if (ref && dl >= 2 && can_anchor) {
+                const uint32_t l = w->dd_last[j];
+                const uint64_t last = l ? (uint64_t)(l - 1) << DD_LAST_SHIFT
+                                        : off;
+                const uint64_t gap = pos - last; /* >= 1: last < pos */
+                const uint64_t shorter = (UINT64_C(1) << (7 * (dl - 1))) / gap;
+                ref = enc - 1 - dl >= (shorter + DD_ANCHOR_FACTOR - 1) /
+                                       DD_ANCHOR_FACTOR;
+            }
+            if (ref) {
+                uint8_t *p = w->buf + pos;
                 p[0] = PF_T_REF;
                 w->len += 1 + pf_varint_put(p + 1, d);
+                if (can_anchor)
+                    w->dd_last[j] = (uint32_t)((pos >> DD_LAST_SHIFT) + 1);
                 ival_done(w);
                 return PF_OK;
             }
-            /* Too far for a short REF: store a copy, nearer for later. */
-            if (w->len <= DD_OFF_MASK)
-                w->dd[j] = (tag << DD_OFF_BITS) | w->len;
+            /* A REF would be no shorter, or the value is frequent: store
+             * a copy, the anchor of later REFs. */
+            if (can_anchor) {
+                w->dd[j] = (tag << DD_OFF_BITS) | pos;
+                w->dd_last[j] = 0;
+            }
             goto copy;
         }
-        if (w->len <= DD_OFF_MASK) {
-            w->dd[j] = (tag << DD_OFF_BITS) | w->len;
+        if (can_anchor) {
+            w->dd[j] = (tag << DD_OFF_BITS) | pos;
             w->dd_used++;
         }
     }
@@ -446,8 +555,13 @@ int pf_write_tuple_begin(pf_writer *w, uint64_t n, pf_error *err)
     if (n > 0 && (rc = push_frame(w, &f, err)) != PF_OK)
         return rc;
     uint8_t *p = w->buf + w->len;
-    p[0] = PF_T_TUPLE;
-    w->len += 1 + pf_varint_put(p + 1, n);
+    if (n >= 1 && n <= PF_T_TUPLE7 - PF_T_TUPLE) {                  /* R26 */
+        p[0] = (uint8_t)(PF_T_TUPLE + n);
+        w->len += 1;
+    } else {
+        p[0] = PF_T_TUPLE;
+        w->len += 1 + pf_varint_put(p + 1, n);
+    }
     if (n == 0) {
         ival_done(w);
         return PF_OK;
@@ -473,7 +587,7 @@ int pf_write_container_begin(pf_writer *w, int type, uint64_t count,
     if (count > (UINT64_C(1) << 60))
         return pf_fail(err, PF_ELIMIT, "container too large", 0);
     const unsigned hlen = tb == PF_T_LIST ? PF_LIST_HDR_LEN : PF_MAP_HDR_LEN;
-    pf_frame *f;
+    pf_frame *f = NULL;
     int rc = ensure(w, hlen, err);
     if (rc != PF_OK || (rc = push_frame(w, &f, err)) != PF_OK)
         return rc;

@@ -13,8 +13,10 @@ It serves three purposes:
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 MASK64 = (1 << 64) - 1
 K1 = 0x9E3779B97F4A7C15
@@ -55,6 +57,18 @@ T_FLOAT, T_COMPLEX, T_BIGINT = 0x04, 0x05, 0x06
 T_STR_ASCII, T_STR_LATIN1, T_STR_UCS2, T_STR_UCS4, T_BYTES = 0x10, 0x11, 0x12, 0x13, 0x14
 T_TUPLE, T_LIST, T_DICT, T_SET, T_FROZENSET = 0x18, 0x20, 0x21, 0x22, 0x23
 T_SHORT_ASCII = 0x80
+# Short tuples (R26): 0x19..0x1F is a tuple of type - 0x18 (1..7) items,
+# no count varint. Decimal floats (R25): 0x30 + e (e = 0..9), one varint z,
+# the value is the double nearest to m / 10**e with m = zigzag-decode(z).
+T_TUPLE1, T_TUPLE7 = 0x19, 0x1F
+T_DEC0, T_DEC9 = 0x30, 0x39
+TUPLE_TYPES = (T_TUPLE,) + tuple(range(T_TUPLE1, T_TUPLE7 + 1))
+DECIMAL_TYPES = tuple(range(T_DEC0, T_DEC9 + 1))
+FLOAT_TYPES = (T_FLOAT,) + DECIMAL_TYPES
+# Every type byte version 1.0 leaves reserved (R14).
+RESERVED_TYPE_BYTES = tuple(
+    [0x07, 0x15, 0x16, 0x17] + list(range(0x24, T_DEC0)) + list(range(T_DEC9 + 1, T_SHORT_ASCII))
+)
 
 CONTAINER_TYPES = (T_LIST, T_DICT, T_SET, T_FROZENSET)
 LIST_HEADER_LEN = 18
@@ -220,6 +234,23 @@ def append_section(data: bytes, kind: int, flags: int, offset: int, length: int)
 # ----------------------------------------------------------------- decoding
 
 
+def zigzag_decode(z: int) -> int:
+    return (z >> 1) ^ -(z & 1)
+
+
+def zigzag_encode(m: int) -> int:
+    return 2 * m if m >= 0 else -2 * m - 1
+
+
+def decimal_value(z: int, e: int) -> float:
+    """The double of a decimal float (R25): (double)m / 10**e, one IEEE-754
+    division of two exact binary64 values (Python floats are binary64)."""
+    m = zigzag_decode(z)
+    if abs(m) >= 1 << 53:
+        raise FormatError(f"decimal float mantissa {m} of 2**53 or more")
+    return float(m) / float(10**e)
+
+
 def read_varint(data: bytes, pos: int, limit: int) -> tuple[int, int]:
     """(value, position after) of the LEB128 varint at pos (R13)."""
     value = 0
@@ -291,6 +322,9 @@ class Image:
             return Ival(pos, t, nxt, ref_target=pos - dist, varint_pos=pos + 1, varint_len=nxt - pos - 1)
         if t == T_FLOAT:
             return Ival(pos, t, self._fits(pos, 9), payload_pos=pos + 1)
+        if t in DECIMAL_TYPES:
+            z, nxt = read_varint(d, pos + 1, lim)
+            return Ival(pos, t, nxt, varint_pos=pos + 1, varint_len=nxt - pos - 1, payload_pos=pos + 1)
         if t == T_COMPLEX:
             return Ival(pos, t, self._fits(pos, 17), payload_pos=pos + 1)
         if t == T_BIGINT or t in (T_STR_ASCII, T_STR_LATIN1, T_STR_UCS2, T_STR_UCS4, T_BYTES):
@@ -303,14 +337,18 @@ class Image:
         if t >= T_SHORT_ASCII:
             n = t - T_SHORT_ASCII
             return Ival(pos, t, self._fits(pos, 1 + n), payload_pos=pos + 1, count=n)
-        if t == T_TUPLE:
-            n, p = read_varint(d, pos + 1, lim)
-            vlen = p - pos - 1
+        if t in TUPLE_TYPES:
+            if t == T_TUPLE:
+                n, p = read_varint(d, pos + 1, lim)
+                vlen = p - pos - 1
+            else:
+                n, p, vlen = t - T_TUPLE, pos + 1, 0
             children = []
             for _ in range(n):
                 children.append(p)
                 p = self.ival(p).end
-            return Ival(pos, t, p, varint_pos=pos + 1, varint_len=vlen, count=n, children=children)
+            return Ival(pos, t, p, varint_pos=pos + 1 if vlen else None, varint_len=vlen, count=n,
+                        children=children)
         if t in CONTAINER_TYPES:
             hlen = LIST_HEADER_LEN if t == T_LIST else KEYED_HEADER_LEN
             self._fits(pos, hlen)
@@ -375,6 +413,8 @@ class Image:
             return t == T_TRUE
         if t == T_FLOAT:
             return struct.unpack_from("<d", d, iv.payload_pos)[0]
+        if t in DECIMAL_TYPES:
+            return decimal_value(read_varint(d, iv.payload_pos, iv.end)[0], t - T_DEC0)
         if t == T_COMPLEX:
             return complex(*struct.unpack_from("<dd", d, iv.payload_pos))
         if 0x08 <= t <= 0x0F or t == T_BIGINT:
@@ -395,7 +435,7 @@ class Image:
             return "".join(map(chr, units))
         if t == T_BYTES:
             return d[iv.payload_pos : iv.end]
-        if t == T_TUPLE:
+        if t in TUPLE_TYPES:
             if pos in _tuples:
                 raise FormatError(f"tuple at {pos} contains itself (R18)")
             inner = _tuples | {pos}
@@ -475,6 +515,24 @@ def encode_varint(v: int) -> bytes:
             return bytes(out)
 
 
+def encode_float(v: float) -> bytes:
+    """The canonical encoding of a float (R25), from the rule's text with
+    exact rational arithmetic: the decimal form 0x30 + e when some e in 0..9
+    and integer m give float(m) / 10**e == v (one binary64 division, which
+    Python's float division is) in fewer than 9 bytes, with the smallest e;
+    else 0x04 and the 8 bytes."""
+    if math.isfinite(v) and not (v == 0.0 and math.copysign(1.0, v) < 0):
+        exact = Fraction(v)
+        for e in range(10):
+            near = round(exact * 10**e)
+            for m in (near - 1, near, near + 1):
+                if abs(m) < 1 << 53 and float(m) / float(10**e) == v:
+                    enc = bytes([T_DEC0 + e]) + encode_varint(zigzag_encode(m))
+                    if len(enc) < 9:
+                        return enc
+    return bytes([T_FLOAT]) + struct.pack("<d", v)
+
+
 def _narrowest(limit_bits: int) -> int:
     for w in (2, 4, 8):
         if 8 * w >= limit_bits:
@@ -488,13 +546,16 @@ class Writer:
     It lets the tests check that the library reads images it did not write
     (any conforming writer's), and craft images with chosen layouts:
     `slots` forces a slot count per keyed container (0 = scan), `dedup`
-    turns off REFs for equal strings and bytes.
+    turns off REFs for equal strings and bytes. `compact` writes floats and
+    tuples in their canonical forms (R25, R26); without it, every float is
+    0x04 and every tuple 0x18 with a count, forms a reader also accepts.
     """
 
-    def __init__(self, hash_seed: int = 0, dedup: bool = True, min_slotted: int = 9):
+    def __init__(self, hash_seed: int = 0, dedup: bool = True, min_slotted: int = 9, compact: bool = False):
         self.buf = bytearray(HEADER_LEN)
         self.seed = hash_seed
         self.dedup = dedup
+        self.compact = compact
         self.min_slotted = min_slotted
         self.by_id: dict[int, int] = {}
         self.by_value: dict[tuple, int] = {}
@@ -526,7 +587,7 @@ class Writer:
             else:
                 b += bytes([T_BIGINT]) + encode_varint(len(raw)) + raw
         elif t is float:
-            b += bytes([T_FLOAT]) + struct.pack("<d", v)
+            b += encode_float(v) if self.compact else bytes([T_FLOAT]) + struct.pack("<d", v)
         elif t is complex:
             b += bytes([T_COMPLEX]) + struct.pack("<dd", v.real, v.imag)
         elif t in (str, bytes):
@@ -534,7 +595,10 @@ class Writer:
         elif t is tuple:
             self.by_id[id(v)] = pos
             self._keep.append(v)
-            b += bytes([T_TUPLE]) + encode_varint(len(v))
+            if self.compact and 1 <= len(v) <= 7:
+                b.append(T_TUPLE + len(v))
+            else:
+                b += bytes([T_TUPLE]) + encode_varint(len(v))
             for item in v:
                 self.write(item)
         elif t is list:

@@ -14,6 +14,7 @@ import pathlib
 
 import pytest
 
+import helpers_format as fmt
 import permafrost as pf
 from helpers import assert_same, assert_view_of, deadline, run_isolated
 
@@ -712,6 +713,79 @@ def test_deep_nesting_is_clean(kind):
     assert "OK" in proc.stdout or "refused" in proc.stdout, proc.stdout
 
 
+def test_dict_equality_ignores_order():
+    view = pf.loads(pf.dumps({"a": 1, "b": [2], 3: {"c"}}))
+    assert view == {3: {"c"}, "b": [2], "a": 1}
+    assert view != {"a": 1, "b": [2], 3: {"c"}, "d": 4}
+    assert view != {"a": 1, "b": [2], 3: {"d"}}
+    assert list(view) == ["a", "b", 3]
+
+
+# ----------------------------------------------------------------- resources
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_no_descriptor_or_mapping_leak(image_path):
+    """Opening an image many times more than the descriptor limit allows
+    leaves nothing open once the views are gone."""
+    pf.freeze({"k": list(range(100))}, image_path)
+    gc.collect()
+    before = _open_fds()
+    for _ in range(3000):
+        assert pf.open(image_path)["k"][99] == 99
+        with pf.Image(image_path) as img:
+            assert img.root["k"][0] == 0
+    gc.collect()
+    assert _open_fds() <= before
+    with open("/proc/self/maps") as f:
+        assert sum(str(image_path) in line for line in f) <= 1
+
+
+def test_concurrent_readers():
+    """Threads reading one image at once see what one thread sees."""
+    import concurrent.futures
+
+    table = {f"k{i}": [i, {"v": str(i)}] for i in range(2000)}
+    view = pf.loads(pf.dumps(table))
+
+    def work(start):
+        total = 0
+        for i in range(start, 2000, 7):
+            entry = view[f"k{i}"]
+            total += entry[0] + int(entry[1]["v"])
+            assert f"k{i}" in view and f"x{i}" not in view
+        assert len(pf.thaw(view)) == 2000
+        return total
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(work, range(7)))
+    assert results == [work(s) for s in range(7)]
+
+
+@pytest.mark.slow
+def test_wide_slot_table(tmp_path):
+    """A dict whose body passes 2**28 bytes: 8-byte slots (FORMAT R22)."""
+    big = b"x" * (2**28 + 1000)
+    d = {f"k{i}": i for i in range(20)}
+    d["big"] = big
+    path = tmp_path / "wide.pf"
+    pf.freeze(d, path)
+    data = path.read_bytes()
+    img = fmt.Image(data)
+    table = img.ival(img.root_off)
+    assert table.nslots > 0 and table.width == 8
+    del data, img
+    root = pf.open(path)
+    for k, v in d.items():
+        assert root[k] == v
+    assert "missing" not in root
+    del big, d
+
+
 # ----------------------------------------------------------------- keys
 
 
@@ -788,6 +862,16 @@ def test_nan_keys():
     assert len(s) == 3 and 1 in s
 
 
+@pytest.mark.parametrize("container", [set, frozenset])
+def test_set_argument_is_looked_up_as_frozenset(container):
+    """As set.__contains__ does: `{1} in {frozenset({1})}` is True."""
+    orig = container({frozenset({1, 2}), frozenset(), 3})
+    view = pf.loads(pf.dumps(orig))
+    for probe in [{1, 2}, set(), {3}, {1}]:
+        assert (probe in view) == (probe in orig), probe
+        assert (probe not in view) == (probe not in orig), probe
+
+
 def test_signed_zero_keys():
     root = pf.loads(pf.dumps({-0.0: "z"}))
     assert root[0] == "z" and root[0.0] == "z" and root[False] == "z"
@@ -819,6 +903,31 @@ def test_empty_containers():
     assert pf.loads(pf.dumps([]))[:] == []
     with pytest.raises(IndexError):
         pf.loads(pf.dumps([]))[0]
+
+
+FLOATS = [0.0, -0.0, 0.1, 0.2, 0.1 + 0.2, 1 / 3, 1.5, -2.25, 123.456, 1e-5, 1e-9, 9.999999999, 1e22, 1e23, 1e300,
+          5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, float(2**53), float(2**53) + 2, 2.0**63, 2.0**64,
+          -(2.0**63), 4503599627370496.5, 0.30000000000000004, 1234567.1234567, 3.14159, math.inf, -math.inf]
+
+
+def test_float_values_and_keys_are_exact():
+    """Every float comes back with its exact bits, whatever form the writer
+    picks for it; as keys (scanned and slotted), each is found by an equal
+    float, int or complex."""
+    root = pf.loads(pf.dumps(FLOATS))
+    for got, want in zip(root, FLOATS):
+        assert_same(got, want)
+    nan = pf.loads(pf.dumps([math.nan, -math.nan]))
+    assert all(math.isnan(x) for x in nan)
+    for keys in (FLOATS[:8], FLOATS):
+        d = {k: i for i, k in enumerate(keys)}
+        view = pf.loads(pf.dumps(d))
+        for k, i in d.items():
+            assert view[k] == i
+            if math.isfinite(k) and k == int(k):
+                assert view[int(k)] == i and view[complex(k, 0)] == i
+        for near in (math.nextafter(k, math.inf) for k in keys if math.isfinite(k)):
+            assert (near in view) == (near in d), near
 
 
 def test_strings_of_every_width():

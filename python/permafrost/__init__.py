@@ -5,7 +5,7 @@ process of a pool.
 Python object graph; ``open(path)`` maps it read-only and returns views that
 behave like the original dicts, lists and sets, decoding only what is
 touched. Every process that opens (or unpickles a view of) the same image
-shares one copy of it in memory. See docs/FORMAT.md and DESIGN.md.
+shares one copy of it in memory. See docs/FORMAT.md and docs/DESIGN.md.
 """
 
 import collections.abc as _abc

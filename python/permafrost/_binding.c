@@ -82,6 +82,8 @@ typedef struct {
     pf_state *st;
     PyObject *module;     /* keeps st alive */
     pf_image *img;        /* NULL once released */
+    const uint8_t *base;  /* the image bytes, and its DATA section */
+    uint64_t dstart, dend;
     uint64_t seed;
     PyObject *path;       /* str or None */
     PyObject *bufobj;     /* exporter of a caller's buffer, or NULL */
@@ -167,6 +169,7 @@ typedef struct {
     ImageObject *im;
     int depth;
     PyObject *memo;       /* offset -> tuple, for tuples reached by REF */
+    uint64_t tuple_end;   /* set by decode_val: where the last tuple ended */
     uint64_t stack[64];   /* tuples being decoded (R18), first 64 levels */
 } dec_ctx;
 
@@ -306,6 +309,15 @@ decode_val(dec_ctx *cx, const pf_val *v, int via_ref)
             PyObject *seen = PyDict_GetItemWithError(cx->memo, mkey);
             if (seen || PyErr_Occurred()) {
                 Py_DECREF(mkey);
+                if (seen && !via_ref) {
+                    /* Items not walked this time: find the end (rare). */
+                    pf_val full;
+                    pf_error err;
+                    int rc = pf_read(cx->im->img, v->pos, &full, &err);
+                    if (rc < 0)
+                        return fail(st, &err, rc);
+                    cx->tuple_end = full.end;
+                }
                 return seen ? Py_NewRef(seen) : NULL;
             }
         }
@@ -327,7 +339,7 @@ decode_val(dec_ctx *cx, const pf_val *v, int via_ref)
                                 PF_MAX_TUPLE_DEPTH);
         }
         /* Each item takes at least one byte (R12). */
-        if (n > v->end - v->u.tup.first) {
+        if (n > cx->im->dend - v->u.tup.first) {
             Py_XDECREF(mkey);
             return PyErr_Format(st->CorruptImageError,
                                 "corrupt image: tuple longer than its bytes (at offset %llu)",
@@ -353,6 +365,7 @@ decode_val(dec_ctx *cx, const pf_val *v, int via_ref)
             PyTuple_SET_ITEM(t, (Py_ssize_t)i, item);
         }
         cx->depth--;
+        cx->tuple_end = p;
         if (mkey) {
             int r = PyDict_SetItem(cx->memo, mkey, t);
             Py_DECREF(mkey);
@@ -380,12 +393,14 @@ decode_at(dec_ctx *cx, uint64_t pos, uint64_t *next)
 {
     pf_val v;
     pf_error err;
-    int rc = pf_read(cx->im->img, pos, &v, &err);
+    int rc = pf_read_ex(cx->im->img, pos, PF_READ_SHALLOW, &v, &err);
     if (rc < 0)
         return fail(cx->im->st, &err, rc);
+    int via_ref = v.pos != pos;
+    PyObject *r = decode_val(cx, &v, via_ref);
     if (next)
-        *next = v.next;
-    return decode_val(cx, &v, v.pos != pos);
+        *next = (v.type == PF_TUPLE && !via_ref) ? cx->tuple_end : v.next;
+    return r;
 }
 
 /* A stored dict key or set item must be hashable (R21): a damaged image
@@ -641,11 +656,31 @@ typedef struct {
     PyObject *key;
 } match_ctx;
 
+static int key_equal(match_ctx *mc, const pf_val *vp, uint64_t key_pos);
+
 static int
-key_match(void *ctxp, const pf_image *img, uint64_t key_pos)
+key_match(void *ctxp, const pf_image *img, uint64_t key_pos, uint64_t *key_end)
 {
     match_ctx *mc = (match_ctx *)ctxp;
     PyObject *key = mc->key;
+    ImageObject *im = mc->im;
+    /* The common case, a short ASCII str key stored inline (R15): compare
+     * in place. pf_find checked key_pos lies inside the body. */
+    if (PyUnicode_CheckExact(key) && key_pos < im->dend) {
+        unsigned t = im->base[key_pos];
+        if (t >= 0x80) {
+            uint64_t n = t - 0x80;
+            if (PyUnicode_KIND(key) != PyUnicode_1BYTE_KIND ||
+                (uint64_t)PyUnicode_GET_LENGTH(key) != n)
+                return 0;
+            if (n > im->dend - key_pos - 1)
+                return 0; /* runs past DATA: not this key (pf_read reports it) */
+            if (memcmp(im->base + key_pos + 1, PyUnicode_DATA(key), (size_t)n) != 0)
+                return 0;
+            *key_end = key_pos + 1 + n;
+            return 1;
+        }
+    }
     pf_val v;
     pf_error err;
     int rc = pf_read(img, key_pos, &v, &err);
@@ -653,6 +688,17 @@ key_match(void *ctxp, const pf_image *img, uint64_t key_pos)
         raise_pf(mc->im->st, &err, rc);
         return PF_PYERR;
     }
+    int eq = key_equal(mc, &v, key_pos);
+    if (eq == 1)
+        *key_end = v.next;
+    return eq;
+}
+
+static int
+key_equal(match_ctx *mc, const pf_val *vp, uint64_t key_pos)
+{
+    PyObject *key = mc->key;
+    pf_val v = *vp;
     if (PyUnicode_CheckExact(key)) {
         if (v.type != PF_STR)
             return 0;
@@ -744,6 +790,16 @@ image_alloc(pf_state *st, PyObject *module)
 }
 
 static void
+image_set(ImageObject *im, pf_image *img)
+{
+    im->img = img;
+    im->base = pf_image_base(img);
+    im->dstart = pf_image_data_start(img);
+    im->dend = pf_image_data_end(img);
+    im->seed = pf_image_hash_seed(img);
+}
+
+static void
 image_release(ImageObject *im)
 {
     if (im->img) {
@@ -809,8 +865,7 @@ image_open_path(pf_state *st, PyObject *module, PyObject *path)
         return NULL;
     }
     Py_DECREF(enc);
-    im->img = img;
-    im->seed = pf_image_hash_seed(img);
+    image_set(im, img);
     return im;
 }
 
@@ -834,8 +889,7 @@ image_open_buffer(pf_state *st, PyObject *module, PyObject *obj)
         Py_DECREF(im);
         return NULL;
     }
-    im->img = img;
-    im->seed = pf_image_hash_seed(img);
+    image_set(im, img);
     return im;
 }
 

@@ -123,13 +123,14 @@ static image build_a(void)
     return finish(w, root);
 }
 
-/* A list of small things: a scanned set, a frozenset, nested tuples. */
+/* A list of small things: a scanned set, a frozenset, nested tuples,
+ * floats. */
 static image build_b(void)
 {
     pf_writer *w;
     REQUIRE(pf_writer_new(&w, 1, NULL) == PF_OK);
     uint64_t root = pf_writer_pos(w);
-    pf_write_container_begin(w, PF_LIST, 5, NULL);
+    pf_write_container_begin(w, PF_LIST, 6, NULL);
     pf_write_item(w, NULL);
     pf_write_container_begin(w, PF_SET, 3, NULL);
     pf_write_item(w, NULL); STR(w, "a"); pf_write_key_done(w, NULL);
@@ -159,6 +160,22 @@ static image build_b(void)
     pf_write_end(w, NULL);
     pf_write_item(w, NULL);
     pf_write_container_begin(w, PF_LIST, 0, NULL);
+    pf_write_end(w, NULL);
+    /* A set of floats in both forms (R25) and tuples of 8 and 7 items
+     * (0x18 with a count, and 0x1F, R26). */
+    pf_write_item(w, NULL);
+    pf_write_container_begin(w, PF_SET, 4, NULL);
+    pf_write_item(w, NULL); pf_write_float(w, -12.75, NULL); pf_write_key_done(w, NULL);
+    pf_write_item(w, NULL); pf_write_float(w, 0.1 + 0.2, NULL); pf_write_key_done(w, NULL);
+    pf_write_item(w, NULL); pf_write_float(w, 1e300, NULL); pf_write_key_done(w, NULL);
+    pf_write_item(w, NULL);
+    pf_write_tuple_begin(w, 8, NULL);
+    for (int i = 0; i < 7; i++)
+        pf_write_float(w, i * 0.5, NULL);
+    pf_write_tuple_begin(w, 7, NULL);
+    for (int i = 0; i < 7; i++)
+        pf_write_int(w, -i, NULL);
+    pf_write_key_done(w, NULL);
     pf_write_end(w, NULL);
     REQUIRE(pf_write_end(w, NULL) == PF_OK);
     return finish(w, root);
@@ -234,7 +251,7 @@ static void damage(const image *im)
         const uint8_t vals[] = {(uint8_t)(o ^ 0x01), (uint8_t)(o ^ 0x80),
                                 (uint8_t)(o ^ 0xFF), 0x00, 0x03, 0x7F, 0x80,
                                 0xFF, (uint8_t)(o + 1), (uint8_t)(o - 1),
-                                0x18, 0x21, 0x06, 0x13};
+                                0x18, 0x21, 0x06, 0x13, 0x1C, 0x35};
         for (size_t k = 0; k < sizeof vals; k++) {
             if (vals[k] == o)
                 continue;
@@ -352,36 +369,41 @@ static void crafted(void)
     pf_error e;
     REQUIRE(pf_writer_new(&w, 0, NULL) == PF_OK);
     uint64_t root = pf_writer_pos(w);
-    /* (300,) : 18 01 09 2C 01 ; later patched to 18 01 03 02 00 (a REF back
-     * to the tuple itself: R18) */
-    pf_write_tuple_begin(w, 1, NULL);
+    /* (300, None, None) : 1B 09 2C 01 00 00 (a short tuple, R26); later
+     * patched to 1B 03 01 00 00 00: a REF back to the tuple itself (R18),
+     * two Nones, and one None after the tuple */
+    pf_write_tuple_begin(w, 3, NULL);
     pf_write_int(w, 300, NULL);
+    pf_write_none(w, NULL);
+    pf_write_none(w, NULL);
     image im = finish(w, root);
     pf_image *img;
     uint64_t h;
     pf_val v;
     uint8_t *b = im.buf;
-    REQUIRE(b[128] == 0x18 && b[130] == 0x09);
-    b[130] = 0x03; b[131] = 0x02; b[132] = 0x00; /* 00 = None pads */
+    REQUIRE(b[128] == 0x1B && b[129] == 0x09 && b[131] == 0x01);
+    b[129] = 0x03; b[130] = 0x01; b[131] = 0x00;
     REQUIRE(pf_image_open_buffer(b, im.len, &img, &e) == PF_OK);
     CHECK_RC(pf_read(img, 128, &v, &e), PF_OK); /* reading does not follow */
+    CHECK(v.type == PF_TUPLE && v.u.tup.count == 3 && v.end == 133);
     CHECK_RC(pf_hash_at(img, 128, &h, &e), PF_ECORRUPT);
-    CHECK_RC(pf_read(img, 130, &v, &e), PF_OK);
-    CHECK(v.type == PF_TUPLE && v.pos == 128);
+    CHECK_RC(pf_read(img, 129, &v, &e), PF_OK);
+    CHECK(v.type == PF_TUPLE && v.pos == 128 && v.next == 131);
     /* REF to a REF; REF with d == 0; REF before DATA. */
-    b[132] = 0x03; /* ... 03 02 03 <next byte> */
-    b[133] = 0x02;
-    CHECK_RC(pf_read(img, 132, &v, &e), PF_ECORRUPT);
-    b[133] = 0x00;
-    CHECK_RC(pf_read(img, 132, &v, &e), PF_ECORRUPT);
-    b[133] = 0x10;
-    CHECK_RC(pf_read(img, 132, &v, &e), PF_ECORRUPT);
+    b[131] = 0x03; /* ... 03 01 03 <next byte> */
+    b[132] = 0x02;
+    CHECK_RC(pf_read(img, 131, &v, &e), PF_ECORRUPT);
+    b[132] = 0x00;
+    CHECK_RC(pf_read(img, 131, &v, &e), PF_ECORRUPT);
+    b[132] = 0x10;
+    CHECK_RC(pf_read(img, 131, &v, &e), PF_ECORRUPT);
     /* A varint of 11 bytes, and one overflowing 2^64 (R13). */
     b[128] = 0x14;
     memset(b + 129, 0x80, 3);
     CHECK_RC(pf_read(img, 128, &v, &e), PF_ECORRUPT);
     /* Reserved type bytes (R14). */
-    const uint8_t reserved[] = {0x07, 0x15, 0x17, 0x19, 0x1F, 0x24, 0x7F};
+    const uint8_t reserved[] = {0x07, 0x15, 0x16, 0x17, 0x24, 0x2F, 0x3A,
+                                0x3F, 0x40, 0x7F};
     for (size_t i = 0; i < sizeof reserved; i++) {
         b[128] = reserved[i];
         CHECK_RC(pf_read(img, 128, &v, &e), PF_ECORRUPT);

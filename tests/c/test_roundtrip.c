@@ -55,12 +55,16 @@ typedef struct probe {
     size_t n;
 } probe;
 
-static int match_probe(void *ctx, const pf_image *img, uint64_t kp)
+static int match_probe(void *ctx, const pf_image *img, uint64_t kp,
+                       uint64_t *key_end)
 {
     const probe *p = (const probe *)ctx;
     pf_val v;
+    if (*key_end != 0)
+        return PF_EINVAL; /* pf_find presets it to 0 */
     if (pf_read(img, kp, &v, NULL) != PF_OK)
         return PF_ECORRUPT;
+    *key_end = v.next; /* pf_find takes the value from here */
     double num;
     int is_num = 1;
     switch (v.type) {

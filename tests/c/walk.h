@@ -19,10 +19,13 @@ typedef struct walk_state {
     long visited;
 } walk_state;
 
-/* pf_find match: the candidate record is the one at *(uint64_t *)ctx. */
-static int walk_match_pos(void *ctx, const pf_image *img, uint64_t key_pos)
+/* pf_find match: the candidate record is the one at *(uint64_t *)ctx.
+ * Leaves *key_end alone, so pf_find finds the value by itself. */
+static int walk_match_pos(void *ctx, const pf_image *img, uint64_t key_pos,
+                          uint64_t *key_end)
 {
     (void)img;
+    (void)key_end;
     return key_pos == *(const uint64_t *)ctx;
 }
 
