@@ -45,9 +45,32 @@ uint64_t pf_hash_bytes(const void *p, size_t n, uint64_t seed)
     for (; n - i >= 8; i += 8)
         h = step(h, pf_ld64(b + i));
     if (i < n) {
-        uint8_t tail[8] = {0};
-        memcpy(tail, b + i, n - i);
-        h = step(h, pf_ld64(tail));
+        /* The tail, zero-padded (FORMAT section 5). With 8 bytes or more
+         * in all, one load of the last 8 bytes shifted right gives it;
+         * shorter inputs are read in 4/2/1-byte pieces. */
+        const size_t rem = n - i;
+        uint64_t w;
+        if (n >= 8) {
+            w = pf_ld64(b + n - 8) >> (8 * (8 - rem));
+        } else {
+            w = 0;
+            size_t k = 0;
+            if (rem & 4) {
+                uint32_t x;
+                memcpy(&x, b + i, 4);
+                w = x;
+                k = 4;
+            }
+            if (rem & 2) {
+                uint16_t x;
+                memcpy(&x, b + i + k, 2);
+                w |= (uint64_t)x << (8 * k);
+                k += 2;
+            }
+            if (rem & 1)
+                w |= (uint64_t)b[i + k] << (8 * k);
+        }
+        h = step(h, w);
     }
     return pf_hash_mix(h);
 }

@@ -2235,21 +2235,19 @@ static PyMethodDef Set_methods[] = {
     READONLY_METHOD("__iand__"), READONLY_METHOD("__isub__"), READONLY_METHOD("__ixor__"),
     {NULL, NULL, 0, NULL}};
 
+/* The slots a set view and a frozenset view share; they differ in hash. */
+#define SET_VIEW_SLOTS                                                         \
+    {Py_tp_dealloc, View_dealloc}, {Py_tp_traverse, View_traverse},           \
+    {Py_tp_repr, View_repr}, {Py_tp_iter, Dict_iter},                          \
+    {Py_tp_richcompare, Set_richcompare}, {Py_tp_methods, Set_methods},        \
+    {Py_sq_length, View_len}, {Py_sq_contains, Set_contains},                  \
+    {Py_nb_and, Set_and}, {Py_nb_or, Set_or}, {Py_nb_subtract, Set_sub},       \
+    {Py_nb_xor, Set_xor}
+
 static PyType_Slot Set_slots[] = {
     {Py_tp_doc, "A read-only view of a frozen set (a collections.abc.Set)."},
-    {Py_tp_dealloc, View_dealloc},
-    {Py_tp_traverse, View_traverse},
-    {Py_tp_repr, View_repr},
     {Py_tp_hash, PyObject_HashNotImplemented},
-    {Py_tp_iter, Dict_iter},
-    {Py_tp_richcompare, Set_richcompare},
-    {Py_tp_methods, Set_methods},
-    {Py_sq_length, View_len},
-    {Py_sq_contains, Set_contains},
-    {Py_nb_and, Set_and},
-    {Py_nb_or, Set_or},
-    {Py_nb_subtract, Set_sub},
-    {Py_nb_xor, Set_xor},
+    SET_VIEW_SLOTS,
     {0, NULL}};
 
 static PyType_Spec Set_spec = {
@@ -2258,19 +2256,8 @@ static PyType_Spec Set_spec = {
 
 static PyType_Slot FrozenSet_slots[] = {
     {Py_tp_doc, "A read-only view of a frozen frozenset (a hashable collections.abc.Set)."},
-    {Py_tp_dealloc, View_dealloc},
-    {Py_tp_traverse, View_traverse},
-    {Py_tp_repr, View_repr},
     {Py_tp_hash, FrozenSet_hash},
-    {Py_tp_iter, Dict_iter},
-    {Py_tp_richcompare, Set_richcompare},
-    {Py_tp_methods, Set_methods},
-    {Py_sq_length, View_len},
-    {Py_sq_contains, Set_contains},
-    {Py_nb_and, Set_and},
-    {Py_nb_or, Set_or},
-    {Py_nb_subtract, Set_sub},
-    {Py_nb_xor, Set_xor},
+    SET_VIEW_SLOTS,
     {0, NULL}};
 
 static PyType_Spec FrozenSet_spec = {
@@ -3309,35 +3296,41 @@ module_exec(PyObject *module)
     return 0;
 }
 
+/* Every object the module state holds, for traverse and clear. */
+#define STATE_OBJECTS(X)                                                       \
+    X(Image_Type) \
+    X(DictView_Type) \
+    X(ListView_Type) \
+    X(SetView_Type) \
+    X(FrozenSetView_Type) \
+    X(Iter_Type) \
+    X(Error) \
+    X(CorruptImageError) \
+    X(VersionError) \
+    X(ClosedImageError) \
+    X(StaleImageError) \
+    X(LimitError) \
+    X(keys_cls) \
+    X(values_cls) \
+    X(items_cls) \
+    X(registry) \
+    X(abspath) \
+    X(int_from_bytes) \
+    X(str_little) \
+    X(signed_kw) \
+    X(view_at) \
+    X(attach) \
+    X(from_buffer)
+
 static int
 module_traverse(PyObject *module, visitproc visit, void *arg)
 {
     pf_state *st = PyModule_GetState(module);
     if (!st)
         return 0;
-    Py_VISIT(st->Image_Type);
-    Py_VISIT(st->DictView_Type);
-    Py_VISIT(st->ListView_Type);
-    Py_VISIT(st->SetView_Type);
-    Py_VISIT(st->FrozenSetView_Type);
-    Py_VISIT(st->Iter_Type);
-    Py_VISIT(st->Error);
-    Py_VISIT(st->CorruptImageError);
-    Py_VISIT(st->VersionError);
-    Py_VISIT(st->ClosedImageError);
-    Py_VISIT(st->StaleImageError);
-    Py_VISIT(st->LimitError);
-    Py_VISIT(st->keys_cls);
-    Py_VISIT(st->values_cls);
-    Py_VISIT(st->items_cls);
-    Py_VISIT(st->registry);
-    Py_VISIT(st->abspath);
-    Py_VISIT(st->int_from_bytes);
-    Py_VISIT(st->str_little);
-    Py_VISIT(st->signed_kw);
-    Py_VISIT(st->view_at);
-    Py_VISIT(st->attach);
-    Py_VISIT(st->from_buffer);
+#define VISIT(f) Py_VISIT(st->f);
+    STATE_OBJECTS(VISIT)
+#undef VISIT
     return 0;
 }
 
@@ -3347,29 +3340,9 @@ module_clear(PyObject *module)
     pf_state *st = PyModule_GetState(module);
     if (!st)
         return 0;
-    Py_CLEAR(st->Image_Type);
-    Py_CLEAR(st->DictView_Type);
-    Py_CLEAR(st->ListView_Type);
-    Py_CLEAR(st->SetView_Type);
-    Py_CLEAR(st->FrozenSetView_Type);
-    Py_CLEAR(st->Iter_Type);
-    Py_CLEAR(st->Error);
-    Py_CLEAR(st->CorruptImageError);
-    Py_CLEAR(st->VersionError);
-    Py_CLEAR(st->ClosedImageError);
-    Py_CLEAR(st->StaleImageError);
-    Py_CLEAR(st->LimitError);
-    Py_CLEAR(st->keys_cls);
-    Py_CLEAR(st->values_cls);
-    Py_CLEAR(st->items_cls);
-    Py_CLEAR(st->registry);
-    Py_CLEAR(st->abspath);
-    Py_CLEAR(st->int_from_bytes);
-    Py_CLEAR(st->str_little);
-    Py_CLEAR(st->signed_kw);
-    Py_CLEAR(st->view_at);
-    Py_CLEAR(st->attach);
-    Py_CLEAR(st->from_buffer);
+#define CLEAR(f) Py_CLEAR(st->f);
+    STATE_OBJECTS(CLEAR)
+#undef CLEAR
     return 0;
 }
 
