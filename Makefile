@@ -69,6 +69,8 @@ help:
 	@echo "make csan      C unit tests under AddressSanitizer + UBSan"
 	@echo "make pysan     fast pytest subset against an ASan + UBSan build (.venv-san)"
 	@echo "make wine      C unit tests cross-built with mingw-w64, run under wine"
+	@echo "make fuzz-replay  the fuzz corpus (fuzz/corpus) replayed under ASan + UBSan"
+	@echo "make fuzz      each libFuzzer target for FUZZ_SECONDS (clang; FUZZ_ARGS=...)"
 	@echo "make pythons   fast pytest subset on every CPython >= 3.9 in ~/.pyenv (PYTHONS=...)"
 	@echo "make bench     benchmarks (BENCH_ARGS=...)"
 	@echo "make install   just build and install into .venv"
@@ -251,6 +253,56 @@ $(WINE_PREFIX)/.stamp:
 
 wine: $(WIN_BINS) $(WINE_PREFIX)/.stamp
 	$(call run_c_tests,wine,$(WIN_BINS),$(WINE_ENV) $(RUN_LIMIT) $(WINE))
+
+# --------------------------------------------------------------- fuzzing
+#
+# fuzz/fuzz_<target>.c are libFuzzer targets (see fuzz/README.md).
+#   make fuzz-replay   each target's committed corpus, fuzz/corpus/<target>/,
+#                      run through fuzz/replay.c (no libFuzzer) under ASan +
+#                      UBSan with $(CC): part of CI
+#   make fuzz          each target under libFuzzer (clang) for FUZZ_SECONDS,
+#                      on a working copy of its corpus in build/fuzz/; new
+#                      inputs stay there, crashes go to build/fuzz/crashes/
+
+FUZZ_TARGETS := read roundtrip
+FUZZ_SECONDS ?= 60
+FUZZ_CC ?= clang
+FUZZ_ARGS ?=
+FUZZ_DIR := build/fuzz
+FUZZ_DEPS := $(SRC_C) $(wildcard src/*.h include/*.h fuzz/*.h tests/c/*.h)
+FUZZ_CPPFLAGS := $(PF_CPPFLAGS) -Itests/c
+REPLAY_CFLAGS ?= -std=c11 -Wall -Wextra -Werror -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all
+LIBFUZZER_CFLAGS ?= -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZ_MAX_LEN ?= 4096
+
+$(FUZZ_DIR)/replay-%: fuzz/replay.c fuzz/fuzz_%.c $(FUZZ_DEPS)
+	@mkdir -p $(@D)
+	$(CC) $(REPLAY_CFLAGS) $(FUZZ_CPPFLAGS) fuzz/replay.c fuzz/fuzz_$*.c $(SRC_C) -o $@ -lm
+
+$(FUZZ_DIR)/fuzz-%: fuzz/fuzz_%.c $(FUZZ_DEPS)
+	@mkdir -p $(@D)
+	@command -v $(FUZZ_CC) >/dev/null 2>&1 || { echo "fuzz: $(FUZZ_CC) not found (apt-get install clang)" >&2; exit 1; }
+	$(FUZZ_CC) $(LIBFUZZER_CFLAGS) $(FUZZ_CPPFLAGS) fuzz/fuzz_$*.c $(SRC_C) -o $@ -lm
+
+.PHONY: fuzz fuzz-replay
+
+fuzz-replay: $(patsubst %,$(FUZZ_DIR)/replay-%,$(FUZZ_TARGETS))
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "--- fuzz-replay: $$t"; \
+		ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+			$(FUZZ_DIR)/replay-$$t -q fuzz/corpus/$$t; \
+	done
+
+fuzz: $(patsubst %,$(FUZZ_DIR)/fuzz-%,$(FUZZ_TARGETS))
+	@set -e; mkdir -p $(FUZZ_DIR)/crashes; for t in $(FUZZ_TARGETS); do \
+		echo "=============== fuzz: $$t for $(FUZZ_SECONDS) s"; \
+		mkdir -p $(FUZZ_DIR)/corpus-$$t; \
+		cp -n fuzz/corpus/$$t/* $(FUZZ_DIR)/corpus-$$t/ 2>/dev/null || true; \
+		$(FUZZ_DIR)/fuzz-$$t -max_total_time=$(FUZZ_SECONDS) \
+			-max_len=$(FUZZ_MAX_LEN) -print_final_stats=1 \
+			-artifact_prefix=$(FUZZ_DIR)/crashes/$$t- $(FUZZ_ARGS) \
+			$(FUZZ_DIR)/corpus-$$t; \
+	done
 
 # --------------------------------------------------------------- cleaning
 

@@ -939,3 +939,25 @@ def test_strings_of_every_width():
     d = pf.loads(pf.dumps({s: i for i, s in enumerate(strings)}))
     for i, s in enumerate(strings):
         assert d[s] == i
+
+
+def test_thaw_keeps_a_root_tuple_inside_its_cycle():
+    """A tuple root comes back decoded; thaw() of it (or of the Image) still
+    rebuilds the cycle through it, as Python can (list first, then tuple)."""
+    inner = []
+    t = (inner, "tail")
+    inner.append(t)
+    root = pf.loads(pf.dumps(t))
+    assert pf.image_of(root[0]).root is root  # decoded once, the same object
+    for copy in (pf.thaw(root), pf.thaw(pf.image_of(root[0]))):
+        assert type(copy) is tuple and type(copy[0]) is list
+        assert copy[0][0] is copy and copy[1] == "tail"
+
+
+def test_thaw_of_an_image_is_its_root():
+    data = pf.dumps({"a": [1, (2, 3)], "b": {4}})
+    image = pf.Image.from_buffer(data)
+    assert pf.thaw(image) == {"a": [1, (2, 3)], "b": {4}}
+    image.close()
+    with pytest.raises(pf.ClosedImageError):
+        pf.thaw(image)

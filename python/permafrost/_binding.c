@@ -86,6 +86,7 @@ typedef struct {
     uint64_t dstart, dend;
     uint64_t seed;
     PyObject *path;       /* str or None */
+    PyObject *root_tuple; /* the root, decoded once, when it is a tuple */
     PyObject *bufobj;     /* exporter of a caller's buffer, or NULL */
     Py_buffer buf;
     int has_buf;
@@ -779,6 +780,7 @@ image_alloc(pf_state *st, PyObject *module)
     im->img = NULL;
     im->seed = 0;
     im->path = Py_NewRef(Py_None);
+    im->root_tuple = NULL;
     im->bufobj = NULL;
     memset(&im->buf, 0, sizeof(im->buf));
     im->has_buf = 0;
@@ -923,6 +925,7 @@ Image_traverse(ImageObject *im, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(im));
     Py_VISIT(im->module);
     Py_VISIT(im->path);
+    Py_VISIT(im->root_tuple);
     Py_VISIT(im->bufobj);
     return 0;
 }
@@ -932,6 +935,7 @@ Image_clear(ImageObject *im)
 {
     /* The buffer exporter is released with the mapping, never before. */
     Py_CLEAR(im->path);
+    Py_CLEAR(im->root_tuple);
     return 0;
 }
 
@@ -944,6 +948,7 @@ Image_dealloc(ImageObject *im)
         PyObject_ClearWeakRefs((PyObject *)im);
     image_release(im);
     Py_CLEAR(im->path);
+    Py_CLEAR(im->root_tuple);
     Py_CLEAR(im->module);
     tp->tp_free((PyObject *)im);
     Py_DECREF(tp);
@@ -955,7 +960,14 @@ Image_get_root(ImageObject *im, void *c)
     (void)c;
     if (image_check_open(im) < 0)
         return NULL;
-    return decode(im, pf_image_root(im->img));
+    if (im->root_tuple)
+        return Py_NewRef(im->root_tuple);
+    PyObject *r = decode(im, pf_image_root(im->img));
+    /* A tuple root is kept: the same object every time, and thaw() of it
+     * can then find where it lies (a cycle may lead back to it). */
+    if (r && PyTuple_CheckExact(r))
+        im->root_tuple = Py_NewRef(r);
+    return r;
 }
 
 static PyObject *
@@ -2934,17 +2946,39 @@ thaw_at(thaw_ctx *tx, uint64_t pos, uint64_t *next)
 /* thaw() of a plain object: a deep copy in which every view is thawed.
  * memo: id(original) -> copy, so shared references and cycles survive. */
 static PyObject *
+thaw_image_at(ImageObject *im, uint64_t pos)
+{
+    if (!im->img)
+        return PyErr_Format(im->st->ClosedImageError, "the image is closed");
+    thaw_ctx tx = {im, PyDict_New(), NULL, 0, 0, 0};
+    if (!tx.memo)
+        return NULL;
+    PyObject *r = thaw_at(&tx, pos, NULL);
+    Py_DECREF(tx.memo);
+    PyMem_Free(tx.busy);
+    return r;
+}
+
+/* The image whose decoded root tuple `t` is, or NULL. */
+static ImageObject *
+root_tuple_image(PyObject *t)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(t); i++) {
+        PyObject *x = PyTuple_GET_ITEM(t, i);
+        if (IS_VIEW(x)) {
+            ImageObject *im = ((ViewObject *)x)->image;
+            return im->root_tuple == t ? im : NULL;
+        }
+    }
+    return NULL;
+}
+
+static PyObject *
 thaw_obj(PyObject *memo, PyObject *o)
 {
     if (IS_VIEW(o)) {
         ViewObject *vw = (ViewObject *)o;
-        thaw_ctx tx = {vw->image, PyDict_New(), NULL, 0, 0, 0};
-        if (!tx.memo)
-            return NULL;
-        PyObject *r = thaw_at(&tx, vw->v.pos, NULL);
-        Py_DECREF(tx.memo);
-        PyMem_Free(tx.busy);
-        return r;
+        return thaw_image_at(vw->image, vw->v.pos);
     }
     PyTypeObject *tp = Py_TYPE(o);
     if (!(tp == &PyTuple_Type || tp == &PyList_Type || tp == &PyDict_Type ||
@@ -3091,7 +3125,17 @@ mod_dumps(PyObject *module, PyObject *obj)
 static PyObject *
 mod_thaw(PyObject *module, PyObject *obj)
 {
-    (void)module;
+    pf_state *st = PyModule_GetState(module);
+    ImageObject *im = NULL;
+    if (Py_TYPE(obj) == st->Image_Type)
+        im = (ImageObject *)obj;                 /* thaw(image): its root */
+    else if (PyTuple_CheckExact(obj))
+        im = root_tuple_image(obj);              /* an image's root tuple */
+    if (im) {
+        if (image_check_open(im) < 0)
+            return NULL;
+        return thaw_image_at(im, pf_image_root(im->img));
+    }
     PyObject *memo = PyDict_New();
     if (!memo)
         return NULL;
