@@ -46,6 +46,12 @@ PyModule_AddObjectRef(PyObject *m, const char *name, PyObject *o)
 }
 #endif
 
+#if defined(__GNUC__) || defined(__clang__)
+#define PF_LIKELY(x) __builtin_expect(!!(x), 1)
+#else
+#define PF_LIKELY(x) (x)
+#endif
+
 #define PF_PYERR (-1000) /* returned through the core: a Python error is set */
 #define PF_MAX_TUPLE_DEPTH 1000
 
@@ -389,9 +395,56 @@ decode_val(dec_ctx *cx, const pf_val *v, int via_ref)
     }
 }
 
+/* The two commonest values, decoded in place: an int of 1..8 bytes and a
+ * short ASCII str (FORMAT R15, R16), with the core's checks. Returns the
+ * value (or NULL with an exception) and sets *done; leaves *done 0 for
+ * anything else, which then goes through pf_read_ex. */
+static inline PyObject *
+decode_fast(ImageObject *im, uint64_t pos, uint64_t *next, int *done)
+{
+    *done = 0;
+    if (PF_LIKELY(pos >= im->dstart && pos < im->dend)) {
+        const uint8_t *b = im->base + pos;
+        const unsigned t = b[0];
+        const uint64_t avail = im->dend - pos - 1;
+        if (t >= 0x08 && t <= 0x0F && t - 0x07u <= avail) {
+            const unsigned n = t - 0x07u;
+            uint8_t le[8];
+            memset(le, (b[n] & 0x80) ? 0xFF : 0x00, 8);
+            memcpy(le, b + 1, n);
+            int64_t x;
+            memcpy(&x, le, 8);
+            *done = 1;
+            if (next)
+                *next = pos + 1 + n;
+            return PyLong_FromLongLong(x);
+        }
+        if (t >= 0x80 && t - 0x80u <= avail) {
+            const unsigned n = t - 0x80u;
+            unsigned acc = 0;
+            for (unsigned i = 0; i < n; i++)
+                acc |= b[1 + i];
+            if (!(acc & 0x80)) {
+                *done = 1;
+                if (next)
+                    *next = pos + 1 + n;
+                PyObject *u = PyUnicode_New((Py_ssize_t)n, 127);
+                if (u)
+                    memcpy(PyUnicode_DATA(u), b + 1, n);
+                return u;
+            }
+        }
+    }
+    return NULL;
+}
+
 static PyObject *
 decode_at(dec_ctx *cx, uint64_t pos, uint64_t *next)
 {
+    int done;
+    PyObject *fast = decode_fast(cx->im, pos, next, &done);
+    if (done)
+        return fast;
     pf_val v;
     pf_error err;
     int rc = pf_read_ex(cx->im->img, pos, PF_READ_SHALLOW, &v, &err);
