@@ -200,6 +200,20 @@ long_from_le(pf_state *st, const uint8_t *data, uint64_t n)
 #endif
 }
 
+/* Code unit i of UCS-2 (w == 2) or UCS-4 data, which may be unaligned. */
+static inline Py_UCS4
+load_unit(const uint8_t *d, uint64_t i, int w)
+{
+    if (w == 2) {
+        uint16_t t;
+        memcpy(&t, d + 2 * i, 2);
+        return t;
+    }
+    uint32_t t;
+    memcpy(&t, d + 4 * i, 4);
+    return t;
+}
+
 static PyObject *
 str_from_val(const pf_val *v)
 {
@@ -221,16 +235,7 @@ str_from_val(const pf_val *v)
     Py_UCS4 maxc = 0;
     int w = v->u.s.width;
     for (uint64_t i = 0; i < n; i++) {
-        Py_UCS4 c;
-        if (w == 2) {
-            uint16_t t;
-            memcpy(&t, d + 2 * i, 2);
-            c = t;
-        } else {
-            uint32_t t;
-            memcpy(&t, d + 4 * i, 4);
-            c = t;
-        }
+        Py_UCS4 c = load_unit(d, i, w);
         if (c > maxc)
             maxc = c;
     }
@@ -247,19 +252,8 @@ str_from_val(const pf_val *v)
         memcpy(out, d, (size_t)(n * (uint64_t)w));
         return u;
     }
-    for (uint64_t i = 0; i < n; i++) {
-        Py_UCS4 c;
-        if (w == 2) {
-            uint16_t t;
-            memcpy(&t, d + 2 * i, 2);
-            c = t;
-        } else {
-            uint32_t t;
-            memcpy(&t, d + 4 * i, 4);
-            c = t;
-        }
-        PyUnicode_WRITE(kind, out, (Py_ssize_t)i, c);
-    }
+    for (uint64_t i = 0; i < n; i++)
+        PyUnicode_WRITE(kind, out, (Py_ssize_t)i, load_unit(d, i, w));
     return u;
 }
 
@@ -1268,6 +1262,26 @@ View_len(ViewObject *vw)
 
 /* Every view type shares View_dealloc: IS_VIEW() tells a view by it. */
 
+/* The next record of container c, which holds c->u.c.count of them: the
+ * callers ask exactly that many times, so running out is corruption.
+ * Returns 0, or -1 with an exception set. */
+static int
+next_record(ImageObject *im, const pf_val *c, uint64_t *cursor, uint64_t *kp,
+            uint64_t *vp)
+{
+    pf_error err;
+    int rc = pf_record_next(im->img, c, cursor, kp, vp, &err);
+    if (rc > 0)
+        return 0;
+    if (rc == 0)
+        PyErr_Format(im->st->CorruptImageError,
+                     "corrupt image: fewer records than the count (at offset %llu)",
+                     (unsigned long long)c->pos);
+    else
+        fail(im->st, &err, rc);
+    return -1;
+}
+
 static const char *
 type_short_name(PyTypeObject *tp)
 {
@@ -1309,18 +1323,9 @@ iter_collect(IterObject *it)
         return -1;
     }
     uint64_t cur = 0, kp, vp;
-    pf_error err;
     for (uint64_t i = 0; i < n; i++) {
-        int rc = pf_record_next(vw->image->img, &vw->v, &cur, &kp, &vp, &err);
-        if (rc <= 0) {
-            if (rc == 0) {
-                err.msg = "fewer records than the count";
-                err.offset = vw->v.pos;
-                rc = PF_ECORRUPT;
-            }
-            fail(vw->image->st, &err, rc);
+        if (next_record(vw->image, &vw->v, &cur, &kp, &vp) < 0)
             return -1;
-        }
         it->offs[i] = kp;
     }
     it->cursor = n;
@@ -1356,14 +1361,8 @@ Iter_next(IterObject *it)
     }
     default: {
         uint64_t kp, vp;
-        rc = pf_record_next(im->img, &vw->v, &it->cursor, &kp, &vp, &err);
-        if (rc <= 0) {
-            if (rc == 0)
-                return PyErr_Format(im->st->CorruptImageError,
-                                    "corrupt image: fewer records than the count (at offset %llu)",
-                                    (unsigned long long)vw->v.pos);
-            return fail(im->st, &err, rc);
-        }
+        if (next_record(im, &vw->v, &it->cursor, &kp, &vp) < 0)
+            return NULL;
         it->left--;
         if (it->mode == IT_KEYS)
             return decode_key(im, kp);
@@ -1637,7 +1636,6 @@ Dict_items(ViewObject *vw, PyObject *unused)
 static int
 dict_equal(ViewObject *vw, PyObject *other)
 {
-    pf_state *st = vw->image->st;
     Py_ssize_t n = PyObject_Size(other);
     if (n < 0)
         return -1;
@@ -1645,16 +1643,9 @@ dict_equal(ViewObject *vw, PyObject *other)
         return 0;
     int other_is_dict = PyDict_Check(other);
     uint64_t cur = 0, kp, vp;
-    pf_error err;
     for (uint64_t i = 0; i < vw->v.u.c.count; i++) {
-        int rc = pf_record_next(vw->image->img, &vw->v, &cur, &kp, &vp, &err);
-        if (rc <= 0) {
-            if (rc == 0)
-                PyErr_Format(st->CorruptImageError, "corrupt image: fewer records than the count");
-            else
-                fail(st, &err, rc);
+        if (next_record(vw->image, &vw->v, &cur, &kp, &vp) < 0)
             return -1;
-        }
         PyObject *k = decode_key(vw->image, kp);
         if (!k)
             return -1;
@@ -2881,15 +2872,8 @@ thaw_container(thaw_ctx *tx, const pf_val *v)
     } else {
         uint64_t cur = 0, kp, vp;
         for (uint64_t i = 0; i < v->u.c.count; i++) {
-            rc = pf_record_next(im->img, v, &cur, &kp, &vp, &err);
-            if (rc <= 0) {
-                if (rc == 0)
-                    PyErr_Format(im->st->CorruptImageError,
-                                 "corrupt image: fewer records than the count");
-                else
-                    fail(im->st, &err, rc);
+            if (next_record(im, v, &cur, &kp, &vp) < 0)
                 goto error;
-            }
             PyObject *k = thaw_at(tx, kp, NULL);
             if (!k)
                 goto error;
