@@ -579,6 +579,20 @@ def test_mutual_cycle():
     assert t[0]["b"] is t[1] and t[1][0] is t[0]
 
 
+def test_set_view_repr_keeps_the_iteration_order():
+    # A set whose table outgrew its elements iterates 1 before 32; a set
+    # built anew from them (as a repr through a copy would) gives 32 first.
+    x = set(range(40))
+    for i in range(40):
+        if i not in (1, 32):
+            x.discard(i)
+    assert list(x) == [1, 32] and list(set(x)) == [32, 1]
+    assert repr(pf.loads(pf.dumps(x))) == "SetView({1, 32})"
+    fs = frozenset(x)
+    assert repr(pf.loads(pf.dumps(fs))) == f"FrozenSetView({fs!r})"
+    assert repr(pf.loads(pf.dumps([set(), frozenset()]))) == "ListView([SetView(set()), FrozenSetView(frozenset())])"
+
+
 def test_cyclic_view_repr_terminates():
     a = []
     a.append(a)

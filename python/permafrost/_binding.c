@@ -1495,6 +1495,33 @@ View_copy(ViewObject *vw, PyObject *unused)
     return View_materialize(vw);
 }
 
+/* A set view's repr lists its elements in the image's order, the order
+ * its iteration gives: a set built from them could order them otherwise. */
+static PyObject *
+set_repr(ViewObject *vw)
+{
+    const char *outer = type_short_name(Py_TYPE(vw));
+    PyObject *items = PySequence_List((PyObject *)vw);
+    if (!items)
+        return NULL;
+    PyObject *res = NULL;
+    if (PyList_GET_SIZE(items) == 0)
+        res = PyUnicode_FromFormat("%s(%s())", outer, vw->v.type == PF_SET ? "set" : "frozenset");
+    else {
+        PyObject *lr = PyObject_Repr(items); /* "[a, b]" */
+        if (lr) {
+            PyObject *body = PyUnicode_Substring(lr, 1, PyUnicode_GET_LENGTH(lr) - 1);
+            if (body)
+                res = vw->v.type == PF_SET ? PyUnicode_FromFormat("%s({%U})", outer, body)
+                                           : PyUnicode_FromFormat("%s(frozenset({%U}))", outer, body);
+            Py_XDECREF(body);
+            Py_DECREF(lr);
+        }
+    }
+    Py_DECREF(items);
+    return res;
+}
+
 /* repr of a cyclic image: a view made anew for a node already being
  * printed shows "...". The nodes being printed are kept per thread. */
 static PyObject *
@@ -1525,11 +1552,15 @@ View_repr(ViewObject *vw)
         Py_DECREF(node);
         return NULL;
     }
-    PyObject *m = View_materialize(vw);
     PyObject *res = NULL;
-    if (m) {
-        res = PyUnicode_FromFormat("%s(%R)", type_short_name(Py_TYPE(vw)), m);
-        Py_DECREF(m);
+    if (vw->v.type == PF_SET || vw->v.type == PF_FROZENSET)
+        res = set_repr(vw);
+    else {
+        PyObject *m = View_materialize(vw);
+        if (m) {
+            res = PyUnicode_FromFormat("%s(%R)", type_short_name(Py_TYPE(vw)), m);
+            Py_DECREF(m);
+        }
     }
     PyObject *exc_type, *exc_value, *exc_tb;
     PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
