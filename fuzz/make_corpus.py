@@ -52,6 +52,10 @@ def _cycles():
         "ref_dedup_strings": ["a repeated string value"] * 6
         + [b"repeated bytes value"] * 4,
         "ref_dedup_keys": [{"shared key name": i, "other": -i} for i in range(6)],
+        # R28: strings met 3+ times far apart go through the VALUES table.
+        "sref_strings": [x for i in range(6) for x in
+                         ("word-%d" % (i % 2), bytes([i]) * 140, ("word-%d" % (i % 2), b"b-%d" % (i % 2)))]
+        + [{"word-0": 0, frozenset({"word-1", b"b-1"}): 1}],
     }
 
 

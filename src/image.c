@@ -55,8 +55,8 @@ static int check_image(const uint8_t *base, uint64_t avail, int exact,
         size - stab < (uint64_t)nsec * PF_SECTION_ENTRY_LEN)
         return PF_CORRUPT(err, "section table outside the image", PF_H_STAB_OFF);
 
-    int have_data = 0;
-    uint64_t data_start = 0, data_end = 0;
+    int have_data = 0, have_values = 0;
+    uint64_t data_start = 0, data_end = 0, values_off = 0, values_count = 0;
     for (uint32_t i = 0; i < nsec; i++) {
         uint64_t e = stab + (uint64_t)i * PF_SECTION_ENTRY_LEN;
         const uint8_t *s = base + e;
@@ -70,6 +70,15 @@ static int check_image(const uint8_t *base, uint64_t avail, int exact,
             have_data = 1;
             data_start = off;
             data_end = off + len;
+        } else if (kind == PF_SECTION_VALUES) {                       /* R28 */
+            if (have_values)
+                return PF_CORRUPT(err, "more than one VALUES section", e);
+            if (len % 8 != 0)
+                return PF_CORRUPT(err, "VALUES section length not a multiple "
+                                  "of 8", e + 16);
+            have_values = 1;
+            values_off = off;
+            values_count = len / 8;
         } else if (flags & PF_SECTION_REQUIRED) {
             return pf_fail(err, PF_EVERSION, "image needs an unknown required "
                            "section", e);
@@ -85,6 +94,8 @@ static int check_image(const uint8_t *base, uint64_t avail, int exact,
     img->r.start = data_start;
     img->r.end = data_end;
     img->r.seed = pf_ld64(base + PF_H_SEED);
+    img->r.vtab = base + values_off;
+    img->r.vcount = values_count;
     img->size = size;
     img->root = root;
     memcpy(img->id, base + PF_H_ID, 16);

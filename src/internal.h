@@ -44,6 +44,7 @@
 #define PF_MAX_SECTIONS 64u
 #define PF_SECTION_ENTRY_LEN 32u
 #define PF_SECTION_DATA 1u
+#define PF_SECTION_VALUES 2u
 #define PF_SECTION_REQUIRED 1u
 /* Nesting bound when hashing a stored key (FORMAT section 6): tuples and
  * frozensets inside a key are hashed recursively, ~300 bytes of C stack per
@@ -73,7 +74,7 @@
 /* Type bytes (FORMAT section 4). */
 enum {
     PF_T_NONE = 0x00, PF_T_FALSE = 0x01, PF_T_TRUE = 0x02, PF_T_REF = 0x03,
-    PF_T_FLOAT = 0x04, PF_T_COMPLEX = 0x05, PF_T_BIGINT = 0x06,
+    PF_T_FLOAT = 0x04, PF_T_COMPLEX = 0x05, PF_T_BIGINT = 0x06, PF_T_SREF = 0x07,
     PF_T_INT1 = 0x08, PF_T_INT8 = 0x0F,
     PF_T_STR_ASCII = 0x10, PF_T_STR_LATIN1 = 0x11, PF_T_STR_UCS2 = 0x12,
     PF_T_STR_UCS4 = 0x13, PF_T_BYTES = 0x14, PF_T_TUPLE = 0x18,
@@ -185,6 +186,8 @@ typedef struct pf_range {
     uint64_t start;       /* DATA section start */
     uint64_t end;         /* DATA section end */
     uint64_t seed;        /* hash_seed */
+    const uint8_t *vtab;  /* VALUES table (R28): vcount u64 LE offsets */
+    uint64_t vcount;
 } pf_range;
 
 struct pf_image {

@@ -310,16 +310,28 @@ static int decode(const pf_range *r, uint64_t pos, pf_val *out, int follow,
     if (PF_UNLIKELY(pos < r->start || pos >= r->end))
         return PF_CORRUPT(err, "ival outside the DATA section (R12)", pos);
     const uint8_t *base = r->base;
-    if (base[pos] == PF_T_REF) {                                   /* R17 */
-        uint64_t d;
+    const unsigned t = base[pos];
+    if (t == PF_T_REF || t == PF_T_SREF) {                    /* R17, R28 */
+        uint64_t d, target;
         unsigned vl = pf_varint_get(base + pos + 1, r->end - pos - 1, &d);
         if (PF_UNLIKELY(!vl))
             return PF_CORRUPT(err, "bad varint (R13)", pos + 1);
-        if (PF_UNLIKELY(d == 0 || d > pos - r->start))
-            return PF_CORRUPT(err, "REF target outside the DATA section", pos);
-        const uint64_t target = pos - d;
-        if (PF_UNLIKELY(base[target] == PF_T_REF))
-            return PF_CORRUPT(err, "REF to a REF", pos);
+        if (t == PF_T_REF) {
+            if (PF_UNLIKELY(d == 0 || d > pos - r->start))
+                return PF_CORRUPT(err, "REF target outside the DATA section",
+                                  pos);
+            target = pos - d;
+        } else {
+            if (PF_UNLIKELY(d >= r->vcount))
+                return PF_CORRUPT(err, "SREF index outside the VALUES table",
+                                  pos);
+            target = pf_ld64(r->vtab + 8 * d);
+            if (PF_UNLIKELY(target < r->start || target >= r->end))
+                return PF_CORRUPT(err, "SREF target outside the DATA section",
+                                  pos);
+        }
+        if (PF_UNLIKELY(base[target] == PF_T_REF || base[target] == PF_T_SREF))
+            return PF_CORRUPT(err, "REF or SREF to a REF or SREF", pos);
         const uint64_t next = pos + 1 + vl;
         if (!follow) {
             out->type = PF_REF_RAW;

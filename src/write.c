@@ -3,8 +3,9 @@
  * after ival, driven by a caller that walks its own object graph (the
  * CPython binding). It emits the canonical encodings of docs/FORMAT.md
  * (narrowest strings R15, fewest-byte ints R16, decimal floats R25, short
- * tuples R26), stores equal strings and bytes once (REF, R17; again when
- * frequent and far, R27), builds each container's table at pf_write_end
+ * tuples R26), stores equal strings and bytes once (REF, R17; SREF through
+ * the VALUES table when shorter, R28; again when frequent and far, R27),
+ * builds each container's table at pf_write_end
  * (list offsets R19, slot table R22) and finally the section table and
  * header. Positions are final image offsets: the first 128 bytes of the
  * buffer are reserved for the header, DATA starts right after.
@@ -67,11 +68,15 @@ struct pf_writer {
     size_t frames_cap;
     uint64_t *dd;      /* strings and bytes already stored (R17) */
     uint32_t *dd_last; /* per entry: last occurrence (see DD_LAST_SHIFT) */
+    uint32_t *dd_sref; /* per entry: its VALUES index + 1, or 0 (R28) */
     size_t dd_cap;     /* power of two, or 0 */
     unsigned dd_bits;  /* log2(dd_cap) */
     size_t dd_used;
     uint64_t last_pos; /* the last deduplicated value written, and its hash */
     uint64_t last_hash;
+    uint8_t *vtab;     /* the VALUES table (R28): vcount u64 LE offsets */
+    size_t vcount;
+    size_t vcap;       /* entries allocated */
 };
 
 /* ------------------------------------------------------------------ buffer */
@@ -152,6 +157,8 @@ void pf_writer_free(pf_writer *w)
     free(w->frames);
     free(w->dd);
     free(w->dd_last);
+    free(w->dd_sref);
+    free(w->vtab);
     free(w->buf);
     free(w);
 }
@@ -346,9 +353,11 @@ static int dedup_grow(pf_writer *w, pf_error *err)
     size_t ncap = (size_t)1 << nbits;
     uint64_t *nd = (uint64_t *)calloc(ncap, sizeof(uint64_t));
     uint32_t *nl = (uint32_t *)calloc(ncap, sizeof(uint32_t));
-    if (!nd || !nl) {
+    uint32_t *ns = (uint32_t *)calloc(ncap, sizeof(uint32_t));
+    if (!nd || !nl || !ns) {
         free(nd);
         free(nl);
+        free(ns);
         return pf_fail(err, PF_ENOMEM, "out of memory for the string table", 0);
     }
     for (size_t i = 0; i < w->dd_cap; i++) {
@@ -362,20 +371,41 @@ static int dedup_grow(pf_writer *w, pf_error *err)
             j = (j + 1) & (ncap - 1);
         nd[j] = e;
         nl[j] = w->dd_last[i];
+        ns[j] = w->dd_sref[i];
     }
     free(w->dd);
     free(w->dd_last);
+    free(w->dd_sref);
     w->dd = nd;
     w->dd_last = nl;
+    w->dd_sref = ns;
     w->dd_cap = ncap;
     w->dd_bits = nbits;
     return PF_OK;
 }
 
+/* Gives the value stored at `off` the next VALUES index (R28). */
+static int vtab_add(pf_writer *w, uint64_t off, pf_error *err)
+{
+    if (w->vcount == w->vcap) {
+        size_t ncap = w->vcap ? 2 * w->vcap : 1024;
+        uint8_t *nv = ncap <= SIZE_MAX / 8 ? (uint8_t *)realloc(w->vtab, ncap * 8)
+                                           : NULL;
+        if (!nv)
+            return pf_fail(err, PF_ENOMEM, "out of memory for the VALUES "
+                           "table", 0);
+        w->vtab = nv;
+        w->vcap = ncap;
+    }
+    pf_st64(w->vtab + 8 * w->vcount++, off);
+    return PF_OK;
+}
+
 /* Appends a string or bytes ival: header hdr[0..hlen) then nbytes of data.
  * Values longer than 3 bytes encoded are looked up among those already
- * stored; an equal one is referenced instead when the REF is shorter
- * (R17), unless it is far and the value frequent (see dd_last). */
+ * stored; an equal one is referenced instead: by an SREF when that is the
+ * shortest (R28), else by a REF when shorter than a copy (R17), unless it
+ * is far and the value frequent (see dd_last). */
 static int put_deduped(pf_writer *w, const uint8_t *hdr, unsigned hlen,
                        const void *data, size_t nbytes, uint64_t hash,
                        pf_error *err)
@@ -405,6 +435,26 @@ static int put_deduped(pf_writer *w, const uint8_t *hdr, unsigned hlen,
                 continue;
             const uint64_t d = pos - off;
             const unsigned dl = pf_varint_len(d);
+            const uint32_t si = w->dd_sref[j];
+            const uint64_t sidx = si ? si - 1 : w->vcount;
+            const unsigned sl = pf_varint_len(sidx);
+            /* A new index costs 8 bytes of table: it is given to a value
+             * met for the third time or more (referenced before). */
+            if (sl < dl && 1 + sl < enc && (si || (w->dd_last[j] != 0 &&
+                                                   sidx < UINT32_MAX - 1))) {
+                if (!si) {                                          /* R28 */
+                    if ((rc = vtab_add(w, off, err)) != PF_OK)
+                        return rc;
+                    w->dd_sref[j] = (uint32_t)(sidx + 1);
+                }
+                uint8_t *p = w->buf + pos;
+                p[0] = PF_T_SREF;
+                w->len += 1 + pf_varint_put(p + 1, sidx);
+                if (can_anchor)
+                    w->dd_last[j] = (uint32_t)((pos >> DD_LAST_SHIFT) + 1);
+                ival_done(w);
+                return PF_OK;
+            }
             int ref = 1 + dl < enc;                                 /* R17 */
             if (ref && dl >= 2 && can_anchor) {
                 const uint32_t l = w->dd_last[j];
@@ -511,8 +561,9 @@ int pf_write_ref(pf_writer *w, uint64_t target, pf_error *err)
     if (target < PF_HEADER_LEN || target >= w->len)
         return pf_fail(err, PF_EINVAL, "REF target is not an earlier ival",
                        target);
-    if (w->buf[target] == PF_T_REF)                                 /* R17 */
-        return pf_fail(err, PF_EINVAL, "REF target is itself a REF", target);
+    if (w->buf[target] == PF_T_REF || w->buf[target] == PF_T_SREF) /* R17 */
+        return pf_fail(err, PF_EINVAL, "REF target is itself a REF or SREF",
+                       target);
     int rc = ensure(w, 11, err);
     if (rc != PF_OK)
         return rc;
@@ -667,7 +718,8 @@ int pf_write_key_done(pf_writer *w, pf_error *err)
     if (kp == w->last_pos) {
         h = w->last_hash; /* a string or bytes hashed when it was written */
     } else {
-        pf_range r = {w->buf, PF_HEADER_LEN, w->len, w->seed};
+        pf_range r = {w->buf, PF_HEADER_LEN, w->len, w->seed, w->vtab,
+                      w->vcount};
         pf_error e2;
         int rc = pf_hash_range(&r, kp, &h, &e2);
         if (rc != PF_OK) {
@@ -763,17 +815,31 @@ int pf_writer_finish(pf_writer *w, uint64_t root_pos, const uint8_t id[16],
         return pf_fail(err, PF_EINVAL, "a tuple or container is still open", 0);
     if (root_pos < PF_HEADER_LEN || root_pos >= w->len)
         return pf_fail(err, PF_EINVAL, "root is not a written ival", root_pos);
-    int rc = ensure(w, PF_SECTION_ENTRY_LEN, err);
+    const size_t vlen = w->vcount * 8;
+    const uint32_t nsec = w->vcount ? 2 : 1;
+    int rc = ensure(w, vlen + 2 * PF_SECTION_ENTRY_LEN, err);
     if (rc != PF_OK)
         return rc;
     const uint64_t data_end = w->len;
-    uint8_t *s = w->buf + data_end;                    /* section table, R11 */
+    if (vlen)                                           /* VALUES, R28 */
+        memcpy(w->buf + data_end, w->vtab, vlen);
+    w->len += vlen;
+    const uint64_t stab = w->len;
+    uint8_t *s = w->buf + stab;                        /* section table, R11 */
     pf_st32(s, PF_SECTION_DATA);
     pf_st32(s + 4, PF_SECTION_REQUIRED);
     pf_st64(s + 8, PF_HEADER_LEN);
     pf_st64(s + 16, data_end - PF_HEADER_LEN);
     pf_st64(s + 24, 0);
-    w->len += PF_SECTION_ENTRY_LEN;
+    if (vlen) {
+        s += PF_SECTION_ENTRY_LEN;
+        pf_st32(s, PF_SECTION_VALUES);
+        pf_st32(s + 4, PF_SECTION_REQUIRED);
+        pf_st64(s + 8, data_end);
+        pf_st64(s + 16, vlen);
+        pf_st64(s + 24, 0);
+    }
+    w->len += nsec * PF_SECTION_ENTRY_LEN;
 
     uint8_t *h = w->buf;                                   /* header, R3-R9 */
     memset(h, 0, PF_HEADER_LEN);
@@ -785,8 +851,8 @@ int pf_writer_finish(pf_writer *w, uint64_t root_pos, const uint8_t id[16],
         memcpy(h + PF_H_ID, id, 16);
     pf_st64(h + PF_H_IMAGE_SIZE, w->len);
     pf_st64(h + PF_H_ROOT, root_pos);
-    pf_st64(h + PF_H_STAB_OFF, data_end);
-    pf_st32(h + PF_H_STAB_COUNT, 1);
+    pf_st64(h + PF_H_STAB_OFF, stab);
+    pf_st32(h + PF_H_STAB_COUNT, nsec);
     pf_st64(h + PF_H_SEED, w->seed);
     pf_st64(h + PF_H_CHECK, pf_hash_bytes(h, PF_H_CHECK, 0));
 

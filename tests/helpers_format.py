@@ -28,6 +28,7 @@ MAGIC = b"\x89PFROST\n"
 HEADER_LEN = 128
 SECTION_ENTRY_LEN = 32
 SECTION_DATA = 1
+SECTION_VALUES = 2  # R28: u64 offsets that SREFs index
 SECTION_REQUIRED = 1
 
 # Header fields: name -> (offset, struct format), FORMAT section 2.
@@ -53,7 +54,8 @@ HEADER_FIELDS = {
 HT_NONE, HT_INT, HT_FLOAT, HT_COMPLEX, HT_STR, HT_BYTES, HT_TUPLE, HT_FROZENSET = range(1, 9)
 
 T_NONE, T_FALSE, T_TRUE, T_REF = 0x00, 0x01, 0x02, 0x03
-T_FLOAT, T_COMPLEX, T_BIGINT = 0x04, 0x05, 0x06
+T_FLOAT, T_COMPLEX, T_BIGINT, T_SREF = 0x04, 0x05, 0x06, 0x07
+REF_TYPES = (T_REF, T_SREF)
 T_STR_ASCII, T_STR_LATIN1, T_STR_UCS2, T_STR_UCS4, T_BYTES = 0x10, 0x11, 0x12, 0x13, 0x14
 T_TUPLE, T_LIST, T_DICT, T_SET, T_FROZENSET = 0x18, 0x20, 0x21, 0x22, 0x23
 T_SHORT_ASCII = 0x80
@@ -67,7 +69,7 @@ DECIMAL_TYPES = tuple(range(T_DEC0, T_DEC9 + 1))
 FLOAT_TYPES = (T_FLOAT,) + DECIMAL_TYPES
 # Every type byte version 1.0 leaves reserved (R14).
 RESERVED_TYPE_BYTES = tuple(
-    [0x07, 0x15, 0x16, 0x17] + list(range(0x24, T_DEC0)) + list(range(T_DEC9 + 1, T_SHORT_ASCII))
+    [0x15, 0x16, 0x17] + list(range(0x24, T_DEC0)) + list(range(T_DEC9 + 1, T_SHORT_ASCII))
 )
 
 CONTAINER_TYPES = (T_LIST, T_DICT, T_SET, T_FROZENSET)
@@ -273,7 +275,7 @@ class Ival:
     pos: int
     type: int
     end: int  # just past the ival
-    ref_target: int | None = None  # REF: where it points
+    ref_target: int | None = None  # REF/SREF: where it points (SREF: None if the index is out of range)
     varint_pos: int | None = None  # REF/str/bytes/tuple/bigint: the varint
     varint_len: int = 0
     payload_pos: int | None = None  # first byte of the payload proper
@@ -302,6 +304,15 @@ class Image:
         data_sections = [s for s in read_sections(self.data) if s["kind"] == SECTION_DATA]
         if len(data_sections) != 1:
             raise FormatError("not exactly one DATA section")
+        values_sections = [s for s in read_sections(self.data) if s["kind"] == SECTION_VALUES]
+        if len(values_sections) > 1:
+            raise FormatError("more than one VALUES section")
+        self.values: list[int] = []
+        if values_sections:
+            vs = values_sections[0]
+            if vs["length"] % 8:
+                raise FormatError("VALUES length not a multiple of 8")
+            self.values = list(struct.unpack_from(f"<{vs['length'] // 8}Q", self.data, vs["offset"]))
         self.data_start = data_sections[0]["offset"]
         self.data_end = self.data_start + data_sections[0]["length"]
         self.seed = h["hash_seed"]
@@ -320,6 +331,10 @@ class Image:
         if t == T_REF:
             dist, nxt = read_varint(d, pos + 1, lim)
             return Ival(pos, t, nxt, ref_target=pos - dist, varint_pos=pos + 1, varint_len=nxt - pos - 1)
+        if t == T_SREF:
+            i, nxt = read_varint(d, pos + 1, lim)
+            target = self.values[i] if i < len(self.values) else None
+            return Ival(pos, t, nxt, ref_target=target, count=i, varint_pos=pos + 1, varint_len=nxt - pos - 1)
         if t == T_FLOAT:
             return Ival(pos, t, self._fits(pos, 9), payload_pos=pos + 1)
         if t in DECIMAL_TYPES:
@@ -385,15 +400,17 @@ class Image:
         return pos + n
 
     def resolve(self, pos: int) -> int:
-        """Follows a REF (one step, R17)."""
+        """Follows a REF or an SREF (one step, R17, R28)."""
         iv = self.ival(pos)
-        if iv.type != T_REF:
+        if iv.type not in REF_TYPES:
             return pos
         target = iv.ref_target
-        if target < self.data_start or iv.ref_target >= pos:
+        if iv.type == T_REF and (target < self.data_start or target >= pos):
             raise FormatError(f"REF at {pos} points outside DATA or forwards")
-        if self.data[target] == T_REF:
-            raise FormatError(f"REF at {pos} points at a REF")
+        if iv.type == T_SREF and (target is None or not self.data_start <= target < self.data_end):
+            raise FormatError(f"SREF at {pos}: index {iv.count} outside VALUES or target outside DATA")
+        if self.data[target] in REF_TYPES:
+            raise FormatError(f"REF at {pos} points at a REF or SREF")
         return target
 
     # -- values
@@ -494,7 +511,7 @@ def walk(data: bytes) -> list[Ival]:
         if pos in seen:
             continue
         iv = seen[pos] = img.ival(pos)
-        if iv.type == T_REF:
+        if iv.type in REF_TYPES and iv.ref_target is not None:
             todo.append(iv.ref_target)
         todo.extend(iv.children)
     return [seen[p] for p in sorted(seen)]
@@ -546,13 +563,19 @@ class Writer:
     It lets the tests check that the library reads images it did not write
     (any conforming writer's), and craft images with chosen layouts:
     `slots` forces a slot count per keyed container (0 = scan), `dedup`
-    turns off REFs for equal strings and bytes. `compact` writes floats and
+    turns off REFs for equal strings and bytes, `sref` references them
+    through the VALUES table when that is shorter (R28, as the library's
+    writer does). `compact` writes floats and
     tuples in their canonical forms (R25, R26); without it, every float is
     0x04 and every tuple 0x18 with a count, forms a reader also accepts.
     """
 
-    def __init__(self, hash_seed: int = 0, dedup: bool = True, min_slotted: int = 9, compact: bool = False):
+    def __init__(self, hash_seed: int = 0, dedup: bool = True, min_slotted: int = 9, compact: bool = False,
+                 sref: bool = False):
         self.buf = bytearray(HEADER_LEN)
+        self.sref = sref
+        self.values: list[int] = []  # the VALUES table (R28)
+        self.value_index: dict[tuple, int] = {}
         self.seed = hash_seed
         self.dedup = dedup
         self.compact = compact
@@ -615,7 +638,18 @@ class Writer:
         key = (type(v), v)
         if self.dedup and key in self.by_value:
             target = self.by_value[key]
-            if 1 + len(encode_varint(self.pos() - target)) < self._blob_len(v):
+            ref_len = 1 + len(encode_varint(self.pos() - target))
+            if self.sref:
+                i = self.value_index.get(key, len(self.values))
+                sref_len = 1 + len(encode_varint(i))
+                if sref_len < ref_len and sref_len < self._blob_len(v):
+                    if i == len(self.values):
+                        self.values.append(target)
+                        self.value_index[key] = i
+                    pos = self.pos()
+                    self.buf += bytes([T_SREF]) + encode_varint(i)
+                    return pos
+            if ref_len < self._blob_len(v):
                 return self.ref(target)
         pos = self.pos()
         if type(v) is bytes:
@@ -685,10 +719,16 @@ class Writer:
 
     def finish(self, root_pos: int, image_id: bytes = bytes(range(16))) -> bytes:
         data_len = self.pos() - HEADER_LEN
+        values_off = self.pos()
+        self.buf += b"".join(struct.pack("<Q", off) for off in self.values)
         table_off = self.pos()
         self.buf += struct.pack("<IIQQQ", SECTION_DATA, SECTION_REQUIRED, HEADER_LEN, data_len, 0)
+        nsec = 1
+        if self.values:
+            self.buf += struct.pack("<IIQQQ", SECTION_VALUES, SECTION_REQUIRED, values_off, 8 * len(self.values), 0)
+            nsec = 2
         struct.pack_into("<8sHHIQQ16sQQQII", self.buf, 0, MAGIC, 1, 0, HEADER_LEN, 0, 0,
-                         image_id, self.pos(), root_pos, table_off, 1, 0)
+                         image_id, self.pos(), root_pos, table_off, nsec, 0)
         struct.pack_into("<Q", self.buf, 80, self.seed)
         struct.pack_into("<Q", self.buf, 120, header_check(self.buf))
         return bytes(self.buf)

@@ -35,6 +35,8 @@ def _images():
         "slotted": {**{f"key{i}": i for i in range(20)}, (1, "t"): "tuple", frozenset({1, 2}): "fs", 3.5: "f",
                     2**70: "big", b"b": "bytes", "sub": {f"s{i}": [i] for i in range(12)},
                     "set": set(range(30)), "fset": frozenset(f"e{i}" for i in range(12))},
+        "srefs": {"items": [x for i in range(8) for x in (f"word-{i % 2}", bytes([i]) * 140, (f"word-{i % 2}", b"b-%d" % (i % 3)))],
+                  "k": {"word-0": 0, frozenset({"word-1", b"b-2"}): 1}},
         "refs": {"a": long_str, "b": "".join(long_str), "c": b"\x00" * 150, "d": bytes(bytearray(b"\x00" * 150)),
                  "l1": shared_list, "l2": shared_list, "cyc": cyclic, "t": ("y" * 200, "y" * 200),
                  "keys": {long_str: 1, ("k", long_str): 2}},
@@ -455,6 +457,46 @@ def test_bad_refs(images, name):
         for d in range(1, min(iv.pos - data_start, 1 << (7 * n)), 7):
             assert_refused_or_read(_patched(data, iv.varint_pos, _fixed_varint(d, n)), orig,
                                    f"{name}: REF at {iv.pos} d={d}")
+
+
+def test_bad_srefs(images):
+    """FORMAT R28: an SREF index past the VALUES table, a VALUES entry
+    outside DATA or at a REF or SREF, are corrupt; any other entry reads as
+    some value or is refused, never a crash."""
+    data, orig = images["srefs"], IMAGES["srefs"]
+    img = fmt.Image(data)
+    ivals = _ivals(data)
+    srefs = [iv for iv in ivals if iv.type == fmt.T_SREF]
+    assert len(srefs) >= 8 and img.values
+    for iv in srefs:
+        assert_corrupt(_patched(data, iv.varint_pos, _fixed_varint(len(img.values), iv.varint_len)), orig,
+                       f"SREF at {iv.pos} past VALUES")
+    vs = [s for s in fmt.read_sections(data) if s["kind"] == fmt.SECTION_VALUES][0]
+    refs = [iv.pos for iv in ivals if iv.type in fmt.REF_TYPES]
+    for i in range(len(img.values)):
+        entry = vs["offset"] + 8 * i
+        bad = {"header": 0, "before data": img.data_start - 1, "data end": img.data_end,
+               "the VALUES table": vs["offset"], "far": 2**63, "a REF": refs[0], "an SREF": srefs[0].pos}
+        for what, target in bad.items():
+            assert_corrupt(_patched(data, entry, struct.pack("<Q", target)), orig, f"VALUES[{i}] to {what}")
+        for target in range(img.data_start, img.data_end, 5):
+            assert_refused_or_read(_patched(data, entry, struct.pack("<Q", target)), orig, f"VALUES[{i}] = {target}")
+
+
+def test_bad_values_section(images):
+    data, orig = images["srefs"], IMAGES["srefs"]
+    h = fmt.read_header(data)
+    secs = fmt.read_sections(data)
+    assert [s["kind"] for s in secs] == [fmt.SECTION_DATA, fmt.SECTION_VALUES]
+    entry = h["section_table_off"] + fmt.SECTION_ENTRY_LEN
+    length = secs[1]["length"]
+    # Without the table, with a ragged or shorter one, or twice.
+    assert_corrupt(fmt.with_fields(data, section_count=1), orig, "SREFs without VALUES")
+    for n in (length - 1, length - 4, length + 3):
+        assert_corrupt(_patched(data, entry + 16, struct.pack("<Q", n)), orig, f"VALUES length {n}")
+    assert_corrupt(_patched(data, entry + 16, struct.pack("<Q", length - 8)), orig, "VALUES one entry short")
+    assert_corrupt(fmt.append_section(data, kind=fmt.SECTION_VALUES, flags=1, offset=secs[1]["offset"],
+                                      length=length), orig, "two VALUES sections")
 
 
 def test_tuple_containing_itself(images):

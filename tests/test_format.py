@@ -68,7 +68,11 @@ def check_layout(data: bytes) -> None:
         t = iv.type
         if t == fmt.T_REF:
             assert img.data_start <= iv.ref_target < iv.pos
-            assert data[iv.ref_target] != fmt.T_REF
+            assert data[iv.ref_target] not in fmt.REF_TYPES
+        elif t == fmt.T_SREF:                                   # R28
+            assert iv.ref_target is not None, f"SREF index {iv.count} past VALUES"
+            assert img.data_start <= iv.ref_target < img.data_end
+            assert data[iv.ref_target] not in fmt.REF_TYPES
         elif 0x08 <= t <= 0x0F or t == fmt.T_BIGINT:
             v = img.decode(iv.pos)
             assert data[iv.payload_pos : iv.end] == fmt.minimal_twos_complement(v), f"R16 at {iv.pos}"
@@ -116,6 +120,47 @@ def test_layout_of_sample_images():
     ]
     for x in samples:
         check_layout(pf.dumps(x))
+
+
+def sref_sample():
+    """Strings and bytes met three times or more, far apart (R28): among
+    values, inside tuples, as dict keys and inside frozenset keys."""
+    words = [f"word-{i}" for i in range(3)]
+    items = []
+    for i in range(12):
+        items += [words[i % 3], bytes([i]) * 150, (words[(i + 1) % 3], b"blob-%d" % (i % 2))]
+    return {"items": items, "keys": {w: len(w) for w in words},
+            "fs": {frozenset({words[0], b"blob-1"}): 1, (words[1], words[2]): 2}}
+
+
+def test_sref_layout_and_reading():
+    x = sref_sample()
+    data = pf.dumps(x)
+    img = fmt.Image(data)
+    srefs = [iv for iv in fmt.walk(data) if iv.type == fmt.T_SREF]
+    assert len(srefs) >= 20 and len(img.values) == 5
+    assert [s["kind"] for s in fmt.read_sections(data)] == [fmt.SECTION_DATA, fmt.SECTION_VALUES]
+    check_layout(data)
+    assert img.decode() == x
+    root = pf.loads(data)
+    assert root == x and pf.thaw(root) == x
+    for k, v in x["keys"].items():
+        assert root["keys"][k] == v and root["keys"].get(k.encode()) is None
+    assert root["fs"][frozenset({"word-0", b"blob-1"})] == 1
+    assert root["fs"][("word-1", "word-2")] == 2
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_library_reads_python_written_srefs(seed):
+    """Another writer's SREFs, its own choice of when (any shorter one)."""
+    x = sref_sample()
+    data = fmt.build(x, hash_seed=seed, sref=True)
+    assert fmt.T_SREF in {iv.type for iv in fmt.walk(data)}
+    root = pf.loads(data)
+    assert root == x and pf.thaw(root) == x
+    for k, v in x["keys"].items():
+        assert root["keys"][k] == v
+    assert root["fs"][("word-1", "word-2")] == 2
 
 
 def test_id_and_seed_are_random():

@@ -190,6 +190,37 @@ static image build_c(void)
     return finish(w, root);
 }
 
+/* SREFs (R28): strings met three times, far apart, as list items, inside
+ * a tuple and as a dict key; the VALUES section precedes the table. */
+static image build_d(void)
+{
+    pf_writer *w;
+    uint8_t fill[130];
+    REQUIRE(pf_writer_new(&w, 3, NULL) == PF_OK);
+    uint64_t root = pf_writer_pos(w);
+    pf_write_container_begin(w, PF_LIST, 10, NULL);
+    for (int i = 0; i < 3; i++) {
+        memset(fill, 'a' + i, sizeof fill);
+        pf_write_item(w, NULL);
+        STR(w, "word one");
+        pf_write_item(w, NULL);
+        pf_write_bytes(w, fill, sizeof fill, NULL);
+        pf_write_item(w, NULL);
+        pf_write_tuple_begin(w, 2, NULL);
+        pf_write_int(w, i, NULL);
+        STR(w, "word two");
+    }
+    pf_write_item(w, NULL);
+    pf_write_container_begin(w, PF_DICT, 2, NULL);
+    KEYSTR(w, "word two"); pf_write_int(w, 2, NULL);
+    KEYSTR(w, "word one"); STR(w, "word one");
+    pf_write_end(w, NULL);
+    pf_write_end(w, NULL);
+    image im = finish(w, root);
+    REQUIRE(get64(im.buf + 64) + 32 < im.len); /* two sections */
+    return im;
+}
+
 /* ------------------------------------------------------------------ checks */
 
 static long variants, outcome[16];
@@ -526,10 +557,11 @@ static void crafted(void)
 
 int main(void)
 {
-    image a = build_a(), b = build_b(), c = build_c();
+    image a = build_a(), b = build_b(), c = build_c(), d = build_d();
     damage(&a);
     damage(&b);
     damage(&c);
+    damage(&d);
     named(&a);
     named(&c);
     crafted();
@@ -539,5 +571,6 @@ int main(void)
     pf_free(a.buf);
     pf_free(b.buf);
     pf_free(c.buf);
+    pf_free(d.buf);
     return check_report();
 }

@@ -573,10 +573,10 @@ static void test_key_end(void)
 
 /* ------------------------------------------------------------------ anchors */
 
-/* Length of the REF varint at pos (0 if not a REF). */
-static unsigned ref_len(const uint8_t *b, uint64_t pos)
+/* Length of the REF or SREF varint at pos (0 if neither). */
+static unsigned ref_len(const uint8_t *b, uint64_t pos, unsigned type)
 {
-    if (b[pos] != 0x03)
+    if (b[pos] != type)
         return 0;
     unsigned n = 1;
     while (b[pos + n] & 0x80)
@@ -584,20 +584,23 @@ static unsigned ref_len(const uint8_t *b, uint64_t pos)
     return n;
 }
 
-/* R27: a frequent string is stored again when its REF would grow long,
- * so that its REFs stay short; a rare one keeps its long REF. */
-static void test_string_anchors(void)
+/* R28: a string met a third time or more, far back, is referenced through
+ * the VALUES table (an SREF of 2 bytes) rather than by a REF of up to 5; a
+ * second occurrence keeps its REF (an index costs 8 bytes of table), and
+ * so does a near one, shorter than any SREF; equal content is stored once. */
+static void test_string_references(void)
 {
     enum { FILL = 600, ITEMS = 12000 };
     static const char freq[] = "frequent word";
     static const char rare[] = "a rare string value";
+    static const char near[] = "near twin";
     uint8_t fill[FILL];
     pf_writer *w;
     REQUIRE(pf_writer_new(&w, 1, NULL) == PF_OK);
     uint64_t *fpos = (uint64_t *)calloc(ITEMS, sizeof *fpos);
     REQUIRE(fpos != NULL);
-    uint64_t rare1 = 0, rare2 = 0;
-    REQUIRE(pf_write_container_begin(w, PF_LIST, 2 * ITEMS + 2, NULL) == PF_OK);
+    uint64_t rare1 = 0, rare2 = 0, rare3 = 0, near1, near2;
+    REQUIRE(pf_write_container_begin(w, PF_LIST, 2 * ITEMS + 5, NULL) == PF_OK);
     pf_write_item(w, NULL);
     rare1 = pf_writer_pos(w);
     pf_write_str(w, rare, strlen(rare), 1, 1, NULL);
@@ -614,31 +617,55 @@ static void test_string_anchors(void)
     pf_write_item(w, NULL);
     rare2 = pf_writer_pos(w);
     pf_write_str(w, rare, strlen(rare), 1, 1, NULL);
+    pf_write_item(w, NULL);
+    rare3 = pf_writer_pos(w);
+    pf_write_str(w, rare, strlen(rare), 1, 1, NULL);
+    pf_write_item(w, NULL);
+    near1 = pf_writer_pos(w);
+    pf_write_str(w, near, strlen(near), 1, 1, NULL);
+    pf_write_item(w, NULL);
+    near2 = pf_writer_pos(w);
+    pf_write_str(w, near, strlen(near), 1, 1, NULL);
     REQUIRE(pf_write_end(w, NULL) == PF_OK);
     uint8_t *buf;
     pf_image *img = finish_open(w, 128, &buf);
     CHECK(rare2 - rare1 > (1u << 21));
-    long copies = 0, long_refs = 0, ok = 0;
+    long srefs = 0, ok = 0;
     for (int i = 0; i < ITEMS; i++) {
-        unsigned rl = ref_len(buf, fpos[i]);
-        copies += rl == 0;
-        long_refs += rl >= 4;
+        srefs += ref_len(buf, fpos[i], 0x07) == 1; /* index 0: one byte */
         pf_val v;
         ok += pf_read(img, fpos[i], &v, NULL) == PF_OK && v.type == PF_STR &&
-              v.u.s.len == strlen(freq) && memcmp(v.u.s.data, freq, v.u.s.len) == 0;
+              v.pos == fpos[0] && v.u.s.len == strlen(freq) &&
+              memcmp(v.u.s.data, freq, v.u.s.len) == 0;
     }
-    CHECK_EQ_U64(ok, ITEMS);
-    CHECK_EQ_U64(long_refs, 0);   /* never a REF 2^21 bytes back or more */
-    /* Re-anchored as the image grew, but seldom: with ~600 bytes between
-     * occurrences a copy (9 bytes more than a REF) pays for itself only
-     * when the REFs would need 4 varint bytes, so about every 2^21 bytes
-     * (the image is 7.4 MB). */
-    CHECK(copies >= 2);
-    CHECK(copies <= 6);
-    /* The rare string: seen once, 2^21+ bytes back: the long REF. */
-    CHECK_EQ_U64(ref_len(buf, rare2), 4);
+    CHECK_EQ_U64(ok, ITEMS);          /* every occurrence reads the first */
+    CHECK_EQ_U64(buf[fpos[0]], 0x80 + strlen(freq));
+    CHECK_EQ_U64(ref_len(buf, fpos[1], 0x03), 2); /* 600 bytes back */
+    CHECK_EQ_U64(srefs, ITEMS - 2);   /* all the others are 2-byte SREFs */
+    /* The rare string, seen once 2^21+ bytes back: a 4-byte REF; met a
+     * third time: index 1. The near one: a 1-byte REF. */
+    CHECK_EQ_U64(ref_len(buf, rare2, 0x03), 4);
+    CHECK_EQ_U64(ref_len(buf, rare3, 0x07), 1);
+    CHECK_EQ_U64(buf[rare3 + 1], 1);
+    CHECK_EQ_U64(ref_len(buf, near2, 0x03), 1);
     pf_val v;
     CHECK(pf_read(img, rare2, &v, NULL) == PF_OK && v.pos == rare1);
+    CHECK(pf_read(img, rare3, &v, NULL) == PF_OK && v.pos == rare1);
+    CHECK(pf_read(img, near2, &v, NULL) == PF_OK && v.pos == near1);
+    /* Two sections (FORMAT R11, R28): DATA, then VALUES with two entries,
+     * the first copies of both strings. */
+    uint64_t stab = 0, voff = 0, vlen = 0;
+    memcpy(&stab, buf + 64, 8); /* little-endian hosts: the test targets */
+    CHECK_EQ_U64(buf[72], 2);
+    CHECK_EQ_U64(buf[stab + 32], 2); /* kind VALUES */
+    memcpy(&voff, buf + stab + 32 + 8, 8);
+    memcpy(&vlen, buf + stab + 32 + 16, 8);
+    CHECK_EQ_U64(vlen, 16);
+    uint64_t e0 = 0, e1 = 0;
+    memcpy(&e0, buf + voff, 8);
+    memcpy(&e1, buf + voff + 8, 8);
+    CHECK_EQ_U64(e0, fpos[0]);
+    CHECK_EQ_U64(e1, rare1);
     pf_image_close(img);
     pf_free(buf);
     free(fpos);
@@ -652,6 +679,6 @@ int main(void)
     test_float_keys();
     test_short_tuples();
     test_key_end();
-    test_string_anchors();
+    test_string_references();
     return check_report();
 }
