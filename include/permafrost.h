@@ -116,6 +116,9 @@ void pf_image_id(const pf_image *img, uint8_t out[16]);
 uint64_t pf_image_data_start(const pf_image *img); /* DATA section bounds */
 uint64_t pf_image_data_end(const pf_image *img);
 uint16_t pf_image_version_minor(const pf_image *img);
+/* The VALUES table (FORMAT R28): *count u64 little-endian offsets, which
+ * the reader has not checked (pf_read checks each one it follows). */
+const uint8_t *pf_image_values(const pf_image *img, uint64_t *count);
 
 /* ------------------------------------------------------------------ values */
 

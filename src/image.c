@@ -161,3 +161,8 @@ void pf_image_id(const pf_image *img, uint8_t out[16]) { memcpy(out, img->id, 16
 uint64_t pf_image_data_start(const pf_image *img) { return img->r.start; }
 uint64_t pf_image_data_end(const pf_image *img) { return img->r.end; }
 uint16_t pf_image_version_minor(const pf_image *img) { return img->version_minor; }
+const uint8_t *pf_image_values(const pf_image *img, uint64_t *count)
+{
+    *count = img->r.vcount;
+    return img->r.vtab;
+}

@@ -975,3 +975,29 @@ def test_thaw_of_an_image_is_its_root():
     image.close()
     with pytest.raises(pf.ClosedImageError):
         pf.thaw(image)
+
+
+def test_looked_up_values_of_every_fast_form():
+    """Dict lookups decode the common forms in place (ints, short ASCII
+    str, decimal floats, REF/SREF to a str, short tuples of those) and
+    everything else through the core: both must give the original."""
+    filler = [bytes([i]) * 150 for i in range(6)]
+    word = "a frequent word"
+    d = {}
+    for i in range(6):
+        d[f"w{i}"] = word                      # copy, REF, then SREFs
+        d[f"f{i}"] = filler[i]
+        d[f"t{i}"] = (i, i / 10, word)         # SREF inside a short tuple
+    d.update({
+        "dec": 123.25, "neg": -0.5, "big_m": (2**53 - 1) / 10**9, "raw": 1e300, "negzero": -0.0,
+        "nan_free_tuple": (1, 2.5, "x" * 130, b"b", None, True, (1, 2)),
+        "long_tuple": tuple(range(9)), "empty": (), "mixed": (1, [2, 3], {"k": "v"}),
+        "ucs": ("caf\xe9", "\u20ac", "\U0001f600"), "int8": -(2**63), "bigint": 2**64,
+    })
+    view = pf.loads(pf.dumps(d))
+    for k, v in d.items():
+        got = view[k]
+        assert got == v and type(got) is type(v), k
+        assert view.get(k) == v
+    assert repr(view["negzero"]) == "-0.0"
+    assert view["t5"][2] == word and view["w5"] == word

@@ -90,6 +90,8 @@ typedef struct {
     pf_image *img;        /* NULL once released */
     const uint8_t *base;  /* the image bytes, and its DATA section */
     uint64_t dstart, dend;
+    const uint8_t *vtab;  /* the VALUES table (R28), vcount entries */
+    uint64_t vcount;
     uint64_t seed;
     PyObject *path;       /* str or None */
     PyObject *root_tuple; /* the root, decoded once, when it is a tuple */
@@ -389,10 +391,55 @@ decode_val(dec_ctx *cx, const pf_val *v, int via_ref)
     }
 }
 
-/* The two commonest values, decoded in place: an int of 1..8 bytes and a
- * short ASCII str (FORMAT R15, R16), with the core's checks. Returns the
- * value (or NULL with an exception) and sets *done; leaves *done 0 for
- * anything else, which then goes through pf_read_ex. */
+/* An unsigned LEB128 varint of at most 10 bytes inside avail bytes
+ * (R13): its length, or 0 if bad (the core then reports it). */
+static inline unsigned
+varint_at(const uint8_t *p, uint64_t avail, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (unsigned i = 0; i < 10 && i < avail; i++) {
+        const uint64_t b = p[i];
+        if (i == 9 && b > 1)
+            return 0;
+        v |= (b & 0x7F) << (7 * i);
+        if (!(b & 0x80)) {
+            *out = v;
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+/* A short ASCII str (R15) at pos, checked; NULL without an exception if
+ * it is not one (or fails a check: the core then reports it). */
+static inline int
+short_ascii_at(ImageObject *im, uint64_t pos, PyObject **out)
+{
+    const uint8_t *b = im->base + pos;
+    const unsigned t = b[0];
+    if (t < 0x80 || t - 0x80u > im->dend - pos - 1)
+        return 0;
+    const unsigned n = t - 0x80u;
+    unsigned acc = 0;
+    for (unsigned i = 0; i < n; i++)
+        acc |= b[1 + i];
+    if (acc & 0x80)
+        return 0;
+    PyObject *u = PyUnicode_New((Py_ssize_t)n, 127);
+    if (u)
+        memcpy(PyUnicode_DATA(u), b + 1, n);
+    *out = u;
+    return 1;
+}
+
+static const double pow10_table[10] = {1e0, 1e1, 1e2, 1e3, 1e4,
+                                       1e5, 1e6, 1e7, 1e8, 1e9};
+
+/* The commonest values, decoded in place with the core's checks: an int of
+ * 1..8 bytes (R16), a short ASCII str (R15), a decimal float (R25), and a
+ * REF or SREF to a short ASCII str (R17, R28). Returns the value (or NULL
+ * with an exception) and sets *done; leaves *done 0 for anything else, or
+ * anything that fails a check, which then goes through pf_read_ex. */
 static inline PyObject *
 decode_fast(ImageObject *im, uint64_t pos, uint64_t *next, int *done)
 {
@@ -401,6 +448,15 @@ decode_fast(ImageObject *im, uint64_t pos, uint64_t *next, int *done)
         const uint8_t *b = im->base + pos;
         const unsigned t = b[0];
         const uint64_t avail = im->dend - pos - 1;
+        PyObject *r;
+        if (t >= 0x80) {
+            if (!short_ascii_at(im, pos, &r))
+                return NULL;
+            *done = 1;
+            if (next)
+                *next = pos + 1 + (t - 0x80u);
+            return r;
+        }
         if (t >= 0x08 && t <= 0x0F && t - 0x07u <= avail) {
             const unsigned n = t - 0x07u;
             uint8_t le[8];
@@ -413,23 +469,78 @@ decode_fast(ImageObject *im, uint64_t pos, uint64_t *next, int *done)
                 *next = pos + 1 + n;
             return PyLong_FromLongLong(x);
         }
-        if (t >= 0x80 && t - 0x80u <= avail) {
-            const unsigned n = t - 0x80u;
-            unsigned acc = 0;
-            for (unsigned i = 0; i < n; i++)
-                acc |= b[1 + i];
-            if (!(acc & 0x80)) {
-                *done = 1;
-                if (next)
-                    *next = pos + 1 + n;
-                PyObject *u = PyUnicode_New((Py_ssize_t)n, 127);
-                if (u)
-                    memcpy(PyUnicode_DATA(u), b + 1, n);
-                return u;
+        uint64_t z;
+        unsigned vl;
+        if (t >= 0x30 && t <= 0x39) {
+            if (!(vl = varint_at(b + 1, avail, &z)))
+                return NULL;
+            const int64_t m = (int64_t)(z >> 1) ^ -(int64_t)(z & 1);
+            if (m <= -((int64_t)1 << 53) || m >= ((int64_t)1 << 53))
+                return NULL;
+            *done = 1;
+            if (next)
+                *next = pos + 1 + vl;
+            return PyFloat_FromDouble((double)m / pow10_table[t - 0x30]);
+        }
+        if (t == 0x03 || t == 0x07) {
+            if (!(vl = varint_at(b + 1, avail, &z)))
+                return NULL;
+            uint64_t target;
+            if (t == 0x03) {
+                if (z == 0 || z > pos - im->dstart)
+                    return NULL;
+                target = pos - z;
+            } else {
+                if (z >= im->vcount)
+                    return NULL;
+                memcpy(&target, im->vtab + 8 * z, 8);
+                if (target < im->dstart || target >= im->dend)
+                    return NULL;
             }
+            if (!short_ascii_at(im, target, &r))
+                return NULL;
+            *done = 1;
+            if (next)
+                *next = pos + 1 + vl;
+            return r;
         }
     }
     return NULL;
+}
+
+/* A value looked up in a dict: decode_fast, and a short tuple of such
+ * values (R26) built here; anything else through decode(). */
+static PyObject *
+decode_value(ImageObject *im, uint64_t pos)
+{
+    int done;
+    PyObject *r = decode_fast(im, pos, NULL, &done);
+    if (done)
+        return r;
+    if (pos >= im->dstart && pos < im->dend) {
+        const unsigned t = im->base[pos];
+        if (t >= 0x19 && t <= 0x1F) {
+            const Py_ssize_t n = (Py_ssize_t)(t - 0x18u);
+            PyObject *tup = PyTuple_New(n);
+            if (!tup)
+                return NULL;
+            uint64_t p = pos + 1;
+            for (Py_ssize_t i = 0; i < n; i++) {
+                PyObject *item = decode_fast(im, p, &p, &done);
+                if (!done)
+                    break;
+                if (!item) {
+                    Py_DECREF(tup);
+                    return NULL;
+                }
+                PyTuple_SET_ITEM(tup, i, item);
+                if (i == n - 1)
+                    return tup;
+            }
+            Py_DECREF(tup); /* an item needs the general path */
+        }
+    }
+    return decode(im, pos);
 }
 
 static PyObject *
@@ -845,6 +956,7 @@ image_set(ImageObject *im, pf_image *img)
     im->base = pf_image_base(img);
     im->dstart = pf_image_data_start(img);
     im->dend = pf_image_data_end(img);
+    im->vtab = pf_image_values(img, &im->vcount);
     im->seed = pf_image_hash_seed(img);
 }
 
@@ -1591,7 +1703,7 @@ Dict_subscript(ViewObject *vw, PyObject *key)
         PyErr_SetObject(PyExc_KeyError, key);
         return NULL;
     }
-    return decode(vw->image, vp);
+    return decode_value(vw->image, vp);
 }
 
 static int
@@ -1611,7 +1723,7 @@ Dict_get(ViewObject *vw, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     if (r == 0)
         return Py_NewRef(nargs == 2 ? args[1] : Py_None);
-    return decode(vw->image, vp);
+    return decode_value(vw->image, vp);
 }
 
 static PyObject *
