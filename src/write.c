@@ -401,6 +401,21 @@ static int vtab_add(pf_writer *w, uint64_t off, pf_error *err)
     return PF_OK;
 }
 
+/* Appends a REF (arg: distance) or an SREF (arg: index) as the next ival,
+ * in space the caller ensured, and records it as the last occurrence of
+ * dedup entry j. */
+static void put_reference(pf_writer *w, uint8_t type, uint64_t arg, size_t j,
+                          int can_anchor)
+{
+    const uint64_t pos = w->len;
+    uint8_t *p = w->buf + pos;
+    p[0] = type;
+    w->len += 1 + pf_varint_put(p + 1, arg);
+    if (can_anchor)
+        w->dd_last[j] = (uint32_t)((pos >> DD_LAST_SHIFT) + 1);
+    ival_done(w);
+}
+
 /* Appends a string or bytes ival: header hdr[0..hlen) then nbytes of data.
  * Values longer than 3 bytes encoded are looked up among those already
  * stored; an equal one is referenced instead: by an SREF when that is the
@@ -447,12 +462,7 @@ static int put_deduped(pf_writer *w, const uint8_t *hdr, unsigned hlen,
                         return rc;
                     w->dd_sref[j] = (uint32_t)(sidx + 1);
                 }
-                uint8_t *p = w->buf + pos;
-                p[0] = PF_T_SREF;
-                w->len += 1 + pf_varint_put(p + 1, sidx);
-                if (can_anchor)
-                    w->dd_last[j] = (uint32_t)((pos >> DD_LAST_SHIFT) + 1);
-                ival_done(w);
+                put_reference(w, PF_T_SREF, sidx, j, can_anchor);
                 return PF_OK;
             }
             int ref = 1 + dl < enc;                                 /* R17 */
@@ -466,12 +476,7 @@ static int put_deduped(pf_writer *w, const uint8_t *hdr, unsigned hlen,
                                        DD_ANCHOR_FACTOR;
             }
             if (ref) {
-                uint8_t *p = w->buf + pos;
-                p[0] = PF_T_REF;
-                w->len += 1 + pf_varint_put(p + 1, d);
-                if (can_anchor)
-                    w->dd_last[j] = (uint32_t)((pos >> DD_LAST_SHIFT) + 1);
-                ival_done(w);
+                put_reference(w, PF_T_REF, d, j, can_anchor);
                 return PF_OK;
             }
             /* A REF would be no shorter, or the value is frequent: store

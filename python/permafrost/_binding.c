@@ -525,7 +525,8 @@ decode_value(ImageObject *im, uint64_t pos)
             if (!tup)
                 return NULL;
             uint64_t p = pos + 1;
-            for (Py_ssize_t i = 0; i < n; i++) {
+            Py_ssize_t i = 0;
+            for (; i < n; i++) {
                 PyObject *item = decode_fast(im, p, &p, &done);
                 if (!done)
                     break;
@@ -534,9 +535,9 @@ decode_value(ImageObject *im, uint64_t pos)
                     return NULL;
                 }
                 PyTuple_SET_ITEM(tup, i, item);
-                if (i == n - 1)
-                    return tup;
             }
+            if (i == n)
+                return tup;
             Py_DECREF(tup); /* an item needs the general path */
         }
     }
