@@ -40,7 +40,9 @@ CORE_SOURCES = sorted(glob("src/*.c"))
 HEADERS = sorted(glob("include/*.h") + glob("src/*.h") + glob("python/permafrost/*.h"))
 
 GNU_STD = ["-std=c11"]
-GNU_OPT = ["-O2"]
+# Hidden visibility: only PyInit__binding (PyMODINIT_FUNC marks it) is
+# exported, so calls into the core bind directly, not through the PLT.
+GNU_OPT = ["-O2", "-fvisibility=hidden"]
 GNU_WERROR = ["-Wall", "-Wextra", "-Werror"]
 GNU_SANITIZE = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]
 # CPython builds extensions with -fwrapv, which makes signed overflow defined

@@ -993,7 +993,12 @@ def test_looked_up_values_of_every_fast_form():
         "nan_free_tuple": (1, 2.5, "x" * 130, b"b", None, True, (1, 2)),
         "long_tuple": tuple(range(9)), "empty": (), "mixed": (1, [2, 3], {"k": "v"}),
         "ucs": ("caf\xe9", "\u20ac", "\U0001f600"), "int8": -(2**63), "bigint": 2**64,
+        "none": None, "false": False, "true": True,
     })
+    for nbytes in range(1, 9):                 # every inline int width, both signs
+        top = 2 ** (8 * nbytes - 1)
+        for x in (top - 1, -top, top // 3, -(top // 3) - 1):
+            d[f"i{x}"] = x
     view = pf.loads(pf.dumps(d))
     for k, v in d.items():
         got = view[k]
@@ -1001,3 +1006,30 @@ def test_looked_up_values_of_every_fast_form():
         assert view.get(k) == v
     assert repr(view["negzero"]) == "-0.0"
     assert view["t5"][2] == word and view["w5"] == word
+
+
+def test_repeated_strings_come_back_as_one_object_per_process():
+    """A str value met three times or more is stored once with an index
+    (FORMAT R28); lookups return one str object for it, from a bounded
+    cache. More indexed strings than cache slots: slots are shared, and
+    every lookup must still give its own string, before and after."""
+    words = ["word-%05d" % i for i in range(6000)]
+    d = {}
+    for j in range(5):     # copies, then far enough apart for SREFs to win
+        for i, w in enumerate(words):
+            d["k%d-%d" % (i, j)] = w if j != 2 else (j, 0.5, w)
+    img = pf.Image.from_buffer(pf.dumps(d))
+    view = img.root
+    for _ in range(2):                          # cold, then with a full cache
+        for k, v in d.items():
+            got = view[k]
+            assert got == v and type(got) is type(v), k
+    a, b = view["k7-3"], view["k7-4"]
+    assert a == "word-00007" and a is b        # the same object, as unpickled
+    assert view["k7-2"][2] is a
+    img.close()                                 # deferred: a view is alive
+    assert view["k7-3"] is a
+    del view, img                               # unmapped, the cache freed
+    gc.collect()
+    assert a == "word-00007" and b is a         # handed-out objects stay valid
+

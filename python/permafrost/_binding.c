@@ -83,6 +83,13 @@ typedef struct {
 
 /* ------------------------------------------------------------ objects */
 
+/* One slot of an image's SREF string cache: the str decoded from VALUES
+ * index `idx`, or s == NULL. */
+struct sref_slot {
+    uint64_t idx;
+    PyObject *s;
+};
+
 typedef struct {
     PyObject_HEAD
     pf_state *st;
@@ -92,6 +99,8 @@ typedef struct {
     uint64_t dstart, dend;
     const uint8_t *vtab;  /* the VALUES table (R28), vcount entries */
     uint64_t vcount;
+    struct sref_slot *scache; /* decoded SREF strings, or NULL (sref_cached) */
+    uint64_t smask;           /* its slot count - 1 */
     uint64_t seed;
     PyObject *path;       /* str or None */
     PyObject *root_tuple; /* the root, decoded once, when it is a tuple */
@@ -432,6 +441,52 @@ short_ascii_at(ImageObject *im, uint64_t pos, PyObject **out)
     return 1;
 }
 
+/* At most this many slots in an image's SREF string cache (a power of 2):
+ * 64 KiB of slots, and the strings themselves, of at most 127 characters. */
+#define SREF_CACHE_MAX 4096u
+
+/* The str that VALUES index z (checked: z < vcount) points at, when it is a
+ * short ASCII str: from the image's cache, else decoded and cached. A
+ * string met three times or more is stored once with an index (R28), so
+ * each process makes one str object for it, as unpickling the original
+ * shares one object, instead of one per lookup; the cache is direct-mapped
+ * on the index and bounded, so memory stays small whatever the image.
+ * Returns as short_ascii_at does. */
+static inline int
+sref_str(ImageObject *im, uint64_t z, PyObject **out)
+{
+    struct sref_slot *slot = NULL;
+    if (PF_LIKELY(im->scache != NULL)) {
+        slot = &im->scache[z & im->smask];
+        if (slot->s && slot->idx == z) {
+            *out = Py_NewRef(slot->s);
+            return 1;
+        }
+    } else {
+        uint64_t n = 1;
+        while (n < im->vcount && n < SREF_CACHE_MAX)
+            n <<= 1;
+        im->scache = PyMem_Calloc((size_t)n, sizeof(struct sref_slot));
+        if (im->scache) {
+            im->smask = n - 1;
+            slot = &im->scache[z & im->smask];
+        }
+    }
+    uint64_t target;
+    memcpy(&target, im->vtab + 8 * z, 8);
+    if (target < im->dstart || target >= im->dend)
+        return 0;
+    if (!short_ascii_at(im, target, out))
+        return 0;
+    if (slot && *out) {
+        PyObject *old = slot->s;
+        slot->idx = z;
+        slot->s = Py_NewRef(*out);
+        Py_XDECREF(old);
+    }
+    return 1;
+}
+
 static const double pow10_table[10] = {1e0, 1e1, 1e2, 1e3, 1e4,
                                        1e5, 1e6, 1e7, 1e8, 1e9};
 
@@ -459,11 +514,21 @@ decode_fast(ImageObject *im, uint64_t pos, uint64_t *next, int *done)
         }
         if (t >= 0x08 && t <= 0x0F && t - 0x07u <= avail) {
             const unsigned n = t - 0x07u;
-            uint8_t le[8];
-            memset(le, (b[n] & 0x80) ? 0xFF : 0x00, 8);
-            memcpy(le, b + 1, n);
+            uint64_t u = 0;
+            if (PF_LIKELY(avail >= 8)) {
+                /* One load, then drop the bytes past the int: no bytes
+                 * stored and reloaded (that would stall the load). */
+                memcpy(&u, b + 1, 8);
+                u = (u << (64 - 8 * n)) >> (64 - 8 * n);
+            } else {
+                for (unsigned i = 0; i < n; i++)
+                    u |= (uint64_t)b[1 + i] << (8 * i);
+            }
+            /* two's complement of n bytes (R16), sign-extended */
+            const uint64_t sign = (uint64_t)1 << (8 * n - 1);
+            u = (u ^ sign) - sign;
             int64_t x;
-            memcpy(&x, le, 8);
+            memcpy(&x, &u, 8);
             *done = 1;
             if (next)
                 *next = pos + 1 + n;
@@ -485,24 +550,33 @@ decode_fast(ImageObject *im, uint64_t pos, uint64_t *next, int *done)
         if (t == 0x03 || t == 0x07) {
             if (!(vl = varint_at(b + 1, avail, &z)))
                 return NULL;
-            uint64_t target;
             if (t == 0x03) {
                 if (z == 0 || z > pos - im->dstart)
                     return NULL;
-                target = pos - z;
-            } else {
-                if (z >= im->vcount)
+                if (!short_ascii_at(im, pos - z, &r))
                     return NULL;
-                memcpy(&target, im->vtab + 8 * z, 8);
-                if (target < im->dstart || target >= im->dend)
+            } else {
+                if (z >= im->vcount || !sref_str(im, z, &r))
                     return NULL;
             }
-            if (!short_ascii_at(im, target, &r))
-                return NULL;
             *done = 1;
             if (next)
                 *next = pos + 1 + vl;
             return r;
+        }
+        if (t <= 0x02) {
+            *done = 1;
+            if (next)
+                *next = pos + 1;
+            return Py_NewRef(t == 0x00 ? Py_None : t == 0x01 ? Py_False : Py_True);
+        }
+        if (t == 0x04 && avail >= 8) {
+            double d;
+            memcpy(&d, b + 1, 8);
+            *done = 1;
+            if (next)
+                *next = pos + 9;
+            return PyFloat_FromDouble(d);
         }
     }
     return NULL;
@@ -818,6 +892,23 @@ typedef struct {
 
 static int key_equal(match_ctx *mc, const pf_val *vp, uint64_t key_pos);
 
+/* a[0..n) == b[0..n) for the short keys of key_match: 8..16 bytes (the
+ * common identifier length) as two overlapping 8-byte loads each, which
+ * read nothing past n; other lengths through memcmp. */
+static inline int
+short_equal(const void *a, const void *b, size_t n)
+{
+    if (n >= 8 && n <= 16) {
+        uint64_t a0, a1, b0, b1;
+        memcpy(&a0, a, 8);
+        memcpy(&b0, b, 8);
+        memcpy(&a1, (const char *)a + n - 8, 8);
+        memcpy(&b1, (const char *)b + n - 8, 8);
+        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+    }
+    return memcmp(a, b, n) == 0;
+}
+
 static int
 key_match(void *ctxp, const pf_image *img, uint64_t key_pos, uint64_t *key_end)
 {
@@ -835,7 +926,7 @@ key_match(void *ctxp, const pf_image *img, uint64_t key_pos, uint64_t *key_end)
                 return 0;
             if (n > im->dend - key_pos - 1)
                 return 0; /* runs past DATA: not this key (pf_read reports it) */
-            if (memcmp(im->base + key_pos + 1, PyUnicode_DATA(key), (size_t)n) != 0)
+            if (!short_equal(im->base + key_pos + 1, PyUnicode_DATA(key), (size_t)n))
                 return 0;
             *key_end = key_pos + 1 + n;
             return 1;
@@ -943,6 +1034,8 @@ image_alloc(pf_state *st, PyObject *module)
     im->bufobj = NULL;
     memset(&im->buf, 0, sizeof(im->buf));
     im->has_buf = 0;
+    im->scache = NULL;
+    im->smask = 0;
     im->closed = 0;
     im->nviews = 0;
     im->weakreflist = NULL;
@@ -962,8 +1055,23 @@ image_set(ImageObject *im, pf_image *img)
 }
 
 static void
+sref_cache_clear(ImageObject *im)
+{
+    struct sref_slot *c = im->scache;
+    if (!c)
+        return;
+    const uint64_t n = im->smask + 1;
+    im->scache = NULL;
+    im->smask = 0;
+    for (uint64_t i = 0; i < n; i++)
+        Py_XDECREF(c[i].s);
+    PyMem_Free(c);
+}
+
+static void
 image_release(ImageObject *im)
 {
+    sref_cache_clear(im);
     if (im->img) {
         pf_image_close(im->img);
         im->img = NULL;
