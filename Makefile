@@ -181,7 +181,8 @@ CTEST_SUPPORT := $(filter-out $(CTEST_SRC),$(sort $(wildcard tests/c/*.c)))
 
 PF_CPPFLAGS := -Iinclude -Isrc
 CTEST_CFLAGS ?= -std=c11 -Wall -Wextra -Werror -O1 -g
-CTEST_LDLIBS ?= -lm
+# shm_open: in libc since glibc 2.34, in librt before (an empty stub after).
+CTEST_LDLIBS ?= -lm $(if $(filter Linux,$(shell uname -s)),-lrt)
 SAN_FLAGS ?= -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 CTEST_TIMEOUT ?= 600
 # A hung test program fails instead of hanging the run (coreutils timeout).

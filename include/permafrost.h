@@ -105,6 +105,35 @@ int pf_image_open_file(const char *path, pf_image **out, pf_error *err);
 int pf_image_open_buffer(const void *buf, uint64_t len, pf_image **out,
                          pf_error *err);
 
+/* Shared-memory images (docs/DESIGN.md, "Sharing and lifetimes"). A
+ * segment name is "/" then 1 to 30 characters of [A-Za-z0-9._-] (it fits
+ * macOS's 31; Win32 uses "Local\<name>").
+ *
+ * pf_image_share: creates the segment `name` (an existing one is an error:
+ * PF_EIO with EEXIST / ERROR_ALREADY_EXISTS), sized and reserved before
+ * anything is written (a full /dev/shm fails here: PF_EIO with ENOSPC,
+ * never a SIGBUS later), copies the `len` bytes of the image in `buf`,
+ * makes the mapping read-only and checks the header. *out owns the mapping
+ * (on Win32 also the handle that keeps the segment alive). The caller is
+ * the segment's owner and removes it with pf_shm_unlink; on a failure the
+ * segment is already removed.
+ * pf_image_open_shm: maps an existing segment read-only; PF_ENOTFOUND if
+ * there is none (its owner removed it or, on Win32, exited).
+ * pf_shm_unlink: removes the name; mappings keep their pages until they are
+ * unmapped. PF_ENOTFOUND if there was none. A no-op on Win32. */
+#define PF_SHM_NAME_MAX 31
+int pf_image_share(const char *name, const void *buf, uint64_t len,
+                   pf_image **out, pf_error *err);
+int pf_image_open_shm(const char *name, pf_image **out, pf_error *err);
+int pf_shm_unlink(const char *name, pf_error *err);
+
+/* This process's id, and whether process `pid` is alive: PF_OK with its
+ * start time in *start (an opaque count that differs for a reused pid;
+ * 0 where the OS does not tell), or PF_ENOTFOUND if it has exited (a
+ * zombie counts as exited). The registry of segment owners uses them. */
+uint64_t pf_process_id(void);
+int pf_process_start(uint64_t pid, uint64_t *start, pf_error *err);
+
 /* Releases the image (unmaps a file). NULL is allowed. */
 void pf_image_close(pf_image *img);
 

@@ -144,6 +144,81 @@ int pf_image_open_buffer(const void *buf, uint64_t len, pf_image **out,
     return PF_OK;
 }
 
+int pf_image_share(const char *name, const void *buf, uint64_t len,
+                   pf_image **out, pf_error *err)
+{
+    if (!out || !name || !buf || len == 0)
+        return pf_fail(err, PF_EINVAL, "no name, no buffer or no output", 0);
+    *out = NULL;
+    /* Refuse a bad image before making a segment of it. */
+    pf_image probe;
+    memset(&probe, 0, sizeof probe);
+    int rc = check_image((const uint8_t *)buf, len, 1, &probe, err);
+    if (rc != PF_OK)
+        return rc;
+    pf_image *img = (pf_image *)calloc(1, sizeof *img);
+    if (!img)
+        return pf_fail(err, PF_ENOMEM, "out of memory for an image", 0);
+    rc = pf_os_shm_create(name, len, &img->map, err);
+    if (rc != PF_OK) {
+        free(img);
+        return rc;
+    }
+    img->mapped = 1;
+    memcpy(img->map.base, buf, (size_t)len);
+    rc = pf_os_seal(&img->map, err);
+    if (rc == PF_OK)
+        rc = check_image((const uint8_t *)img->map.base, len, 1, img, err);
+    if (rc != PF_OK) {
+        pf_image_close(img);
+        pf_error ignored;
+        (void)pf_os_shm_unlink(name, &ignored);
+        return rc;
+    }
+    *out = img;
+    return PF_OK;
+}
+
+int pf_image_open_shm(const char *name, pf_image **out, pf_error *err)
+{
+    if (!out || !name)
+        return pf_fail(err, PF_EINVAL, "no name or no output", 0);
+    *out = NULL;
+    pf_image *img = (pf_image *)calloc(1, sizeof *img);
+    if (!img)
+        return pf_fail(err, PF_ENOMEM, "out of memory for an image", 0);
+    int rc = pf_os_shm_open(name, &img->map, err);
+    if (rc != PF_OK) {
+        free(img);
+        return rc;
+    }
+    img->mapped = 1;
+    rc = check_image((const uint8_t *)img->map.base, img->map.len, 0, img, err);
+    if (rc != PF_OK) {
+        pf_image_close(img);
+        return rc;
+    }
+    *out = img;
+    return PF_OK;
+}
+
+int pf_shm_unlink(const char *name, pf_error *err)
+{
+    return pf_os_shm_unlink(name, err);
+}
+
+uint64_t pf_process_id(void)
+{
+    return pf_os_pid();
+}
+
+int pf_process_start(uint64_t pid, uint64_t *start, pf_error *err)
+{
+    if (!start)
+        return pf_fail(err, PF_EINVAL, "no output", 0);
+    return pf_os_process_start(pid, start, err);
+}
+
 void pf_image_close(pf_image *img)
 {
     if (!img)

@@ -221,6 +221,21 @@ int pf_hash_range(const pf_range *r, uint64_t pos, uint64_t *hash,
 /* Maps the whole file read-only. An empty file is PF_ECORRUPT (it cannot be
  * mapped and cannot hold a header); an OS failure is PF_EIO. */
 int pf_os_map_file(const char *path, pf_os_map *m, pf_error *err);
-void pf_os_unmap(pf_os_map *m);
+void pf_os_unmap(pf_os_map *m);   /* also closes the Win32 handle h_map */
+
+/* Shared memory (names as pf_image_share). Create: a new segment of `len`
+ * bytes (an existing name is an error), every page reserved where the OS
+ * can (Linux), mapped read-write; the Win32 mapping keeps the owner's
+ * handle in m->h_map. Seal: the mapping becomes read-only. Open: map an
+ * existing segment read-only (PF_ENOTFOUND when there is none); m->len may
+ * be rounded up to whole pages. Unlink: remove the name (POSIX; a no-op on
+ * Win32, where the segment goes with its last handle or view). */
+int pf_os_shm_create(const char *name, uint64_t len, pf_os_map *m,
+                     pf_error *err);
+int pf_os_seal(pf_os_map *m, pf_error *err);
+int pf_os_shm_open(const char *name, pf_os_map *m, pf_error *err);
+int pf_os_shm_unlink(const char *name, pf_error *err);
+uint64_t pf_os_pid(void);
+int pf_os_process_start(uint64_t pid, uint64_t *start, pf_error *err);
 
 #endif /* PF_INTERNAL_H */

@@ -2,7 +2,10 @@
  * os.c -- the only file that talks to the operating system, and the only one
  * with #ifdef _WIN32: mapping an image file read-only (POSIX mmap, Win32 file
  * mapping), writing a file atomically (temporary file in the same folder,
- * flushed, renamed over the target), and the OS random source.
+ * flushed, renamed over the target), named shared-memory segments (POSIX
+ * shm_open, Win32 named file mappings backed by the paging file), process
+ * ids and start times (for the registry of segment owners), and the OS
+ * random source.
  * DESIGN.md, "The image": images are published atomically and never change.
  */
 #if !defined(_WIN32)
@@ -11,6 +14,9 @@
 #endif
 #if !defined(_DEFAULT_SOURCE)
 #define _DEFAULT_SOURCE 1
+#endif
+#if defined(__APPLE__) && !defined(_DARWIN_C_SOURCE)
+#define _DARWIN_C_SOURCE 1 /* sysctl's process records */
 #endif
 #endif
 
@@ -47,6 +53,28 @@ static char *temp_name(const char *path, unsigned long pid, pf_error *err,
     snprintf(tmp, cap, "%s.tmp.%lu.%s", path, pid, hex);
     return tmp;
 }
+
+
+/* A segment name: "/" then 1..30 characters of [A-Za-z0-9._-] (macOS
+ * allows 31 characters in all; Win32 takes it after "Local\"). */
+static int shm_name_ok(const char *name)
+{
+    if (!name || name[0] != '/')
+        return 0;
+    size_t n = strlen(name);
+    if (n < 2 || n > PF_SHM_NAME_MAX)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        const char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+#define BAD_NAME(err) pf_fail(err, PF_EINVAL, "bad shared memory name: '/' " \
+                              "then 1 to 30 of [A-Za-z0-9._-]", 0)
 
 #if defined(_WIN32)
 /* ================================================================== Win32 */
@@ -129,8 +157,143 @@ void pf_os_unmap(pf_os_map *m)
 {
     if (m->base)
         UnmapViewOfFile(m->base);
+    if (m->h_map)
+        CloseHandle((HANDLE)m->h_map);
     m->base = NULL;
+    m->h_map = NULL;
     m->len = 0;
+}
+
+/* "Local\<name without its slash>" as UTF-16, malloc'd. */
+static wchar_t *shm_wide_name(const char *name, pf_error *err, int *code)
+{
+    char buf[PF_SHM_NAME_MAX + 8];
+    snprintf(buf, sizeof buf, "Local\\%s", name + 1);
+    return widen(buf, err, code);
+}
+
+int pf_os_shm_create(const char *name, uint64_t len, pf_os_map *m,
+                     pf_error *err)
+{
+    int code = PF_OK;
+    memset(m, 0, sizeof *m);
+    if (!shm_name_ok(name))
+        return BAD_NAME(err);
+    if (len == 0 || len > (uint64_t)SIZE_MAX)
+        return pf_fail(err, PF_EINVAL, "bad shared memory size", 0);
+    wchar_t *wname = shm_wide_name(name, err, &code);
+    if (!wname)
+        return code;
+    /* Backed by the paging file: the whole size is committed here, so a
+     * system without room for it refuses now, not on a later write. */
+    HANDLE h = CreateFileMappingW(INVALID_HANDLE_VALUE, NULL, PAGE_READWRITE,
+                                  (DWORD)(len >> 32), (DWORD)(len & 0xFFFFFFFFu),
+                                  wname);
+    int e = (int)GetLastError();
+    free(wname);
+    if (!h)
+        return pf_fail_sys(err, "cannot create the shared memory segment "
+                           "(not enough memory or paging file?)", e);
+    if (e == ERROR_ALREADY_EXISTS) {
+        CloseHandle(h);
+        return pf_fail_sys(err, "a shared memory segment of that name exists",
+                           e);
+    }
+    void *p = MapViewOfFile(h, FILE_MAP_READ | FILE_MAP_WRITE, 0, 0, 0);
+    if (!p) {
+        e = (int)GetLastError();
+        CloseHandle(h);
+        return pf_fail_sys(err, "cannot map the shared memory segment", e);
+    }
+    m->base = p;
+    m->len = len;
+    m->h_map = h; /* the owner's handle: the segment lives while it is open */
+    return PF_OK;
+}
+
+int pf_os_seal(pf_os_map *m, pf_error *err)
+{
+    DWORD old;
+    if (!VirtualProtect(m->base, (SIZE_T)m->len, PAGE_READONLY, &old))
+        return pf_fail_sys(err, "cannot make the segment read-only",
+                           (int)GetLastError());
+    return PF_OK;
+}
+
+int pf_os_shm_open(const char *name, pf_os_map *m, pf_error *err)
+{
+    int code = PF_OK;
+    memset(m, 0, sizeof *m);
+    if (!shm_name_ok(name))
+        return BAD_NAME(err);
+    wchar_t *wname = shm_wide_name(name, err, &code);
+    if (!wname)
+        return code;
+    HANDLE h = OpenFileMappingW(FILE_MAP_READ, FALSE, wname);
+    int e = (int)GetLastError();
+    free(wname);
+    if (!h) {
+        if (e == ERROR_FILE_NOT_FOUND) {
+            pf_fail(err, PF_ENOTFOUND, "no shared memory segment of that "
+                    "name: its owner closed it or exited", 0);
+            err->sys_errno = e;
+            return PF_ENOTFOUND;
+        }
+        return pf_fail_sys(err, "cannot open the shared memory segment", e);
+    }
+    void *p = MapViewOfFile(h, FILE_MAP_READ, 0, 0, 0);
+    e = (int)GetLastError();
+    CloseHandle(h); /* the view keeps the segment alive */
+    if (!p)
+        return pf_fail_sys(err, "cannot map the shared memory segment", e);
+    MEMORY_BASIC_INFORMATION mbi;
+    if (VirtualQuery(p, &mbi, sizeof mbi) == 0) {
+        e = (int)GetLastError();
+        UnmapViewOfFile(p);
+        return pf_fail_sys(err, "cannot get the size of the segment", e);
+    }
+    m->base = p;
+    m->len = (uint64_t)mbi.RegionSize; /* whole pages; the header says more */
+    return PF_OK;
+}
+
+int pf_os_shm_unlink(const char *name, pf_error *err)
+{
+    /* A named mapping has no name to remove: it goes with the last handle
+     * or view, the owner's included (pf_os_unmap). */
+    if (!shm_name_ok(name))
+        return BAD_NAME(err);
+    return PF_OK;
+}
+
+uint64_t pf_os_pid(void)
+{
+    return (uint64_t)GetCurrentProcessId();
+}
+
+int pf_os_process_start(uint64_t pid, uint64_t *start, pf_error *err)
+{
+    *start = 0;
+    if (pid == 0 || pid > 0xFFFFFFFFu)
+        return pf_fail(err, PF_ENOTFOUND, "no such process", 0);
+    HANDLE h = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, FALSE, (DWORD)pid);
+    if (!h) {
+        int e = (int)GetLastError();
+        if (e == ERROR_INVALID_PARAMETER)
+            return pf_fail(err, PF_ENOTFOUND, "no such process", 0);
+        /* It exists, but we may not look at it. */
+        return PF_OK;
+    }
+    DWORD status = 0;
+    FILETIME created, exited, kernel, user;
+    int alive = GetExitCodeProcess(h, &status) && status == STILL_ACTIVE;
+    int have = GetProcessTimes(h, &created, &exited, &kernel, &user);
+    CloseHandle(h);
+    if (!alive)
+        return pf_fail(err, PF_ENOTFOUND, "the process has exited", 0);
+    if (have)
+        *start = ((uint64_t)created.dwHighDateTime << 32) | created.dwLowDateTime;
+    return PF_OK;
 }
 
 int pf_file_write_atomic(const char *path, const void *buf, uint64_t len,
@@ -219,6 +382,10 @@ int pf_os_random(void *buf, size_t n, pf_error *err)
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#if defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -284,6 +451,201 @@ void pf_os_unmap(pf_os_map *m)
         munmap(m->base, (size_t)m->len);
     m->base = NULL;
     m->len = 0;
+}
+
+
+/* ------------------------------------------------------- shared memory */
+
+int pf_os_shm_create(const char *name, uint64_t len, pf_os_map *m,
+                     pf_error *err)
+{
+    memset(m, 0, sizeof *m);
+    if (!shm_name_ok(name))
+        return BAD_NAME(err);
+    if (len == 0 || len > (uint64_t)SIZE_MAX || len > (uint64_t)INT64_MAX)
+        return pf_fail(err, PF_EINVAL, "bad shared memory size", 0);
+    int fd;
+    do {
+        fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0)
+        return pf_fail_sys(err, "cannot create the shared memory segment",
+                           errno);
+    int e = 0;
+    const char *what = NULL;
+    /* Sized once (macOS allows a single ftruncate on a new object). */
+    if (ftruncate(fd, (off_t)len) != 0) {
+        e = errno;
+        what = "cannot size the shared memory segment";
+        goto fail;
+    }
+#if defined(__linux__)
+    /* Reserve every page now: on a full tmpfs (/dev/shm, often 64 MiB in
+     * a container) this fails here, instead of a SIGBUS on a later write
+     * or read. File systems that cannot reserve say EINVAL/EOPNOTSUPP. */
+    e = posix_fallocate(fd, 0, (off_t)len);
+    if (e == ENOSPC) {
+        what = "not enough shared memory (/dev/shm is full or too small) "
+               "for the image; free some, enlarge it, or freeze() to a file";
+        goto fail;
+    }
+    if (e != 0 && e != EINVAL && e != EOPNOTSUPP && e != ENOSYS) {
+        what = "cannot reserve the shared memory segment";
+        goto fail;
+    }
+    e = 0;
+#endif
+    void *p = mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        e = errno;
+        what = "cannot map the shared memory segment";
+        goto fail;
+    }
+    close_retry(fd);
+    m->base = p;
+    m->len = len;
+    return PF_OK;
+fail:
+    close_retry(fd);
+    shm_unlink(name);
+    return pf_fail_sys(err, what, e);
+}
+
+int pf_os_seal(pf_os_map *m, pf_error *err)
+{
+    if (mprotect(m->base, (size_t)m->len, PROT_READ) != 0)
+        return pf_fail_sys(err, "cannot make the segment read-only", errno);
+    return PF_OK;
+}
+
+static int not_found(pf_error *err, const char *msg, int e)
+{
+    pf_fail(err, PF_ENOTFOUND, msg, 0);
+    err->sys_errno = e;
+    return PF_ENOTFOUND;
+}
+
+int pf_os_shm_open(const char *name, pf_os_map *m, pf_error *err)
+{
+    memset(m, 0, sizeof *m);
+    if (!shm_name_ok(name))
+        return BAD_NAME(err);
+    int fd;
+    do {
+        fd = shm_open(name, O_RDONLY, 0);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return not_found(err, "no shared memory segment of that name: "
+                             "its owner closed it or exited", ENOENT);
+        return pf_fail_sys(err, "cannot open the shared memory segment", errno);
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close_retry(fd);
+        return pf_fail_sys(err, "cannot stat the shared memory segment", e);
+    }
+    if (st.st_size <= 0) {
+        close_retry(fd);
+        return PF_CORRUPT(err, "empty shared memory segment: no image", 0);
+    }
+    if ((uint64_t)st.st_size > (uint64_t)SIZE_MAX) {
+        close_retry(fd);
+        return pf_fail(err, PF_ELIMIT, "segment too large to map", 0);
+    }
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    int e = errno;
+    close_retry(fd);
+    if (p == MAP_FAILED)
+        return pf_fail_sys(err, "cannot map the shared memory segment", e);
+    m->base = p;
+    m->len = (uint64_t)st.st_size; /* macOS may round it up to pages */
+    return PF_OK;
+}
+
+int pf_os_shm_unlink(const char *name, pf_error *err)
+{
+    if (!shm_name_ok(name))
+        return BAD_NAME(err);
+    if (shm_unlink(name) != 0) {
+        if (errno == ENOENT)
+            return not_found(err, "no shared memory segment of that name",
+                             ENOENT);
+        return pf_fail_sys(err, "cannot remove the shared memory segment",
+                           errno);
+    }
+    return PF_OK;
+}
+
+/* ------------------------------------------------------------ processes */
+
+uint64_t pf_os_pid(void)
+{
+    return (uint64_t)getpid();
+}
+
+int pf_os_process_start(uint64_t pid, uint64_t *start, pf_error *err)
+{
+    *start = 0;
+    if (pid == 0 || pid > (uint64_t)INT32_MAX)
+        return not_found(err, "no such process", ESRCH);
+#if defined(__linux__)
+    /* /proc/PID/stat: "pid (comm) state ppid ... starttime(22) ...";
+     * comm may hold spaces and parentheses, so fields count from the last
+     * ')'. A zombie has exited: it is gone for our purposes. */
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%llu/stat", (unsigned long long)pid);
+    int fd;
+    do {
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd >= 0) {
+        ssize_t n;
+        do {
+            n = read(fd, buf, sizeof buf - 1);
+        } while (n < 0 && errno == EINTR);
+        close_retry(fd);
+        if (n > 0) {
+            buf[n] = '\0';
+            const char *q = strrchr(buf, ')');
+            if (q && q[1] == ' ') {
+                q += 2;
+                if (*q == 'Z' || *q == 'X')
+                    return not_found(err, "the process has exited", ESRCH);
+                for (int field = 3; field < 22 && q; field++) {
+                    q = strchr(q, ' ');
+                    if (q)
+                        q++;
+                }
+                if (q) {
+                    *start = strtoull(q, NULL, 10);
+                    return PF_OK;
+                }
+            }
+        }
+        return PF_OK; /* it exists; its start time is unknown */
+    }
+    if (errno == ENOENT)
+        return not_found(err, "no such process", ESRCH);
+#elif defined(__APPLE__)
+    int mib[4] = {CTL_KERN, KERN_PROC, KERN_PROC_PID, (int)pid};
+    struct kinfo_proc kp;
+    size_t klen = sizeof kp;
+    memset(&kp, 0, sizeof kp);
+    if (sysctl(mib, 4, &kp, &klen, NULL, 0) == 0) {
+        if (klen == 0 || kp.kp_proc.p_pid != (pid_t)pid ||
+            kp.kp_proc.p_stat == SZOMB)
+            return not_found(err, "no such process", ESRCH);
+        *start = (uint64_t)kp.kp_proc.p_starttime.tv_sec * 1000000u +
+                 (uint64_t)kp.kp_proc.p_starttime.tv_usec;
+        return PF_OK;
+    }
+#endif
+    /* Elsewhere (and if /proc is missing): is it alive? */
+    if (kill((pid_t)pid, 0) == 0 || errno == EPERM)
+        return PF_OK;
+    return not_found(err, "no such process", ESRCH);
 }
 
 /* fsync the folder holding path, so that the rename is durable. Best effort:

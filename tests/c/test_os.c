@@ -2,7 +2,9 @@
  * test_os.c -- the OS layer: atomic writes (create, replace, no temporary
  * file left behind, failure leaves nothing at the path), mapping image files
  * (missing, empty, not an image, wrong size, a folder), a mapped image
- * surviving the replacement of its file, and the random source.
+ * surviving the replacement of its file, shared-memory segments (create,
+ * attach, read, remove, names, an existing name, a missing one), process
+ * ids and start times, and the random source.
  */
 #include "check.h"
 #include "permafrost.h"
@@ -193,6 +195,107 @@ static void test_random(void)
     free(m);
 }
 
+
+/* Reads the str root of an image into out (NUL-terminated). */
+static int root_text(const pf_image *img, char *out, size_t cap)
+{
+    pf_val v;
+    if (pf_read(img, pf_image_root(img), &v, NULL) != PF_OK || v.type != PF_STR ||
+        v.u.s.len + 1 > cap)
+        return -1;
+    memcpy(out, v.u.s.data, (size_t)v.u.s.len);
+    out[v.u.s.len] = '\0';
+    return 0;
+}
+
+static void test_shared_memory(void)
+{
+    char name[PF_SHM_NAME_MAX + 1], text[64];
+    pf_error e;
+    uint64_t len;
+    uint8_t *buf = make_image("shared between processes", &len);
+    snprintf(name, sizeof name, "/pf-ctest-%lx", (unsigned long)test_getpid());
+
+    pf_image *owner = NULL, *reader = NULL, *again = NULL;
+    CHECK_RC(pf_image_share(name, buf, len, &owner, &e), PF_OK);
+    REQUIRE(owner != NULL);
+    CHECK(root_text(owner, text, sizeof text) == 0 &&
+          strcmp(text, "shared between processes") == 0);
+    CHECK_EQ_U64(pf_image_size(owner), len);
+    /* The name is taken while the segment lives. */
+    CHECK_RC(pf_image_share(name, buf, len, &again, &e), PF_EIO);
+    CHECK(again == NULL && e.sys_errno != 0);
+    /* A second mapping, as a worker attaches. */
+    CHECK_RC(pf_image_open_shm(name, &reader, &e), PF_OK);
+    REQUIRE(reader != NULL);
+    CHECK(root_text(reader, text, sizeof text) == 0 &&
+          strcmp(text, "shared between processes") == 0);
+    CHECK(pf_image_base(reader) != pf_image_base(owner));
+    uint8_t id1[16], id2[16];
+    pf_image_id(owner, id1);
+    pf_image_id(reader, id2);
+    CHECK(memcmp(id1, id2, 16) == 0);
+
+#if !defined(_WIN32)
+    /* Removing the name: attached mappings keep reading; no new attach. */
+    CHECK_RC(pf_shm_unlink(name, &e), PF_OK);
+    CHECK(root_text(reader, text, sizeof text) == 0);
+    CHECK_RC(pf_image_open_shm(name, &again, &e), PF_ENOTFOUND);
+    CHECK(again == NULL);
+    CHECK_RC(pf_shm_unlink(name, &e), PF_ENOTFOUND);
+    pf_image_close(reader);
+    pf_image_close(owner);
+#else
+    /* Win32: the segment lives while any handle or view does. */
+    CHECK_RC(pf_shm_unlink(name, &e), PF_OK);
+    pf_image_close(owner);
+    CHECK(root_text(reader, text, sizeof text) == 0);
+    pf_image_close(reader);
+    CHECK_RC(pf_image_open_shm(name, &again, &e), PF_ENOTFOUND);
+#endif
+
+    /* Not an image: refused before any segment is made. */
+    CHECK_RC(pf_image_share(name, "not an image at all", 19, &again, &e),
+             PF_ECORRUPT);
+    CHECK_RC(pf_image_open_shm(name, &again, &e), PF_ENOTFOUND);
+
+    /* Names: "/" then 1..30 of [A-Za-z0-9._-]. */
+    static const char *const bad[] = {
+        "", "/", "noslash", "/a/b", "/with space",
+        "/0123456789012345678901234567890", /* 32 characters */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_RC(pf_image_share(bad[i], buf, len, &again, &e), PF_EINVAL);
+        CHECK_RC(pf_image_open_shm(bad[i], &again, &e), PF_EINVAL);
+        CHECK_RC(pf_shm_unlink(bad[i], &e), PF_EINVAL);
+    }
+    char longest[PF_SHM_NAME_MAX + 1];
+    snprintf(longest, sizeof longest, "/pf-%027lx", (unsigned long)test_getpid());
+    CHECK(strlen(longest) == PF_SHM_NAME_MAX);
+    CHECK_RC(pf_image_share(longest, buf, len, &owner, &e), PF_OK);
+    CHECK_RC(pf_shm_unlink(longest, &e), PF_OK);
+    pf_image_close(owner);
+    pf_free(buf);
+}
+
+static void test_processes(void)
+{
+    pf_error e;
+    uint64_t me = pf_process_id(), t1 = 1, t2 = 2, t;
+    CHECK(me == (uint64_t)test_getpid());
+    CHECK_RC(pf_process_start(me, &t1, &e), PF_OK);
+    CHECK_RC(pf_process_start(me, &t2, &e), PF_OK);
+    CHECK(t1 == t2);
+#if defined(__linux__) || defined(_WIN32)
+    CHECK(t1 != 0);
+#endif
+    /* No process has these ids. */
+    CHECK_RC(pf_process_start(0, &t, &e), PF_ENOTFOUND);
+    CHECK_RC(pf_process_start(0x7FFFFFF0u, &t, &e), PF_ENOTFOUND);
+    CHECK_RC(pf_process_start(UINT64_C(1) << 40, &t, &e), PF_ENOTFOUND);
+    CHECK_RC(pf_process_start(me, NULL, &e), PF_EINVAL);
+}
+
 int main(void)
 {
     const char *base = getenv("TMPDIR");
@@ -203,6 +306,8 @@ int main(void)
     test_atomic_write();
     test_open_file();
     test_random();
+    test_shared_memory();
+    test_processes();
     CHECK(count_entries() == 0 || count_entries() == -1);
     test_rmdir(dir);
     return check_report();
