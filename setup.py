@@ -81,7 +81,9 @@ binding = Extension(
     # A changed header, or changed flags in this file, rebuilds the module
     # (build_ext compares timestamps with these).
     depends=HEADERS + ["setup.py"],
-    libraries=["bcrypt"] if sys.platform == "win32" else [],
+    # shm_open is in librt before glibc 2.34 (an empty stub after).
+    libraries=(["bcrypt"] if sys.platform == "win32"
+               else ["rt"] if sys.platform.startswith("linux") else []),
 )
 
 setup(

@@ -11,7 +11,7 @@ shares one copy of it in memory. See docs/FORMAT.md and docs/DESIGN.md.
 import collections.abc as _abc
 import os as _os
 
-from . import _binding
+from . import _binding, _shm
 from ._binding import (
     ClosedImageError,
     CorruptImageError,
@@ -19,9 +19,11 @@ from ._binding import (
     Error,
     FrozenSetView,
     Image,
+    ImageGoneError,
     LimitError,
     ListView,
     SetView,
+    SharedMemoryError,
     StaleImageError,
     VersionError,
     dumps,
@@ -31,9 +33,10 @@ from ._binding import (
 
 __all__ = [
     "freeze", "open", "dumps", "loads", "thaw", "image_of", "Image",
+    "share", "cleanup",
     "DictView", "ListView", "SetView", "FrozenSetView",
     "Error", "CorruptImageError", "VersionError", "ClosedImageError",
-    "StaleImageError", "LimitError",
+    "StaleImageError", "LimitError", "SharedMemoryError", "ImageGoneError",
 ]
 
 __version__ = "0.1.0"
@@ -59,6 +62,30 @@ def open(path):  # noqa: A001 - the name users expect
     alive. Equivalent to ``Image(path).root``.
     """
     return Image(path).root
+
+
+def share(obj):
+    """Freeze ``obj`` into a new named shared-memory segment and return its
+    root (a view for a container), without any file.
+
+    This process owns the segment: it is removed when the owner calls
+    ``close()`` on the returned view (or on ``image_of(view)``), leaves a
+    ``with share(obj) as view:`` block, drops its last view, or exits
+    normally; a segment of an owner killed without cleanup is removed by the
+    next ``share()`` or by ``cleanup()``. Views pickle by reference (a few
+    hundred bytes) and attach in any process, whatever the start method;
+    once the owner removed the segment, a new attach raises
+    ``ImageGoneError`` (processes that attached keep reading). The segment
+    is reserved whole before it is written: where ``/dev/shm`` is too small
+    this raises ``SharedMemoryError`` (use ``freeze()`` to a file instead).
+    """
+    return _shm.share_image(obj).root
+
+
+def cleanup():
+    """Remove the shared-memory segments of owners that are gone (killed,
+    crashed); returns their names. ``share()`` does this first."""
+    return _shm.cleanup()
 
 
 def loads(buffer):

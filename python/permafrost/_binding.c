@@ -70,6 +70,11 @@ typedef struct {
     PyObject *ClosedImageError;
     PyObject *StaleImageError;
     PyObject *LimitError;
+    PyObject *SharedMemoryError;
+    PyObject *ImageGoneError;
+    PyObject *attach_shm;    /* this module's _attach_shm */
+    PyObject *shm_hook;      /* called with a segment's name once its owner
+                                removed it (the Python registry), or NULL */
     PyObject *keys_cls, *values_cls, *items_cls; /* set by the Python layer */
     PyObject *registry;      /* (path, id) -> Image attached by unpickling */
     PyObject *abspath;       /* os.path.abspath */
@@ -103,6 +108,9 @@ typedef struct {
     uint64_t smask;           /* its slot count - 1 */
     uint64_t seed;
     PyObject *path;       /* str or None */
+    PyObject *shm_name;   /* the shared-memory segment's name, or NULL */
+    uint64_t owner_pid;   /* the process that made the segment (0: none) */
+    int unlinked;         /* the owner removed the segment's name */
     PyObject *root_tuple; /* the root, decoded once, when it is a tuple */
     PyObject *bufobj;     /* exporter of a caller's buffer, or NULL */
     Py_buffer buf;
@@ -131,6 +139,7 @@ typedef struct {
 } IterObject;
 
 static void image_release(ImageObject *im);
+static void shm_remove_name(ImageObject *im);
 
 /* ------------------------------------------------------------ errors */
 
@@ -1030,6 +1039,9 @@ image_alloc(pf_state *st, PyObject *module)
     im->img = NULL;
     im->seed = 0;
     im->path = Py_NewRef(Py_None);
+    im->shm_name = NULL;
+    im->owner_pid = 0;
+    im->unlinked = 0;
     im->root_tuple = NULL;
     im->bufobj = NULL;
     memset(&im->buf, 0, sizeof(im->buf));
@@ -1193,6 +1205,7 @@ Image_traverse(ImageObject *im, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(im));
     Py_VISIT(im->module);
     Py_VISIT(im->path);
+    Py_VISIT(im->shm_name);
     Py_VISIT(im->root_tuple);
     Py_VISIT(im->bufobj);
     return 0;
@@ -1214,7 +1227,9 @@ Image_dealloc(ImageObject *im)
     PyObject_GC_UnTrack(im);
     if (im->weakreflist)
         PyObject_ClearWeakRefs((PyObject *)im);
+    shm_remove_name(im);
     image_release(im);
+    Py_CLEAR(im->shm_name);
     Py_CLEAR(im->path);
     Py_CLEAR(im->root_tuple);
     Py_CLEAR(im->module);
@@ -1272,10 +1287,42 @@ Image_get_closed(ImageObject *im, void *c)
     return PyBool_FromLong(im->closed || !im->img);
 }
 
+/* The owner of a shared-memory segment removes its name: on close(), on
+ * leaving a `with` block, when the Image dies, and at exit (the Python
+ * layer closes what it owns). Only the process that made it: a child
+ * forked from the owner inherits the Image, never the ownership. Mappings
+ * made before stay readable; later attaches raise ImageGoneError. Keeps
+ * any exception that is set. */
+static void
+shm_remove_name(ImageObject *im)
+{
+    if (!im->shm_name || im->unlinked || im->owner_pid == 0 ||
+        im->owner_pid != pf_process_id())
+        return;
+    im->unlinked = 1;
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    const char *name = PyUnicode_AsUTF8(im->shm_name);
+    pf_error err;
+    if (name)
+        (void)pf_shm_unlink(name, &err); /* gone already: nothing to do */
+    else
+        PyErr_Clear();
+    if (im->st && im->st->shm_hook) {
+        PyObject *r = PyObject_CallOneArg(im->st->shm_hook, im->shm_name);
+        if (r)
+            Py_DECREF(r);
+        else
+            PyErr_WriteUnraisable(im->st->shm_hook);
+    }
+    PyErr_Restore(et, ev, tb);
+}
+
 static PyObject *
 Image_close(ImageObject *im, PyObject *unused)
 {
     (void)unused;
+    shm_remove_name(im);
     im->closed = 1;
     /* Live views keep reading; the mapping goes with the last of them. */
     if (im->nviews == 0)
@@ -1309,6 +1356,14 @@ Image_reduce_ex(ImageObject *im, PyObject *proto_obj)
         return NULL;
     if (!im->img)
         return PyErr_Format(st->ClosedImageError, "the image is closed");
+    if (im->shm_name) {
+        PyObject *id = Image_get_id(im, NULL);
+        if (!id)
+            return NULL;
+        PyObject *r = Py_BuildValue("O(OO)", st->attach_shm, im->shm_name, id);
+        Py_DECREF(id);
+        return r;
+    }
     if (im->path != Py_None) {
         PyObject *id = Image_get_id(im, NULL);
         if (!id)
@@ -1379,6 +1434,21 @@ Image_repr(ImageObject *im)
                                 (unsigned long long)pf_image_size(im->img));
 }
 
+static PyObject *
+Image_get_shared_name(ImageObject *im, void *c)
+{
+    (void)c;
+    return Py_NewRef(im->shm_name ? im->shm_name : Py_None);
+}
+
+static PyObject *
+Image_get_owner(ImageObject *im, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(im->shm_name && im->owner_pid != 0 &&
+                           im->owner_pid == pf_process_id());
+}
+
 static PyMethodDef Image_methods[] = {
     {"from_buffer", (PyCFunction)Image_from_buffer, METH_O | METH_CLASS,
      "Image.from_buffer(buf): the image held in any buffer (no copy; the\n"
@@ -1397,6 +1467,10 @@ static PyGetSetDef Image_getset[] = {
     {"size", (getter)Image_get_size, NULL, "The image's size in bytes.", NULL},
     {"path", (getter)Image_get_path, NULL, "Absolute path of the file, or None.", NULL},
     {"closed", (getter)Image_get_closed, NULL, "True once close() was called.", NULL},
+    {"shared_name", (getter)Image_get_shared_name, NULL,
+     "The shared-memory segment's name (share()), or None.", NULL},
+    {"owner", (getter)Image_get_owner, NULL,
+     "True in the process that made the shared-memory segment (share()).", NULL},
     {NULL, NULL, NULL, NULL, NULL}};
 
 static PyMemberDef Image_members[] = {
@@ -1678,6 +1752,40 @@ View_reduce(ViewObject *vw, PyObject *unused)
     return Py_BuildValue("O(OKi)", im->st->view_at, (PyObject *)im,
                          (unsigned long long)vw->v.pos, vw->v.type);
 }
+
+/* close() and `with` on a view close its image (Image.close()): what
+ * share() returns is the root view, and this is how its owner removes the
+ * segment. */
+static PyObject *
+View_close(ViewObject *vw, PyObject *unused)
+{
+    (void)unused;
+    return Image_close(vw->image, NULL);
+}
+
+static PyObject *
+View_enter(ViewObject *vw, PyObject *unused)
+{
+    (void)unused;
+    if (image_check_open(vw->image) < 0)
+        return NULL;
+    return Py_NewRef(vw);
+}
+
+static PyObject *
+View_exit(ViewObject *vw, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)args;
+    (void)nargs;
+    return Image_close(vw->image, NULL);
+}
+
+#define VIEW_LIFETIME_METHODS                                                 \
+    {"close", (PyCFunction)View_close, METH_NOARGS,                          \
+     "Close the view's image (Image.close()); for share(), remove the\n"     \
+     "segment. Views alive keep reading until the last one dies."},          \
+    {"__enter__", (PyCFunction)View_enter, METH_NOARGS, NULL},               \
+    {"__exit__", (PyCFunction)(void (*)(void))View_exit, METH_FASTCALL, NULL}
 
 /* A plain container of the view's items, one level deep. */
 static PyObject *
@@ -1976,6 +2084,7 @@ static PyMethodDef Dict_methods[] = {
     {"copy", (PyCFunction)View_copy, METH_NOARGS, "A shallow copy as a plain dict."},
     {"__reversed__", (PyCFunction)Dict_reversed, METH_NOARGS, NULL},
     {"__reduce__", (PyCFunction)View_reduce, METH_NOARGS, NULL},
+    VIEW_LIFETIME_METHODS,
     {"_iter", (PyCFunction)Dict_iter_mode, METH_O, NULL},
     READONLY_METHOD("__setitem__"), READONLY_METHOD("__delitem__"),
     READONLY_METHOD("update"), READONLY_METHOD("pop"), READONLY_METHOD("popitem"),
@@ -2287,6 +2396,7 @@ static PyMethodDef List_methods[] = {
     {"copy", (PyCFunction)View_copy, METH_NOARGS, "A shallow copy as a plain list."},
     {"__reversed__", (PyCFunction)List_reversed, METH_NOARGS, NULL},
     {"__reduce__", (PyCFunction)View_reduce, METH_NOARGS, NULL},
+    VIEW_LIFETIME_METHODS,
     READONLY_METHOD("append"), READONLY_METHOD("extend"), READONLY_METHOD("insert"),
     READONLY_METHOD("pop"), READONLY_METHOD("remove"), READONLY_METHOD("sort"),
     READONLY_METHOD("reverse"), READONLY_METHOD("clear"), READONLY_METHOD("__iadd__"),
@@ -2536,6 +2646,7 @@ static PyMethodDef Set_methods[] = {
     {"issubset", (PyCFunction)Set_issubset, METH_O, NULL},
     {"isdisjoint", (PyCFunction)Set_isdisjoint, METH_O, NULL},
     {"__reduce__", (PyCFunction)View_reduce, METH_NOARGS, NULL},
+    VIEW_LIFETIME_METHODS,
     READONLY_METHOD("add"), READONLY_METHOD("discard"), READONLY_METHOD("remove"),
     READONLY_METHOD("pop"), READONLY_METHOD("clear"), READONLY_METHOD("update"),
     READONLY_METHOD("intersection_update"), READONLY_METHOD("difference_update"),
@@ -3487,6 +3598,166 @@ mod_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return (PyObject *)nim;
 }
 
+/* _share(obj, name): freezes obj into the new shared-memory segment `name`
+ * and returns its Image, owned by this process. */
+static PyObject *
+mod_share(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    pf_state *st = PyModule_GetState(module);
+    if (nargs != 2 || !PyUnicode_Check(args[1]))
+        return PyErr_Format(PyExc_TypeError, "_share(obj, name: str)");
+    const char *name = PyUnicode_AsUTF8(args[1]);
+    if (!name)
+        return NULL;
+    uint8_t *buf = NULL;
+    uint64_t len = 0;
+    if (freeze_to_buffer(st, args[0], &buf, &len) < 0)
+        return NULL;
+    ImageObject *im = image_alloc(st, module);
+    if (!im) {
+        pf_free(buf);
+        return NULL;
+    }
+    pf_image *img = NULL;
+    pf_error err;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = pf_image_share(name, buf, len, &img, &err);
+    Py_END_ALLOW_THREADS
+    pf_free(buf);
+    if (rc < 0) {
+        Py_DECREF(im);
+        if (rc == PF_EIO) {
+            PyObject *e = Py_BuildValue("(is)", err.sys_errno, err.msg);
+            if (e) {
+                PyErr_SetObject(st->SharedMemoryError, e);
+                Py_DECREF(e);
+            }
+            return NULL;
+        }
+        return raise_pf(st, &err, rc);
+    }
+    image_set(im, img);
+    im->shm_name = Py_NewRef(args[1]);
+    im->owner_pid = pf_process_id();
+    return (PyObject *)im;
+}
+
+/* _attach_shm(name, id): the Image in segment `name` whose id is `id`,
+ * attached once per process, as _attach. */
+static PyObject *
+mod_attach_shm(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    pf_state *st = PyModule_GetState(module);
+    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyBytes_Check(args[1]) ||
+        PyBytes_GET_SIZE(args[1]) != 16)
+        return PyErr_Format(PyExc_TypeError, "_attach_shm(name: str, id: 16 bytes)");
+    PyObject *key = PyTuple_Pack(3, args[0], args[1], Py_None);
+    if (!key)
+        return NULL;
+    PyObject *found = PyDict_GetItemWithError(st->registry, key);
+    if (found && !((ImageObject *)found)->closed && ((ImageObject *)found)->img) {
+        Py_DECREF(key);
+        return Py_NewRef(found);
+    }
+    if (PyErr_Occurred()) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    const char *name = PyUnicode_AsUTF8(args[0]);
+    if (!name) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    pf_image *img = NULL;
+    pf_error err;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = pf_image_open_shm(name, &img, &err);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        Py_DECREF(key);
+        if (rc == PF_ENOTFOUND)
+            return PyErr_Format(st->ImageGoneError,
+                                "the shared image %R is gone: its owner closed it "
+                                "or exited", args[0]);
+        return raise_pf(st, &err, rc);
+    }
+    uint8_t id[16];
+    pf_image_id(img, id);
+    if (memcmp(id, PyBytes_AS_STRING(args[1]), 16) != 0) {
+        pf_image_close(img);
+        Py_DECREF(key);
+        return PyErr_Format(st->StaleImageError,
+                            "the shared segment %R holds another image than the "
+                            "one this view was pickled from", args[0]);
+    }
+    ImageObject *im = image_alloc(st, module);
+    if (!im) {
+        pf_image_close(img);
+        Py_DECREF(key);
+        return NULL;
+    }
+    image_set(im, img);
+    im->shm_name = Py_NewRef(args[0]);
+    int r = PyDict_SetItem(st->registry, key, (PyObject *)im);
+    Py_DECREF(key);
+    if (r < 0) {
+        Py_DECREF(im);
+        return NULL;
+    }
+    return (PyObject *)im;
+}
+
+/* _shm_unlink(name) -> bool: removes a segment's name (True), False if
+ * there was none. For the registry's sweep of dead owners' segments. */
+static PyObject *
+mod_shm_unlink(PyObject *module, PyObject *name)
+{
+    pf_state *st = PyModule_GetState(module);
+    const char *cname = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+    if (!cname)
+        return PyErr_Occurred() ? NULL
+                                : PyErr_Format(PyExc_TypeError, "_shm_unlink(name: str)");
+    pf_error err;
+    int rc = pf_shm_unlink(cname, &err);
+    if (rc == PF_ENOTFOUND)
+        Py_RETURN_FALSE;
+    if (rc < 0)
+        return raise_pf(st, &err, rc);
+    Py_RETURN_TRUE;
+}
+
+/* _process_start(pid) -> int or None: None if the process is gone. */
+static PyObject *
+mod_process_start(PyObject *module, PyObject *pid_obj)
+{
+    pf_state *st = PyModule_GetState(module);
+    unsigned long long pid = PyLong_AsUnsignedLongLong(pid_obj);
+    if (pid == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return NULL;
+        PyErr_Clear();
+        Py_RETURN_NONE; /* negative or huge: no such process */
+    }
+    uint64_t start = 0;
+    pf_error err;
+    int rc = pf_process_start((uint64_t)pid, &start, &err);
+    if (rc == PF_ENOTFOUND)
+        Py_RETURN_NONE;
+    if (rc < 0)
+        return raise_pf(st, &err, rc);
+    return PyLong_FromUnsignedLongLong(start);
+}
+
+static PyObject *
+mod_set_shm_hook(PyObject *module, PyObject *hook)
+{
+    pf_state *st = PyModule_GetState(module);
+    Py_XSETREF(st->shm_hook, hook == Py_None ? NULL : Py_NewRef(hook));
+    Py_RETURN_NONE;
+}
+
 /* _view_at(image, pos, type): the view of the container at `pos`. */
 static PyObject *
 mod_view_at(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -3536,6 +3807,11 @@ static PyMethodDef module_methods[] = {
      "thaw(x): a deep copy of a view (or a tuple holding views) into plain objects."},
     {"image_of", (PyCFunction)mod_image_of, METH_O, "image_of(view) -> the view's Image."},
     {"_attach", (PyCFunction)(void (*)(void))mod_attach, METH_FASTCALL, NULL},
+    {"_share", (PyCFunction)(void (*)(void))mod_share, METH_FASTCALL, NULL},
+    {"_attach_shm", (PyCFunction)(void (*)(void))mod_attach_shm, METH_FASTCALL, NULL},
+    {"_shm_unlink", (PyCFunction)mod_shm_unlink, METH_O, NULL},
+    {"_process_start", (PyCFunction)mod_process_start, METH_O, NULL},
+    {"_set_shm_hook", (PyCFunction)mod_set_shm_hook, METH_O, NULL},
     {"_view_at", (PyCFunction)(void (*)(void))mod_view_at, METH_FASTCALL, NULL},
     {"_set_view_classes", (PyCFunction)mod_set_view_classes, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL}};
@@ -3602,6 +3878,21 @@ module_exec(PyObject *module)
         "A view refers to an image that was replaced at its path.");
     EXC(LimitError, "LimitError", st->Error,
         "A safety limit (nesting depth, size) was reached while reading an image.");
+    EXC(ImageGoneError, "ImageGoneError", st->Error,
+        "A shared image is gone: its owner closed it or exited.");
+    {
+        PyObject *bases = PyTuple_Pack(2, st->Error, PyExc_OSError);
+        if (!bases)
+            return -1;
+        st->SharedMemoryError = PyErr_NewExceptionWithDoc(
+            "permafrost.SharedMemoryError",
+            "The OS refused a shared-memory segment (no room in /dev/shm, a "
+            "name in use, no permission).", bases, NULL);
+        Py_DECREF(bases);
+        if (!st->SharedMemoryError ||
+            PyModule_AddObjectRef(module, "SharedMemoryError", st->SharedMemoryError) < 0)
+            return -1;
+    }
 #undef EXC
 
     st->registry = PyDict_New();
@@ -3619,9 +3910,10 @@ module_exec(PyObject *module)
     st->signed_kw = Py_BuildValue("{s:O}", "signed", Py_True);
     st->view_at = PyObject_GetAttrString(module, "_view_at");
     st->attach = PyObject_GetAttrString(module, "_attach");
+    st->attach_shm = PyObject_GetAttrString(module, "_attach_shm");
     st->from_buffer = PyObject_GetAttrString((PyObject *)st->Image_Type, "from_buffer");
     if (!st->int_from_bytes || !st->str_little || !st->signed_kw || !st->view_at ||
-        !st->attach || !st->from_buffer)
+        !st->attach || !st->attach_shm || !st->from_buffer)
         return -1;
     if (PyModule_AddIntConstant(module, "FORMAT_VERSION_MAJOR", PF_VERSION_MAJOR) < 0 ||
         PyModule_AddIntConstant(module, "FORMAT_VERSION_MINOR", PF_VERSION_MINOR) < 0)
@@ -3643,6 +3935,10 @@ module_exec(PyObject *module)
     X(ClosedImageError) \
     X(StaleImageError) \
     X(LimitError) \
+    X(SharedMemoryError) \
+    X(ImageGoneError) \
+    X(attach_shm) \
+    X(shm_hook) \
     X(keys_cls) \
     X(values_cls) \
     X(items_cls) \
