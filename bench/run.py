@@ -174,12 +174,14 @@ def bench_open(pf, image_path, count):
     return benchutil.median(times)
 
 
-def bench_unpickle(pf, image_path, runs):
-    """Time of pickle.loads of a pickled view in fresh spawn processes."""
-    root = pf.open(image_path)
-    blob = pickle.dumps(root, protocol=5)
-    pf.image_of(root).close()
-    del root
+def bench_unpickle(pf, image_path, runs, blob=None):
+    """Time of pickle.loads of a pickled view (of the file image, or `blob`)
+    in fresh spawn processes."""
+    if blob is None:
+        root = pf.open(image_path)
+        blob = pickle.dumps(root, protocol=5)
+        pf.image_of(root).close()
+        del root
     ctx = multiprocessing.get_context("spawn")
     first, second = [], []
     for _ in range(runs):
@@ -228,6 +230,20 @@ def run_memory_workers(blob, count, image_path=None):
     return {"pss": total["PSS"], "uss": total["USS"], "rss": total["RSS"],
             "checksums": [r[1] for r in reports], "entries": [r[2] for r in reports],
             "image": image}
+
+
+def bench_share(pf, table, repeat):
+    """share(table) times (each segment closed before the next is made, the
+    last one kept); returns (median ns, the last root view)."""
+    times, root = [], None
+    for r in range(repeat):
+        if root is not None:
+            pf.image_of(root).close()
+            del root
+            gc.collect()
+        ns, root = timed_ns(pf.share, table)
+        times.append(ns)
+    return benchutil.median(times), root
 
 
 def bench_memory(pf, table, image_path, expected_checksum):
@@ -319,15 +335,27 @@ def main(argv=None):
         log("unpickle a view in %d fresh spawn workers" % unpickle_runs)
         unp = bench_unpickle(pf, image_path, unpickle_runs)
 
+        log("share() (%d repeats), attach and memory of a shared image" % args.repeat)
+        share_ns, shared = bench_share(pf, table, args.repeat)
+        shared_blob = pickle.dumps(shared, protocol=5)
+        shm_name = pf.image_of(shared).shared_name
+        shm_path = "/dev/shm/" + shm_name.lstrip("/")
+        unp_shm = bench_unpickle(pf, None, unpickle_runs, blob=shared_blob)
+
         mem_skip = memory.unsupported_reason()
         if mem_skip is None:
             log("memory of %d workers that look up every key" % MEMORY_WORKERS)
             pf_mem, pk_mem, mem_ok, parent_maps = bench_memory(
                 pf, table, image_path, expected)
+            shm_mem = run_memory_workers(shared_blob, MEMORY_WORKERS, shm_path)
+            mem_ok = mem_ok and all(c == expected for c in shm_mem["checksums"])
         else:
             log("memory not measured: %s" % mem_skip)
-            pf_mem = pk_mem = parent_maps = None
+            pf_mem = pk_mem = parent_maps = shm_mem = None
             mem_ok = True
+        shm_size = pf.image_of(shared).size
+        pf.image_of(shared).close()
+        del shared
         elapsed = time.perf_counter() - started
 
         # ------------------------------------------------------------ table
@@ -382,6 +410,23 @@ def main(argv=None):
                 ratio_text(r), mem_target, pf_mem["pss"] <= budget)
         else:
             rows.append([mem_figure, "n/a", "n/a", "-", mem_target, "n/a"])
+        r = share_ns / build["freeze"]
+        add("share(obj) into shared memory", ns(share_ns),
+            "freeze(obj, path): " + ns(build["freeze"]), ratio_text(r), "<= 1.5x",
+            r <= 1.5)
+        add("pickle.loads of a shared view in a fresh worker", ns(unp_shm["first"]),
+            "-", "-", "< 1 ms", unp_shm["first"] < 1e6)
+        shm_figure = "PSS of %d workers, shared image, every key" % MEMORY_WORKERS
+        shm_budget = shm_size + MEMORY_WORKERS * PER_WORKER_BUDGET
+        shm_target = "<= image + %d x 15 MiB = %s" % (MEMORY_WORKERS,
+                                                    benchutil.fmt_bytes(shm_budget))
+        if shm_mem is not None:
+            r = shm_mem["pss"] / pk_mem["pss"]
+            add(shm_figure, benchutil.fmt_bytes(shm_mem["pss"]),
+                "pickled copies: " + benchutil.fmt_bytes(pk_mem["pss"]),
+                ratio_text(r), shm_target, shm_mem["pss"] <= shm_budget)
+        else:
+            rows.append([shm_figure, "n/a", "n/a", "-", shm_target, "n/a"])
         table_md = benchutil.markdown_table(
             ["figure", "permafrost", "reference", "ratio", "target", "result"], rows)
 
@@ -408,6 +453,20 @@ def main(argv=None):
             "of %s entries." % (unpickle_runs, ns(unp["second"]), unp["blob"],
                                 unp["type"], format(unp["entries"], ",")),
         ]
+        notes.append(
+            "share: median of %d share() calls of the dict (encode in memory, "
+            "create and reserve the segment, copy); the owner's mapping stays "
+            "alive while the workers run. Shared view pickled in %d bytes; "
+            "first unpickle in a fresh spawn worker: median of %d."
+            % (args.repeat, len(shared_blob), unpickle_runs))
+        if shm_mem is not None:
+            sm = shm_mem["image"]
+            notes.append(
+                "Shared image in the workers: RSS %s, PSS %s of the segment; "
+                "worker totals RSS %s, USS %s (the owner's pages of the segment "
+                "count in its own PSS, not here)."
+                % (benchutil.fmt_bytes(sm["RSS"]), benchutil.fmt_bytes(sm["PSS"]),
+                   benchutil.fmt_bytes(shm_mem["rss"]), benchutil.fmt_bytes(shm_mem["uss"])))
         if pf_mem is not None:
             im = pf_mem["image"]
             fb = benchutil.fmt_bytes
