@@ -367,6 +367,18 @@ def main(argv=None):
         def add(figure, mine, ref, ratio, target, passed):
             rows.append([figure, mine, ref, ratio, target, verdict(passed)])
 
+        def add_memory(figure, mem, image_bytes):
+            """A PSS row: workers of `mem` against the pickled copies."""
+            budget = image_bytes + MEMORY_WORKERS * PER_WORKER_BUDGET
+            target = "<= image + %d x 15 MiB = %s" % (MEMORY_WORKERS,
+                                                     benchutil.fmt_bytes(budget))
+            if mem is None:
+                rows.append([figure, "n/a", "n/a", "-", target, "n/a"])
+                return
+            add(figure, benchutil.fmt_bytes(mem["pss"]),
+                "pickled copies: " + benchutil.fmt_bytes(pk_mem["pss"]),
+                ratio_text(mem["pss"] / pk_mem["pss"]), target, mem["pss"] <= budget)
+
         r = big["view fresh"] / big["dict fresh"]
         add("lookup, %s entries, fresh keys" % format(size, ","),
             ns(big["view fresh"]), "dict: " + ns(big["dict fresh"]),
@@ -399,34 +411,16 @@ def main(argv=None):
             "< 1 ms", open_ns < 1e6)
         add("pickle.loads of a view in a fresh worker", ns(unp["first"]), "-", "-",
             "< 1 ms", unp["first"] < 1e6)
-        budget = image_size + MEMORY_WORKERS * PER_WORKER_BUDGET
-        mem_figure = "PSS of %d workers, every key looked up" % MEMORY_WORKERS
-        mem_target = "<= image + %d x 15 MiB = %s" % (MEMORY_WORKERS,
-                                                    benchutil.fmt_bytes(budget))
-        if pf_mem is not None:
-            r = pf_mem["pss"] / pk_mem["pss"]
-            add(mem_figure, benchutil.fmt_bytes(pf_mem["pss"]),
-                "pickled copies: " + benchutil.fmt_bytes(pk_mem["pss"]),
-                ratio_text(r), mem_target, pf_mem["pss"] <= budget)
-        else:
-            rows.append([mem_figure, "n/a", "n/a", "-", mem_target, "n/a"])
+        add_memory("PSS of %d workers, every key looked up" % MEMORY_WORKERS,
+                   pf_mem, image_size)
         r = share_ns / build["freeze"]
         add("share(obj) into shared memory", ns(share_ns),
             "freeze(obj, path): " + ns(build["freeze"]), ratio_text(r), "<= 1.5x",
             r <= 1.5)
         add("pickle.loads of a shared view in a fresh worker", ns(unp_shm["first"]),
             "-", "-", "< 1 ms", unp_shm["first"] < 1e6)
-        shm_figure = "PSS of %d workers, shared image, every key" % MEMORY_WORKERS
-        shm_budget = shm_size + MEMORY_WORKERS * PER_WORKER_BUDGET
-        shm_target = "<= image + %d x 15 MiB = %s" % (MEMORY_WORKERS,
-                                                    benchutil.fmt_bytes(shm_budget))
-        if shm_mem is not None:
-            r = shm_mem["pss"] / pk_mem["pss"]
-            add(shm_figure, benchutil.fmt_bytes(shm_mem["pss"]),
-                "pickled copies: " + benchutil.fmt_bytes(pk_mem["pss"]),
-                ratio_text(r), shm_target, shm_mem["pss"] <= shm_budget)
-        else:
-            rows.append([shm_figure, "n/a", "n/a", "-", shm_target, "n/a"])
+        add_memory("PSS of %d workers, shared image, every key" % MEMORY_WORKERS,
+                   shm_mem, shm_size)
         table_md = benchutil.markdown_table(
             ["figure", "permafrost", "reference", "ratio", "target", "result"], rows)
 

@@ -103,27 +103,38 @@ static int check_image(const uint8_t *base, uint64_t avail, int exact,
     return PF_OK;
 }
 
-int pf_image_open_file(const char *path, pf_image **out, pf_error *err)
+/* An image in an OS mapping made by `map` (a file, or a shared-memory
+ * segment): exact says whether the mapping must be exactly image_size
+ * bytes (a file, R1) or may be longer (a segment, rounded up to pages). */
+static int open_mapped(int (*map)(const char *, pf_os_map *, pf_error *),
+                       const char *name, int exact, pf_image **out,
+                       pf_error *err)
 {
-    if (!out || !path)
-        return pf_fail(err, PF_EINVAL, "no path or no output", 0);
     *out = NULL;
     pf_image *img = (pf_image *)calloc(1, sizeof *img);
     if (!img)
         return pf_fail(err, PF_ENOMEM, "out of memory for an image", 0);
-    int rc = pf_os_map_file(path, &img->map, err);
+    int rc = map(name, &img->map, err);
     if (rc != PF_OK) {
         free(img);
         return rc;
     }
     img->mapped = 1;
-    rc = check_image((const uint8_t *)img->map.base, img->map.len, 1, img, err);
+    rc = check_image((const uint8_t *)img->map.base, img->map.len, exact, img,
+                     err);
     if (rc != PF_OK) {
         pf_image_close(img);
         return rc;
     }
     *out = img;
     return PF_OK;
+}
+
+int pf_image_open_file(const char *path, pf_image **out, pf_error *err)
+{
+    if (!out || !path)
+        return pf_fail(err, PF_EINVAL, "no path or no output", 0);
+    return open_mapped(pf_os_map_file, path, 1, out, err);
 }
 
 int pf_image_open_buffer(const void *buf, uint64_t len, pf_image **out,
@@ -183,23 +194,7 @@ int pf_image_open_shm(const char *name, pf_image **out, pf_error *err)
 {
     if (!out || !name)
         return pf_fail(err, PF_EINVAL, "no name or no output", 0);
-    *out = NULL;
-    pf_image *img = (pf_image *)calloc(1, sizeof *img);
-    if (!img)
-        return pf_fail(err, PF_ENOMEM, "out of memory for an image", 0);
-    int rc = pf_os_shm_open(name, &img->map, err);
-    if (rc != PF_OK) {
-        free(img);
-        return rc;
-    }
-    img->mapped = 1;
-    rc = check_image((const uint8_t *)img->map.base, img->map.len, 0, img, err);
-    if (rc != PF_OK) {
-        pf_image_close(img);
-        return rc;
-    }
-    *out = img;
-    return PF_OK;
+    return open_mapped(pf_os_shm_open, name, 0, out, err);
 }
 
 int pf_shm_unlink(const char *name, pf_error *err)

@@ -73,6 +73,14 @@ static int shm_name_ok(const char *name)
     return 1;
 }
 
+/* PF_ENOTFOUND, with the OS's error number kept. */
+static int not_found(pf_error *err, const char *msg, int e)
+{
+    pf_fail(err, PF_ENOTFOUND, msg, 0);
+    err->sys_errno = e;
+    return PF_ENOTFOUND;
+}
+
 #define BAD_NAME(err) pf_fail(err, PF_EINVAL, "bad shared memory name: '/' " \
                               "then 1 to 30 of [A-Za-z0-9._-]", 0)
 
@@ -233,12 +241,9 @@ int pf_os_shm_open(const char *name, pf_os_map *m, pf_error *err)
     int e = (int)GetLastError();
     free(wname);
     if (!h) {
-        if (e == ERROR_FILE_NOT_FOUND) {
-            pf_fail(err, PF_ENOTFOUND, "no shared memory segment of that "
-                    "name: its owner closed it or exited", 0);
-            err->sys_errno = e;
-            return PF_ENOTFOUND;
-        }
+        if (e == ERROR_FILE_NOT_FOUND)
+            return not_found(err, "no shared memory segment of that name: "
+                             "its owner closed it or exited", e);
         return pf_fail_sys(err, "cannot open the shared memory segment", e);
     }
     void *p = MapViewOfFile(h, FILE_MAP_READ, 0, 0, 0);
@@ -516,13 +521,6 @@ int pf_os_seal(pf_os_map *m, pf_error *err)
     if (mprotect(m->base, (size_t)m->len, PROT_READ) != 0)
         return pf_fail_sys(err, "cannot make the segment read-only", errno);
     return PF_OK;
-}
-
-static int not_found(pf_error *err, const char *msg, int e)
-{
-    pf_fail(err, PF_ENOTFOUND, msg, 0);
-    err->sys_errno = e;
-    return PF_ENOTFOUND;
 }
 
 int pf_os_shm_open(const char *name, pf_os_map *m, pf_error *err)

@@ -143,6 +143,23 @@ static void shm_remove_name(ImageObject *im);
 
 /* ------------------------------------------------------------ errors */
 
+/* An OSError subclass `exc` from a PF_EIO error: (errno, message) when
+ * the OS gave an error number, else the message alone. */
+static PyObject *
+raise_os(PyObject *exc, const pf_error *err, const char *msg)
+{
+    errno = err ? err->sys_errno : 0;
+    if (errno) {
+        PyObject *e = Py_BuildValue("(is)", errno, msg);
+        if (e) {
+            PyErr_SetObject(exc, e);
+            Py_DECREF(e);
+        }
+        return NULL;
+    }
+    return PyErr_Format(exc, "%s", msg);
+}
+
 static PyObject *
 raise_pf(pf_state *st, const pf_error *err, int code)
 {
@@ -156,16 +173,7 @@ raise_pf(pf_state *st, const pf_error *err, int code)
     case PF_EVERSION:
         return PyErr_Format(st->VersionError, "%s", msg);
     case PF_EIO:
-        errno = err ? err->sys_errno : 0;
-        if (errno) {
-            PyObject *e = Py_BuildValue("(is)", errno, msg);
-            if (e) {
-                PyErr_SetObject(PyExc_OSError, e);
-                Py_DECREF(e);
-            }
-            return NULL;
-        }
-        return PyErr_Format(PyExc_OSError, "%s", msg);
+        return raise_os(PyExc_OSError, err, msg);
     case PF_ELIMIT:
         return PyErr_Format(st->LimitError, "%s", msg);
     case PF_ETYPE:
@@ -1356,19 +1364,14 @@ Image_reduce_ex(ImageObject *im, PyObject *proto_obj)
         return NULL;
     if (!im->img)
         return PyErr_Format(st->ClosedImageError, "the image is closed");
-    if (im->shm_name) {
+    /* A segment or a file: by reference, (name or path, image id). */
+    if (im->shm_name || im->path != Py_None) {
         PyObject *id = Image_get_id(im, NULL);
         if (!id)
             return NULL;
-        PyObject *r = Py_BuildValue("O(OO)", st->attach_shm, im->shm_name, id);
-        Py_DECREF(id);
-        return r;
-    }
-    if (im->path != Py_None) {
-        PyObject *id = Image_get_id(im, NULL);
-        if (!id)
-            return NULL;
-        PyObject *r = Py_BuildValue("O(OO)", st->attach, im->path, id);
+        PyObject *r = im->shm_name
+            ? Py_BuildValue("O(OO)", st->attach_shm, im->shm_name, id)
+            : Py_BuildValue("O(OO)", st->attach, im->path, id);
         Py_DECREF(id);
         return r;
     }
@@ -3554,48 +3557,99 @@ mod_image_of(PyObject *module, PyObject *obj)
     return Py_NewRef(((ViewObject *)obj)->image);
 }
 
-/* _attach(path, id): the Image at `path` whose id is `id`, opened once per
- * process (the registry keeps it mapped for later unpickles). */
+/* An attached segment `name` (str): ImageGoneError when there is none. */
+static ImageObject *
+image_open_shm(pf_state *st, PyObject *module, PyObject *name)
+{
+    const char *cname = PyUnicode_AsUTF8(name);
+    if (!cname)
+        return NULL;
+    ImageObject *im = image_alloc(st, module);
+    if (!im)
+        return NULL;
+    im->shm_name = Py_NewRef(name);
+    pf_image *img = NULL;
+    pf_error err;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = pf_image_open_shm(cname, &img, &err);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        Py_DECREF(im);
+        if (rc == PF_ENOTFOUND)
+            return (ImageObject *)PyErr_Format(
+                st->ImageGoneError, "the shared image %R is gone: its owner closed it "
+                "or exited", name);
+        return (ImageObject *)raise_pf(st, &err, rc);
+    }
+    image_set(im, img);
+    return im;
+}
+
+/* _attach(path, id) and _attach_shm(name, id): the Image at a path, or in
+ * a shared-memory segment, whose id is `id`, opened once per process (the
+ * registry keeps it mapped for later unpickles; a segment's key has a third
+ * item, so a name never meets a path). */
 static PyObject *
-mod_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+attach(PyObject *module, PyObject *where, PyObject *want_id, int shm)
 {
     pf_state *st = PyModule_GetState(module);
-    if (nargs != 2 || !PyBytes_Check(args[1]) || PyBytes_GET_SIZE(args[1]) != 16)
-        return PyErr_Format(PyExc_TypeError, "_attach(path, id: 16 bytes)");
-    PyObject *key = PyTuple_Pack(2, args[0], args[1]);
+    PyObject *key = shm ? PyTuple_Pack(3, where, want_id, Py_None)
+                        : PyTuple_Pack(2, where, want_id);
     if (!key)
         return NULL;
-    PyObject *im = PyDict_GetItemWithError(st->registry, key);
-    if (im && !((ImageObject *)im)->closed && ((ImageObject *)im)->img) {
+    PyObject *found = PyDict_GetItemWithError(st->registry, key);
+    if (found && !((ImageObject *)found)->closed && ((ImageObject *)found)->img) {
         Py_DECREF(key);
-        return Py_NewRef(im);
+        return Py_NewRef(found);
     }
     if (PyErr_Occurred()) {
         Py_DECREF(key);
         return NULL;
     }
-    ImageObject *nim = image_open_path(st, module, args[0]);
-    if (!nim) {
+    ImageObject *im = shm ? image_open_shm(st, module, where)
+                          : image_open_path(st, module, where);
+    if (!im) {
         Py_DECREF(key);
         return NULL;
     }
     uint8_t id[16];
-    pf_image_id(nim->img, id);
-    if (memcmp(id, PyBytes_AS_STRING(args[1]), 16) != 0) {
-        PyErr_Format(st->StaleImageError,
-                     "the image at %R was replaced since this view was pickled "
-                     "(image id %s expected)", args[0], "differs");
-        Py_DECREF(nim);
-        Py_DECREF(key);
-        return NULL;
+    pf_image_id(im->img, id);
+    if (memcmp(id, PyBytes_AS_STRING(want_id), 16) != 0) {
+        if (shm)
+            PyErr_Format(st->StaleImageError, "the shared segment %R holds another "
+                         "image than the one this view was pickled from", where);
+        else
+            PyErr_Format(st->StaleImageError,
+                         "the image at %R was replaced since this view was pickled "
+                         "(image id %s expected)", where, "differs");
+        goto fail;
     }
-    int r = PyDict_SetItem(st->registry, key, (PyObject *)nim);
+    if (PyDict_SetItem(st->registry, key, (PyObject *)im) < 0)
+        goto fail;
     Py_DECREF(key);
-    if (r < 0) {
-        Py_DECREF(nim);
-        return NULL;
-    }
-    return (PyObject *)nim;
+    return (PyObject *)im;
+fail:
+    Py_DECREF(im);
+    Py_DECREF(key);
+    return NULL;
+}
+
+static PyObject *
+mod_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyBytes_Check(args[1]) || PyBytes_GET_SIZE(args[1]) != 16)
+        return PyErr_Format(PyExc_TypeError, "_attach(path, id: 16 bytes)");
+    return attach(module, args[0], args[1], 0);
+}
+
+static PyObject *
+mod_attach_shm(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyBytes_Check(args[1]) ||
+        PyBytes_GET_SIZE(args[1]) != 16)
+        return PyErr_Format(PyExc_TypeError, "_attach_shm(name: str, id: 16 bytes)");
+    return attach(module, args[0], args[1], 1);
 }
 
 /* _share(obj, name): freezes obj into the new shared-memory segment `name`
@@ -3627,85 +3681,12 @@ mod_share(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     pf_free(buf);
     if (rc < 0) {
         Py_DECREF(im);
-        if (rc == PF_EIO) {
-            PyObject *e = Py_BuildValue("(is)", err.sys_errno, err.msg);
-            if (e) {
-                PyErr_SetObject(st->SharedMemoryError, e);
-                Py_DECREF(e);
-            }
-            return NULL;
-        }
-        return raise_pf(st, &err, rc);
+        return rc == PF_EIO ? raise_os(st->SharedMemoryError, &err, err.msg)
+                            : raise_pf(st, &err, rc);
     }
     image_set(im, img);
     im->shm_name = Py_NewRef(args[1]);
     im->owner_pid = pf_process_id();
-    return (PyObject *)im;
-}
-
-/* _attach_shm(name, id): the Image in segment `name` whose id is `id`,
- * attached once per process, as _attach. */
-static PyObject *
-mod_attach_shm(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    pf_state *st = PyModule_GetState(module);
-    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyBytes_Check(args[1]) ||
-        PyBytes_GET_SIZE(args[1]) != 16)
-        return PyErr_Format(PyExc_TypeError, "_attach_shm(name: str, id: 16 bytes)");
-    PyObject *key = PyTuple_Pack(3, args[0], args[1], Py_None);
-    if (!key)
-        return NULL;
-    PyObject *found = PyDict_GetItemWithError(st->registry, key);
-    if (found && !((ImageObject *)found)->closed && ((ImageObject *)found)->img) {
-        Py_DECREF(key);
-        return Py_NewRef(found);
-    }
-    if (PyErr_Occurred()) {
-        Py_DECREF(key);
-        return NULL;
-    }
-    const char *name = PyUnicode_AsUTF8(args[0]);
-    if (!name) {
-        Py_DECREF(key);
-        return NULL;
-    }
-    pf_image *img = NULL;
-    pf_error err;
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = pf_image_open_shm(name, &img, &err);
-    Py_END_ALLOW_THREADS
-    if (rc < 0) {
-        Py_DECREF(key);
-        if (rc == PF_ENOTFOUND)
-            return PyErr_Format(st->ImageGoneError,
-                                "the shared image %R is gone: its owner closed it "
-                                "or exited", args[0]);
-        return raise_pf(st, &err, rc);
-    }
-    uint8_t id[16];
-    pf_image_id(img, id);
-    if (memcmp(id, PyBytes_AS_STRING(args[1]), 16) != 0) {
-        pf_image_close(img);
-        Py_DECREF(key);
-        return PyErr_Format(st->StaleImageError,
-                            "the shared segment %R holds another image than the "
-                            "one this view was pickled from", args[0]);
-    }
-    ImageObject *im = image_alloc(st, module);
-    if (!im) {
-        pf_image_close(img);
-        Py_DECREF(key);
-        return NULL;
-    }
-    image_set(im, img);
-    im->shm_name = Py_NewRef(args[0]);
-    int r = PyDict_SetItem(st->registry, key, (PyObject *)im);
-    Py_DECREF(key);
-    if (r < 0) {
-        Py_DECREF(im);
-        return NULL;
-    }
     return (PyObject *)im;
 }
 
