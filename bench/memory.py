@@ -1,29 +1,24 @@
-"""Memory of processes as the kernel accounts it (Linux /proc).
+"""Memory of processes as the kernel accounts it, for the benchmarks and the
+demo: sums of /proc/PID/smaps fields, read through the package's own reader
+(permafrost._memory, which also gives `permafrost.memory_report()`).
 
 - RSS: resident pages mapped by the process, shared ones counted in full.
 - PSS: each resident page divided by the number of processes that map it;
-  the PSS of a group of processes sums to what the group really costs, so a
-  file mapped by N workers is counted once in their summed PSS.
-- USS: pages only this process maps (Private_Clean + Private_Dirty): what
-  would be freed if it exited.
+  the PSS of a group of processes sums to what the group really costs.
+- USS: pages only this process maps (Private_Clean + Private_Dirty).
 
-`usage(pid)` reads /proc/PID/smaps_rollup (Linux >= 4.14, falling back to
-summing /proc/PID/smaps); `mapping_usage(pid, path)` gives the same figures
-for the mappings of one file only (which part of an image is resident in a
-process, and how much of it is shared). Other systems raise
+`usage(pid)` sums every mapping; `mapping_usage(pid, path)` only the
+mappings of one file (matched by device and inode, so a file renamed into
+place after it was mapped is still found). Other systems raise
 `MemoryUnsupported` with a clear message.
 """
 
 import os
 import sys
 
-KIB = 1024
-MIB = 1024 * 1024
+from permafrost._memory import read_smaps
 
-# smaps fields we sum (kB in the file; bytes in our results)
-_FIELDS = ("Size", "Rss", "Pss", "Pss_Anon", "Pss_File", "Pss_Shmem",
-           "Shared_Clean", "Shared_Dirty", "Private_Clean", "Private_Dirty",
-           "Anonymous", "Swap", "SwapPss")
+MIB = 1024 * 1024
 
 
 class MemoryUnsupported(RuntimeError):
@@ -40,143 +35,59 @@ def unsupported_reason():
     return None
 
 
-def _check_supported(pid):
-    reason = unsupported_reason()
-    if reason is not None:
-        raise MemoryUnsupported(reason)
-    if not os.path.exists("/proc/%d" % pid):
-        raise ProcessLookupError("no process %d (it exited?)" % pid)
-
-
-def _empty():
-    return {name: 0 for name in _FIELDS}
-
-
-def _add_line(acc, line):
-    # "Pss:                 400 kB"
-    name, _, rest = line.partition(":")
-    if name in acc:
-        parts = rest.split()
-        if parts:
-            acc[name] += int(parts[0]) * KIB
-
-
-def _finish(acc):
+def _sum(mappings):
+    acc = {"mappings": 0, "Size": 0, "Rss": 0, "Pss": 0, "Shared_Clean": 0,
+           "Shared_Dirty": 0, "Private_Clean": 0, "Private_Dirty": 0, "Swap": 0}
+    for m in mappings:
+        acc["mappings"] += 1
+        for name, value in m.fields.items():
+            acc[name] += value
     acc["RSS"] = acc["Rss"]
     acc["PSS"] = acc["Pss"]
     acc["USS"] = acc["Private_Clean"] + acc["Private_Dirty"]
     return acc
 
 
-def _is_mapping_header(line):
-    # "7f12a4c00000-7f12a4e00000 r--s 00000000 fd:01 1234   /path"
-    head = line.split(" ", 1)[0]
-    return "-" in head and all(c in "0123456789abcdef-" for c in head)
+def _smaps(pid):
+    reason = unsupported_reason()
+    if reason is not None:
+        raise MemoryUnsupported(reason)
+    try:
+        return read_smaps(os.getpid() if pid is None else pid)
+    except FileNotFoundError:
+        raise ProcessLookupError("no process %d (it exited?)" % pid) from None
 
 
 def usage(pid=None):
-    """Memory of process `pid` (default: this one) in bytes, as a dict with
-    keys RSS, PSS, USS and the raw smaps fields (Rss, Pss, Pss_Anon,
-    Pss_File, Shared_Clean, Private_Dirty, ...)."""
-    pid = os.getpid() if pid is None else pid
-    _check_supported(pid)
-    acc = _empty()
-    rollup = "/proc/%d/smaps_rollup" % pid
-    try:
-        with open(rollup) as f:
-            for line in f:
-                if not _is_mapping_header(line):
-                    _add_line(acc, line)
-        return _finish(acc)
-    except FileNotFoundError:
-        pass
-    # kernels before 4.14: sum every mapping of /proc/PID/smaps
-    try:
-        with open("/proc/%d/smaps" % pid) as f:
-            for line in f:
-                if not _is_mapping_header(line):
-                    _add_line(acc, line)
-    except FileNotFoundError:
-        raise MemoryUnsupported(
-            "neither /proc/%d/smaps_rollup nor /proc/%d/smaps exists" % (pid, pid))
-    return _finish(acc)
+    """Memory of process `pid` (default: this one) in bytes: a dict with
+    RSS, PSS, USS and the summed smaps fields (Rss, Pss, Shared_Clean...)."""
+    return _sum(_smaps(pid))
 
 
 def total_usage(pids):
     """`usage()` summed over `pids`."""
-    acc = _empty()
-    acc.update(RSS=0, PSS=0, USS=0)
-    for pid in pids:
-        one = usage(pid)
-        for name in acc:
-            acc[name] += one[name]
-    return acc
+    return _sum(m for pid in pids for m in _smaps(pid))
 
 
 def mapping_usage(pid, path):
-    """Memory of the mappings of file `path` in process `pid`, in bytes.
-
-    Mappings are matched by device and inode (not by name, so a file renamed
-    into place after it was mapped is still found). Returns a dict with the
-    summed smaps fields plus RSS/PSS/USS, `mappings` (how many mappings of
-    that file the process has) and `file_size`.
-    """
-    pid = os.getpid() if pid is None else pid
-    _check_supported(pid)
+    """`usage()` of the mappings of file `path` only, plus `mappings` (how
+    many the process has) and `file_size`."""
     st = os.stat(path)
-    want_dev = (os.major(st.st_dev), os.minor(st.st_dev))
-    want_ino = st.st_ino
-    acc = _empty()
-    count = 0
-    inside = False
-    with open("/proc/%d/smaps" % pid) as f:
-        for line in f:
-            if _is_mapping_header(line):
-                parts = line.split()
-                inside = False
-                if len(parts) >= 5:
-                    major, _, minor = parts[3].partition(":")
-                    try:
-                        dev = (int(major, 16), int(minor, 16))
-                        ino = int(parts[4])
-                    except ValueError:
-                        continue
-                    inside = ino == want_ino and dev == want_dev
-                    count += inside
-            elif inside:
-                _add_line(acc, line)
-    acc = _finish(acc)
-    acc["mappings"] = count
+    want = ((os.major(st.st_dev), os.minor(st.st_dev)), st.st_ino)
+    acc = _sum(m for m in _smaps(pid) if (m.dev, m.ino) == want)
     acc["file_size"] = st.st_size
     return acc
 
 
 def total_mapping_usage(pids, path):
     """`mapping_usage()` summed over `pids`."""
-    acc = None
-    for pid in pids:
-        one = mapping_usage(pid, path)
-        if acc is None:
-            acc = one
-        else:
-            for name, value in one.items():
-                if name != "file_size":
-                    acc[name] += value
+    st = os.stat(path)
+    want = ((os.major(st.st_dev), os.minor(st.st_dev)), st.st_ino)
+    acc = _sum(m for pid in pids for m in _smaps(pid) if (m.dev, m.ino) == want)
+    acc["file_size"] = st.st_size
     return acc
 
 
 def fmt_mib(nbytes):
     """'123.4 MiB'"""
     return "%.1f MiB" % (nbytes / MIB)
-
-
-if __name__ == "__main__":
-    pid = int(sys.argv[1]) if len(sys.argv) > 1 else os.getpid()
-    u = usage(pid)
-    print("pid %d: RSS %s  PSS %s  USS %s" % (
-        pid, fmt_mib(u["RSS"]), fmt_mib(u["PSS"]), fmt_mib(u["USS"])))
-    for path in sys.argv[2:]:
-        m = mapping_usage(pid, path)
-        print("  %s: %d mapping(s), size %s, RSS %s, PSS %s, shared %s" % (
-            path, m["mappings"], fmt_mib(m["Size"]), fmt_mib(m["RSS"]),
-            fmt_mib(m["PSS"]), fmt_mib(m["Shared_Clean"] + m["Shared_Dirty"])))

@@ -465,7 +465,7 @@ def main(argv=None):
             im = pf_mem["image"]
             fb = benchutil.fmt_bytes
             notes += [
-                "Memory: PSS (from /proc/PID/smaps_rollup) summed over %d spawn "
+                "Memory: PSS (from /proc/PID/smaps) summed over %d spawn "
                 "workers, read while they are alive after each looked up every "
                 "key. permafrost workers: RSS %s, USS %s; image mapping in them: "
                 "RSS %s, PSS %s. Pickled copies: RSS %s, USS %s. The parent had "

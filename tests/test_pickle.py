@@ -4,7 +4,6 @@ protocol 5), the stale-image check, and pools of every start method."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import multiprocessing
 import os
 import pickle
@@ -15,10 +14,9 @@ import pytest
 
 import permafrost as pf
 from helpers import assert_same, run_isolated
-from helpers_pipeline import Lookup, WhereAmI
+from helpers_pipeline import Lookup
 
 PROTOCOLS = list(range(2, pickle.HIGHEST_PROTOCOL + 1))
-START_METHODS = multiprocessing.get_all_start_methods()
 
 
 @pytest.fixture(scope="module")
@@ -189,33 +187,6 @@ def test_pipeline_stage_pickles_small(table_200k):
     assert len(pickle.dumps(stage)) < 1024
     again = pickle.loads(pickle.dumps(stage))
     assert [again(k) for k in _keys()] == [stage(k) for k in _keys()]
-
-
-@pytest.mark.parametrize("method", START_METHODS)
-def test_pool_map(table_200k, method):
-    path, table = table_200k
-    stage = WhereAmI(pf.open(path))
-    keys = _keys()
-    expected = [stage(k)[0] for k in keys]
-    assert expected[0] == (0, (0, "v0"), len(table))
-    assert expected[3] == ("nested", {"list": [1, 2, {3}], "fs": frozenset({"a"})}, len(table))
-    with multiprocessing.get_context(method).Pool(2) as pool:
-        results = pool.map(stage, keys, chunksize=16)
-    assert [r for r, _ in results] == expected
-    assert os.getpid() not in {pid for _, pid in results}
-
-
-@pytest.mark.parametrize("method", START_METHODS)
-def test_process_pool_executor(table_200k, method):
-    path, _ = table_200k
-    stage = WhereAmI(pf.open(path))
-    keys = _keys()
-    expected = [stage(k)[0] for k in keys]
-    ctx = multiprocessing.get_context(method)
-    with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as ex:
-        results = list(ex.map(stage, keys, chunksize=16))
-    assert [r for r, _ in results] == expected
-    assert os.getpid() not in {pid for _, pid in results}
 
 
 def test_pool_with_buffer_image():

@@ -1,11 +1,9 @@
 """share(): images in named shared memory, their owner and lifetime, the
-registry that removes the segments of killed owners, and pools attaching to
-them under every start method."""
+registry that removes the segments of killed owners. Pools attaching to
+them under every start method: test_pipeline.py."""
 
 from __future__ import annotations
 
-import concurrent.futures
-import multiprocessing
 import os
 import pickle
 import signal
@@ -16,9 +14,7 @@ import textwrap
 import pytest
 
 import permafrost as pf
-from helpers_pipeline import Lookup, WhereAmI
 
-START_METHODS = multiprocessing.get_all_start_methods()
 SHM = "/dev/shm"
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX shared memory")
@@ -231,23 +227,6 @@ def test_unshareable_object_leaves_nothing(private_registry):
     with pytest.raises(TypeError):
         pf.share({"a": object()})
     assert _registry(private_registry) == []
-
-
-@pytest.mark.parametrize("method", START_METHODS)
-def test_pool_workers_attach_to_a_shared_table(method):
-    table = {f"k{i}": (i, f"v{i}") for i in range(20_000)}
-    with pf.share(table) as view:
-        stage = WhereAmI(view)
-        assert len(pickle.dumps(stage)) < 1024
-        keys = ["k0", "k19999", "absent"] + [f"k{i}" for i in range(0, 20_000, 331)]
-        expected = [Lookup(table)(k) for k in keys]
-        ctx = multiprocessing.get_context(method)
-        with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as ex:
-            results = list(ex.map(stage, keys, chunksize=8))
-        assert [r for r, _ in results] == expected
-        assert os.getpid() not in {pid for _, pid in results}
-        with ctx.Pool(2) as pool:
-            assert [r for r, _ in pool.map(stage, keys, chunksize=8)] == expected
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE on tmpfs")

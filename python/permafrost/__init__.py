@@ -12,6 +12,13 @@ import collections.abc as _abc
 import os as _os
 
 from . import _binding, _shm
+from ._memory import (
+    ImageMapping,
+    ImageMemory,
+    MemoryReport,
+    ProcessMemory,
+    memory_report,
+)
 from ._binding import (
     ClosedImageError,
     CorruptImageError,
@@ -33,7 +40,8 @@ from ._binding import (
 
 __all__ = [
     "freeze", "open", "dumps", "loads", "thaw", "image_of", "Image",
-    "share", "cleanup",
+    "share", "cleanup", "memory_report", "MemoryReport", "ProcessMemory",
+    "ImageMapping", "ImageMemory",
     "DictView", "ListView", "SetView", "FrozenSetView",
     "Error", "CorruptImageError", "VersionError", "ClosedImageError",
     "StaleImageError", "LimitError", "SharedMemoryError", "ImageGoneError",

@@ -7,7 +7,12 @@ from collections.abc import (
     ValuesView as _ValuesView,
 )
 from os import PathLike
-from typing import AbstractSet, Any, Generic, TypeVar, Union, overload
+from typing import AbstractSet, Any, Generic, Iterable, TypeVar, Union, overload
+
+from ._memory import ImageMapping as ImageMapping
+from ._memory import ImageMemory as ImageMemory
+from ._memory import MemoryReport as MemoryReport
+from ._memory import ProcessMemory as ProcessMemory
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -125,5 +130,6 @@ def dumps(obj: Any) -> bytes: ...
 def loads(buffer: Any) -> Any: ...
 def share(obj: Any) -> Any: ...
 def cleanup() -> list[str]: ...
+def memory_report(pids: Union[int, Iterable[int], None] = ..., children: bool = ...) -> MemoryReport: ...
 def thaw(x: Any) -> Any: ...  # a view, an Image (its root), or any value
 def image_of(view: Union[DictView[Any, Any], ListView[Any], SetView[Any], FrozenSetView[Any]]) -> Image: ...
