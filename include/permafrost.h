@@ -97,8 +97,27 @@ uint64_t pf_mulhi64(uint64_t a, uint64_t b);
 typedef struct pf_image pf_image;
 
 /* Maps the file at `path` (UTF-8) read-only and checks its header (R3-R11).
- * On success *out owns the mapping; release it with pf_image_close(). */
+ * On success *out owns the mapping; release it with pf_image_close().
+ * A pointer file at `path` (FORMAT section 7) is followed to the image
+ * version it names, whose id must match; a version removed by a
+ * concurrent publish sends it back to the pointer. */
 int pf_image_open_file(const char *path, pf_image **out, pf_error *err);
+
+/* Publishes the `len`-byte image in buf at `path` (UTF-8), checked first:
+ * readers that hold an older image keep reading it, pf_image_open_file(path)
+ * afterwards opens the new one, and a failure leaves the old one in place.
+ * PF_PUBLISH_RENAME: the image is written to a temporary file, flushed and
+ * renamed over `path` (POSIX can replace a file that readers map).
+ * PF_PUBLISH_POINTER: the image goes to "<path>.v-<32 hex digits of its
+ * id>", then `path` becomes a pointer file naming it, replaced atomically
+ * (Win32 cannot replace or remove a mapped file, but the pointer is never
+ * mapped). Either way, versions "<path>.v-*" of earlier pointer publishes
+ * are then removed where no reader maps them (on Win32 a mapped one stays
+ * until a later publish). PF_PUBLISH_DEFAULT: POINTER on Win32, RENAME
+ * elsewhere. Concurrent publishers to one path: the last one wins. */
+enum { PF_PUBLISH_DEFAULT = 0, PF_PUBLISH_RENAME = 1, PF_PUBLISH_POINTER = 2 };
+int pf_image_publish(const char *path, const void *buf, uint64_t len, int mode,
+                     pf_error *err);
 
 /* Reads an image from a caller-owned buffer of `len` bytes. The buffer is
  * borrowed: it must stay valid and unchanged until pf_image_close(). */

@@ -103,25 +103,27 @@ static int check_image(const uint8_t *base, uint64_t avail, int exact,
     return PF_OK;
 }
 
-/* An image in an OS mapping made by `map` (a file, or a shared-memory
- * segment): exact says whether the mapping must be exactly image_size
- * bytes (a file, R1) or may be longer (a segment, rounded up to pages). */
-static int open_mapped(int (*map)(const char *, pf_os_map *, pf_error *),
-                       const char *name, int exact, pf_image **out,
-                       pf_error *err)
+/* An image in the OS mapping *m (a file, or a shared-memory segment),
+ * which it takes over, also on failure: exact says whether the mapping
+ * must be exactly image_size bytes (a file, R1) or may be longer (a
+ * segment, rounded up to pages). */
+static int adopt_map(pf_os_map *m, int exact, pf_image **out, pf_error *err)
 {
     *out = NULL;
-    pf_image *img = (pf_image *)calloc(1, sizeof *img);
-    if (!img)
-        return pf_fail(err, PF_ENOMEM, "out of memory for an image", 0);
-    int rc = map(name, &img->map, err);
-    if (rc != PF_OK) {
-        free(img);
-        return rc;
+    if (!m->base) { /* a file too small to be mapped (pf_os_map_file) */
+        return PF_CORRUPT(err, m->small_len == 0
+                          ? "file is empty: too small for an image header"
+                          : "file too small for an image header", 0);
     }
+    pf_image *img = (pf_image *)calloc(1, sizeof *img);
+    if (!img) {
+        pf_os_unmap(m);
+        return pf_fail(err, PF_ENOMEM, "out of memory for an image", 0);
+    }
+    img->map = *m;
     img->mapped = 1;
-    rc = check_image((const uint8_t *)img->map.base, img->map.len, exact, img,
-                     err);
+    int rc = check_image((const uint8_t *)img->map.base, img->map.len, exact,
+                         img, err);
     if (rc != PF_OK) {
         pf_image_close(img);
         return rc;
@@ -130,11 +132,174 @@ static int open_mapped(int (*map)(const char *, pf_os_map *, pf_error *),
     return PF_OK;
 }
 
+/* ------------------------------------------------------- pointer files */
+
+/* FORMAT section 7 (R29-R31): a pointer file is PF_POINTER_MAGIC, the 32
+ * lowercase hex digits of the image id, "\n"; the image it names is
+ * "<path>.v-<digits>". */
+#define PF_POINTER_MAGIC "\x89PFPTR1\n"
+#define PF_POINTER_LEN 41
+
+static void id_hex(const uint8_t id[16], char hex[33])
+{
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        hex[2 * i] = digits[id[i] >> 4];
+        hex[2 * i + 1] = digits[id[i] & 15];
+    }
+    hex[32] = '\0';
+}
+
+static int hex_digit(uint8_t c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+/* The id and its digits from the `n` bytes of a small file, or
+ * PF_ECORRUPT if they are not a pointer file. */
+static int parse_pointer(const uint8_t *p, uint32_t n, uint8_t id[16],
+                         char hex[33], pf_error *err)
+{
+    if (n == 0)
+        return PF_CORRUPT(err, "file is empty: too small for an image header", 0);
+    if (n < 8 || memcmp(p, PF_POINTER_MAGIC, 8) != 0)
+        return PF_CORRUPT(err, "file too small for an image header", 0);
+    if (n != PF_POINTER_LEN || p[PF_POINTER_LEN - 1] != '\n')
+        return PF_CORRUPT(err, "damaged pointer file (bad length)", 0);
+    for (int i = 0; i < 16; i++) {
+        int hi = hex_digit(p[8 + 2 * i]), lo = hex_digit(p[9 + 2 * i]);
+        if (hi < 0 || lo < 0)
+            return PF_CORRUPT(err, "damaged pointer file (bad image id)",
+                              (uint64_t)(8 + 2 * i));
+        id[i] = (uint8_t)(hi << 4 | lo);
+    }
+    memcpy(hex, p + 8, 32);
+    hex[32] = '\0';
+    return PF_OK;
+}
+
+/* "<path>.v-<hex>", malloc'd (NULL: out of memory). */
+static char *version_path(const char *path, const char *hex)
+{
+    size_t n = strlen(path);
+    char *v = (char *)malloc(n + 3 + 32 + 1);
+    if (v) {
+        memcpy(v, path, n);
+        memcpy(v + n, ".v-", 3);
+        memcpy(v + n + 3, hex, 33);
+    }
+    return v;
+}
+
+/* Opens the image a pointer file names. A version removed after the
+ * pointer was read (a publisher switched the pointer, then removed the
+ * old version) is PF_EIO not-found: the caller reads the pointer again. */
+static int open_version(const char *path, const uint8_t id[16],
+                        const char *hex, pf_image **out, pf_error *err)
+{
+    char *vpath = version_path(path, hex);
+    if (!vpath)
+        return pf_fail(err, PF_ENOMEM, "out of memory for a file name", 0);
+    pf_os_map m;
+    int rc = pf_os_map_file(vpath, &m, err);
+    free(vpath);
+    if (rc != PF_OK)
+        return rc;
+    if (!m.base)
+        return PF_CORRUPT(err, "the file a pointer file names is not an image", 0);
+    rc = adopt_map(&m, 1, out, err);
+    if (rc == PF_OK && memcmp((*out)->id, id, 16) != 0) {
+        pf_image_close(*out);
+        *out = NULL;
+        return PF_CORRUPT(err, "the file a pointer file names holds another "
+                          "image id", PF_H_ID);
+    }
+    return rc;
+}
+
 int pf_image_open_file(const char *path, pf_image **out, pf_error *err)
 {
     if (!out || !path)
         return pf_fail(err, PF_EINVAL, "no path or no output", 0);
-    return open_mapped(pf_os_map_file, path, 1, out, err);
+    *out = NULL;
+    pf_error local;
+    pf_error *e = err ? err : &local;
+    uint8_t last[16];
+    int have_last = 0, rc = PF_OK;
+    /* Each round reads the file at path. A version that is gone while the
+     * pointer changed (a concurrent publish) sends us to read the pointer
+     * again, a bounded number of times. */
+    for (int round = 0; round < 64; round++) {
+        pf_os_map m;
+        rc = pf_os_map_file(path, &m, e);
+        if (rc != PF_OK || m.base)
+            return rc != PF_OK ? rc : adopt_map(&m, 1, out, e);
+        uint8_t id[16];
+        char hex[33];
+        rc = parse_pointer(m.small, m.small_len, id, hex, e);
+        if (rc != PF_OK)
+            return rc;
+        rc = open_version(path, id, hex, out, e);
+        if (rc != PF_EIO || !pf_os_not_found(e->sys_errno))
+            return rc;
+        if (have_last && memcmp(last, id, 16) == 0)
+            break; /* the same pointer twice: the version is gone */
+        memcpy(last, id, 16);
+        have_last = 1;
+    }
+    return pf_fail_sys(e, "the image version that the pointer file names "
+                       "does not exist", e->sys_errno);
+}
+
+int pf_image_publish(const char *path, const void *buf, uint64_t len, int mode,
+                     pf_error *err)
+{
+    if (!path || !buf)
+        return pf_fail(err, PF_EINVAL, "no path or no buffer", 0);
+    if (mode == PF_PUBLISH_DEFAULT) {
+#if defined(_WIN32)
+        mode = PF_PUBLISH_POINTER;
+#else
+        mode = PF_PUBLISH_RENAME;
+#endif
+    }
+    if (mode != PF_PUBLISH_RENAME && mode != PF_PUBLISH_POINTER)
+        return pf_fail(err, PF_EINVAL, "unknown publish mode", 0);
+    pf_image probe;
+    memset(&probe, 0, sizeof probe);
+    int rc = check_image((const uint8_t *)buf, len, 1, &probe, err);
+    if (rc != PF_OK)
+        return rc;
+    char hex[33];
+    id_hex(probe.id, hex);
+    unsigned left;
+    pf_error ignored;
+    if (mode == PF_PUBLISH_RENAME) {
+        rc = pf_file_write_atomic(path, buf, len, err);
+        if (rc == PF_OK) /* versions of an earlier pointer publish */
+            (void)pf_os_remove_versions(path, NULL, &left, &ignored);
+        return rc;
+    }
+    char *vpath = version_path(path, hex);
+    if (!vpath)
+        return pf_fail(err, PF_ENOMEM, "out of memory for a file name", 0);
+    rc = pf_file_write_atomic(vpath, buf, len, err);
+    if (rc == PF_OK) {
+        uint8_t ptr[PF_POINTER_LEN];
+        memcpy(ptr, PF_POINTER_MAGIC, 8);
+        memcpy(ptr + 8, hex, 32);
+        ptr[PF_POINTER_LEN - 1] = '\n';
+        rc = pf_file_write_atomic(path, ptr, sizeof ptr, err);
+        if (rc != PF_OK)
+            (void)pf_os_remove(vpath);
+    }
+    free(vpath);
+    if (rc == PF_OK) /* readers of an older version keep it (POSIX), or
+                      * it stays until no reader maps it (Win32) */
+        (void)pf_os_remove_versions(path, hex, &left, &ignored);
+    return rc;
 }
 
 int pf_image_open_buffer(const void *buf, uint64_t len, pf_image **out,
@@ -194,7 +359,10 @@ int pf_image_open_shm(const char *name, pf_image **out, pf_error *err)
 {
     if (!out || !name)
         return pf_fail(err, PF_EINVAL, "no name or no output", 0);
-    return open_mapped(pf_os_shm_open, name, 0, out, err);
+    *out = NULL;
+    pf_os_map m;
+    int rc = pf_os_shm_open(name, &m, err);
+    return rc != PF_OK ? rc : adopt_map(&m, 0, out, err);
 }
 
 int pf_shm_unlink(const char *name, pf_error *err)

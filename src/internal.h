@@ -202,6 +202,10 @@ struct pf_image {
         uint64_t len;
         void *h_file;     /* Win32 handles; unused on POSIX */
         void *h_map;
+        /* A file shorter than an image header is read, not mapped (base
+         * stays NULL): it may be a pointer file (FORMAT section 7). */
+        uint32_t small_len;
+        uint8_t small[PF_HEADER_LEN];
     } map;
 };
 
@@ -218,9 +222,21 @@ int pf_hash_range(const pf_range *r, uint64_t pos, uint64_t *hash,
 
 /* ------------------------------------------------------------------ OS layer */
 
-/* Maps the whole file read-only. An empty file is PF_ECORRUPT (it cannot be
- * mapped and cannot hold a header); an OS failure is PF_EIO. */
+/* Maps the whole file read-only. A file shorter than PF_HEADER_LEN (an
+ * empty one too) is not mapped: its bytes go to m->small and m->base stays
+ * NULL, so that a pointer file is never mapped (a mapped file cannot be
+ * replaced on Win32). An OS failure is PF_EIO; pf_os_not_found() tells
+ * whether its sys_errno means that the file does not exist. */
 int pf_os_map_file(const char *path, pf_os_map *m, pf_error *err);
+int pf_os_not_found(int sys_errno);
+int pf_os_remove(const char *path); /* 0 if removed */
+
+/* Removes the versions of `path` ("<path>.v-<32 hex digits>", FORMAT
+ * section 7) in its folder, except the one whose digits are `keep` (NULL:
+ * none). A version that cannot be removed (Win32: a reader maps it) stays
+ * and is counted in *left; a later publish removes it. */
+int pf_os_remove_versions(const char *path, const char *keep, unsigned *left,
+                          pf_error *err);
 void pf_os_unmap(pf_os_map *m);   /* also closes the Win32 handle h_map */
 
 /* Shared memory (names as pf_image_share). Create: a new segment of `len`

@@ -81,6 +81,47 @@ static int not_found(pf_error *err, const char *msg, int e)
     return PF_ENOTFOUND;
 }
 
+/* Is `name` (a folder entry) "<base>.v-<32 lowercase hex digits>", and not
+ * the version `keep`? */
+static int is_old_version(const char *name, const char *base, size_t blen,
+                          const char *keep)
+{
+    if (strncmp(name, base, blen) != 0 || strncmp(name + blen, ".v-", 3) != 0)
+        return 0;
+    const char *hex = name + blen + 3;
+    if (strlen(hex) != 32)
+        return 0;
+    for (int i = 0; i < 32; i++)
+        if (!((hex[i] >= '0' && hex[i] <= '9') || (hex[i] >= 'a' && hex[i] <= 'f')))
+            return 0;
+    return !keep || strcmp(hex, keep) != 0;
+}
+
+/* Where the file name in path starts (after its last separator): the
+ * folder prefix, separator included, is the bytes before it. */
+static const char *file_name_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+#if defined(_WIN32)
+    const char *back = strrchr(path, '\\');
+    if (back && (!slash || back > slash))
+        slash = back;
+#endif
+    return slash ? slash + 1 : path;
+}
+
+/* prefix (n bytes) then name, malloc'd. */
+static char *join(const char *prefix, size_t n, const char *name)
+{
+    size_t nlen = strlen(name);
+    char *full = (char *)malloc(n + nlen + 1);
+    if (full) {
+        memcpy(full, prefix, n);
+        memcpy(full + n, name, nlen + 1);
+    }
+    return full;
+}
+
 #define BAD_NAME(err) pf_fail(err, PF_EINVAL, "bad shared memory name: '/' " \
                               "then 1 to 30 of [A-Za-z0-9._-]", 0)
 
@@ -122,6 +163,8 @@ int pf_os_map_file(const char *path, pf_os_map *m, pf_error *err)
     wchar_t *wpath = widen(path, err, &code);
     if (!wpath)
         return code;
+    /* FILE_SHARE_DELETE: a publisher may rename a new pointer file over
+     * this one while we read it. */
     HANDLE f = CreateFileW(wpath, GENERIC_READ,
                            FILE_SHARE_READ | FILE_SHARE_DELETE, NULL,
                            OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL, NULL);
@@ -135,9 +178,20 @@ int pf_os_map_file(const char *path, pf_os_map *m, pf_error *err)
         CloseHandle(f);
         return pf_fail_sys(err, "cannot get the size of the image file", e);
     }
-    if (size.QuadPart == 0) {
+    if (size.QuadPart < (LONGLONG)PF_HEADER_LEN) {
+        /* Read, never mapped: perhaps a pointer file, which a mapping
+         * would keep from being replaced. */
+        DWORD got = 0;
+        if (size.QuadPart > 0 &&
+            !ReadFile(f, m->small, (DWORD)size.QuadPart, &got, NULL)) {
+            int e = (int)GetLastError();
+            CloseHandle(f);
+            return pf_fail_sys(err, "cannot read the image file", e);
+        }
         CloseHandle(f);
-        return PF_CORRUPT(err, "file is empty: too small for an image header", 0);
+        m->small_len = (uint32_t)got;
+        m->len = got;
+        return PF_OK;
     }
     if ((uint64_t)size.QuadPart > (uint64_t)SIZE_MAX) {
         CloseHandle(f);
@@ -159,6 +213,69 @@ int pf_os_map_file(const char *path, pf_os_map *m, pf_error *err)
     m->base = p;
     m->len = (uint64_t)size.QuadPart;
     return PF_OK;
+}
+
+int pf_os_not_found(int sys_errno)
+{
+    return sys_errno == ERROR_FILE_NOT_FOUND || sys_errno == ERROR_PATH_NOT_FOUND;
+}
+
+int pf_os_remove(const char *path)
+{
+    int code = PF_OK;
+    wchar_t *w = widen(path, NULL, &code);
+    int ok = w && DeleteFileW(w);
+    free(w);
+    return ok ? 0 : -1;
+}
+
+int pf_os_remove_versions(const char *path, const char *keep, unsigned *left,
+                          pf_error *err)
+{
+    int code = PF_OK;
+    const char *base = file_name_of(path);
+    size_t dlen = (size_t)(base - path), blen = strlen(base);
+    *left = 0;
+    /* "<path>.v-*" finds the candidates; is_old_version decides. */
+    size_t plen = strlen(path);
+    char *pattern = (char *)malloc(plen + 5);
+    if (!pattern)
+        return pf_fail(err, PF_ENOMEM, "out of memory for a file name", 0);
+    memcpy(pattern, path, plen);
+    memcpy(pattern + plen, ".v-*", 5);
+    wchar_t *wpattern = widen(pattern, err, &code);
+    free(pattern);
+    if (!wpattern)
+        return code;
+    WIN32_FIND_DATAW fd;
+    HANDLE h = FindFirstFileW(wpattern, &fd);
+    free(wpattern);
+    if (h == INVALID_HANDLE_VALUE) {
+        int e = (int)GetLastError();
+        return e == ERROR_FILE_NOT_FOUND ? PF_OK
+            : pf_fail_sys(err, "cannot list the image versions", e);
+    }
+    do {
+        char name[MAX_PATH * 4];
+        if (WideCharToMultiByte(CP_UTF8, 0, fd.cFileName, -1, name, sizeof name,
+                                NULL, NULL) <= 0)
+            continue;
+        if (!is_old_version(name, base, blen, keep))
+            continue;
+        char *full = join(path, dlen, name);
+        if (!full) {
+            code = pf_fail(err, PF_ENOMEM, "out of memory for a file name", 0);
+            break;
+        }
+        int c2 = PF_OK;
+        wchar_t *wfull = widen(full, NULL, &c2);
+        free(full);
+        if (!wfull || !DeleteFileW(wfull))
+            (*left)++; /* mapped by a reader: a later publish removes it */
+        free(wfull);
+    } while (FindNextFileW(h, &fd));
+    FindClose(h);
+    return code;
 }
 
 void pf_os_unmap(pf_os_map *m)
@@ -387,6 +504,7 @@ int pf_os_random(void *buf, size_t n, pf_error *err)
 
 #include <errno.h>
 #include <fcntl.h>
+#include <dirent.h>
 #include <signal.h>
 #if defined(__APPLE__)
 #include <sys/sysctl.h>
@@ -432,9 +550,21 @@ int pf_os_map_file(const char *path, pf_os_map *m, pf_error *err)
         return pf_fail_sys(err, "the image path is not a regular file",
                            S_ISDIR(st.st_mode) ? EISDIR : EINVAL);
     }
-    if (st.st_size == 0) {
+    if (st.st_size < (off_t)PF_HEADER_LEN) {
+        /* Read, never mapped: perhaps a pointer file. */
+        size_t got = 0, want = (size_t)st.st_size;
+        while (got < want) {
+            ssize_t n = read(fd, m->small + got, want - got);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                break; /* shrank meanwhile: what was read is the file */
+            got += (size_t)n;
+        }
         close_retry(fd);
-        return PF_CORRUPT(err, "file is empty: too small for an image header", 0);
+        m->small_len = (uint32_t)got;
+        m->len = got;
+        return PF_OK;
     }
     if ((uint64_t)st.st_size > (uint64_t)SIZE_MAX) {
         close_retry(fd);
@@ -448,6 +578,48 @@ int pf_os_map_file(const char *path, pf_os_map *m, pf_error *err)
     m->base = p;
     m->len = (uint64_t)st.st_size;
     return PF_OK;
+}
+
+int pf_os_not_found(int sys_errno)
+{
+    return sys_errno == ENOENT;
+}
+
+int pf_os_remove(const char *path)
+{
+    return unlink(path);
+}
+
+int pf_os_remove_versions(const char *path, const char *keep, unsigned *left,
+                          pf_error *err)
+{
+    const char *base = file_name_of(path);
+    size_t dlen = (size_t)(base - path), blen = strlen(base);
+    *left = 0;
+    char *folder = dlen ? join(path, dlen, "") : join(".", 1, "");
+    if (!folder)
+        return pf_fail(err, PF_ENOMEM, "out of memory for a file name", 0);
+    DIR *d = opendir(folder);
+    free(folder);
+    if (!d)
+        return pf_fail_sys(err, "cannot list the image versions", errno);
+    int code = PF_OK;
+    struct dirent *ent;
+    while ((ent = readdir(d)) != NULL) {
+        if (!is_old_version(ent->d_name, base, blen, keep))
+            continue;
+        char *full = join(path, dlen, ent->d_name);
+        if (!full) {
+            code = pf_fail(err, PF_ENOMEM, "out of memory for a file name", 0);
+            break;
+        }
+        /* Readers that map it keep their pages (POSIX unlink). */
+        if (unlink(full) != 0 && errno != ENOENT)
+            (*left)++;
+        free(full);
+    }
+    closedir(d);
+    return code;
 }
 
 void pf_os_unmap(pf_os_map *m)

@@ -177,7 +177,7 @@ def test_the_command_line_reports_an_image_as_json(tmp_path):
     report = json.loads(out.stdout)
     [proc] = report["processes"]
     assert proc["pid"] == os.getpid() and report["total_pss"] == proc["pss"]
-    assert [im["name"] for im in report["images"]] == [str(path)]
+    assert str(path) in [im["name"] for im in report["images"]]
     text = subprocess.run([sys.executable, "-m", "permafrost", "memory", str(os.getpid())],
                           capture_output=True, text=True, timeout=60)
     assert text.returncode == 0 and "image " + str(path) in text.stdout

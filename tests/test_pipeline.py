@@ -48,8 +48,15 @@ def mapper(runner):
         with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as ex:
             yield lambda f, xs: list(ex.map(f, xs, chunksize=4))
     else:
-        with joblib.Parallel(n_jobs=2, backend=how, batch_size=4) as parallel:
-            yield lambda f, xs: parallel(joblib.delayed(f)(x) for x in xs)
+        try:
+            with joblib.Parallel(n_jobs=2, backend=how, batch_size=4) as parallel:
+                yield lambda f, xs: parallel(joblib.delayed(f)(x) for x in xs)
+        finally:
+            if how == "loky":
+                # loky keeps its workers and a manager thread for reuse; a
+                # later fork() of this test process must not inherit them.
+                from joblib.externals.loky import get_reusable_executor
+                get_reusable_executor().shutdown(wait=True)
 
 
 def payloads(pipeline, record):

@@ -160,6 +160,26 @@ raise_os(PyObject *exc, const pf_error *err, const char *msg)
     return PyErr_Format(exc, "%s", msg);
 }
 
+/* The OSError of a failed file operation on `path`: the subclass that the
+ * OS error number picks (FileNotFoundError...), with the core's message,
+ * which says what was being done, and the OS's. */
+static PyObject *
+raise_os_path(const pf_error *err, PyObject *path)
+{
+    int e = err->sys_errno;
+    PyObject *msg = PyUnicode_FromFormat("%s (%s)", err->msg ? err->msg : "I/O error",
+                                         e ? strerror(e) : "no OS error number");
+    if (!msg)
+        return NULL;
+    PyObject *args = Py_BuildValue("(iOO)", e, msg, path);
+    Py_DECREF(msg);
+    if (args) {
+        PyErr_SetObject(PyExc_OSError, args);
+        Py_DECREF(args);
+    }
+    return NULL;
+}
+
 static PyObject *
 raise_pf(pf_state *st, const pf_error *err, int code)
 {
@@ -1145,8 +1165,7 @@ image_open_path(pf_state *st, PyObject *module, PyObject *path)
     Py_END_ALLOW_THREADS
     if (rc < 0) {
         if (rc == PF_EIO) {
-            errno = err.sys_errno;
-            PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, im->path);
+            raise_os_path(&err, im->path);
         } else {
             raise_pf(st, &err, rc);
         }
@@ -3478,8 +3497,17 @@ static PyObject *
 mod_freeze(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     pf_state *st = PyModule_GetState(module);
-    if (nargs != 2)
+    /* A third argument, for the tests, picks the publish mode (a
+     * PF_PUBLISH_* number): the pointer files of Win32 on every OS. */
+    if (nargs != 2 && nargs != 3)
         return PyErr_Format(PyExc_TypeError, "freeze(obj, path) takes 2 arguments");
+    int mode = PF_PUBLISH_DEFAULT;
+    if (nargs == 3) {
+        long m = PyLong_AsLong(args[2]);
+        if (m == -1 && PyErr_Occurred())
+            return NULL;
+        mode = m < 0 || m > 255 ? 255 : (int)m; /* the core refuses 255 */
+    }
     PyObject *path = NULL;
     if (!PyUnicode_FSConverter(args[1], &path))
         return NULL;
@@ -3493,13 +3521,12 @@ mod_freeze(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     int rc;
     const char *cpath = PyBytes_AS_STRING(path);
     Py_BEGIN_ALLOW_THREADS
-    rc = pf_file_write_atomic(cpath, buf, len, &err);
+    rc = pf_image_publish(cpath, buf, len, mode, &err);
     Py_END_ALLOW_THREADS
     pf_free(buf);
     if (rc < 0) {
         if (rc == PF_EIO) {
-            errno = err.sys_errno;
-            PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, args[1]);
+            raise_os_path(&err, args[1]);
         } else {
             raise_pf(st, &err, rc);
         }

@@ -2,7 +2,8 @@
  * test_os.c -- the OS layer: atomic writes (create, replace, no temporary
  * file left behind, failure leaves nothing at the path), mapping image files
  * (missing, empty, not an image, wrong size, a folder), a mapped image
- * surviving the replacement of its file, shared-memory segments (create,
+ * surviving the replacement of its file, versioned publishing through a
+ * pointer file (the Win32 path, tested on every OS), shared-memory segments (create,
  * attach, read, remove, names, an existing name, a missing one), process
  * ids and start times, and the random source.
  */
@@ -77,7 +78,12 @@ static uint8_t *make_image(const char *text, uint64_t *len)
     REQUIRE(pf_writer_new(&w, 3, NULL) == PF_OK);
     uint64_t root = pf_writer_pos(w);
     REQUIRE(pf_write_str(w, text, strlen(text), 1, 1, NULL) == PF_OK);
-    uint8_t id[16] = {0}, *buf;
+    /* The id follows from the text: different texts, different images. */
+    uint8_t id[16], *buf;
+    uint64_t h1 = pf_hash_bytes(text, strlen(text), 1);
+    uint64_t h2 = pf_hash_bytes(text, strlen(text), 2);
+    memcpy(id, &h1, 8);
+    memcpy(id + 8, &h2, 8);
     REQUIRE(pf_writer_finish(w, root, id, &buf, len, NULL) == PF_OK);
     pf_writer_free(w);
     return buf;
@@ -170,6 +176,156 @@ static void test_open_file(void)
     /* A folder is not an image file. */
     CHECK(pf_image_open_file(dir, &img, &e) < 0);
     CHECK_RC(pf_image_open_file(NULL, &img, &e), PF_EINVAL);
+}
+
+/* ------------------------------------------------------- publishing */
+
+/* The 32 hex digits of the id of the image in buf. */
+static void hex_id(const uint8_t *buf, uint64_t len, char hex[33])
+{
+    pf_image *img;
+    uint8_t id[16];
+    REQUIRE(pf_image_open_buffer(buf, len, &img, NULL) == PF_OK);
+    pf_image_id(img, id);
+    pf_image_close(img);
+    for (int i = 0; i < 16; i++)
+        snprintf(hex + 2 * i, 3, "%02x", id[i]);
+}
+
+static void version_of(char *out, size_t cap, const char *path, const char *hex)
+{
+    snprintf(out, cap, "%s.v-%s", path, hex);
+}
+
+/* Opens path and checks that its root is the string `text`. */
+static int opens_as(const char *path, const char *text, pf_image **keep)
+{
+    pf_image *img;
+    pf_val v;
+    if (pf_image_open_file(path, &img, NULL) != PF_OK)
+        return 0;
+    int ok = pf_read(img, pf_image_root(img), &v, NULL) == PF_OK &&
+             v.type == PF_STR && v.u.s.len == strlen(text) &&
+             memcmp(v.u.s.data, text, v.u.s.len) == 0;
+    if (keep)
+        *keep = img;
+    else
+        pf_image_close(img);
+    return ok;
+}
+
+static int reads_as(pf_image *img, const char *text)
+{
+    pf_val v;
+    return pf_read(img, pf_image_root(img), &v, NULL) == PF_OK &&
+           v.type == PF_STR && v.u.s.len == strlen(text) &&
+           memcmp(v.u.s.data, text, v.u.s.len) == 0;
+}
+
+static void test_publish(void)
+{
+    char p[600], v1[700], v2[700], v3[700], h1[33], h2[33], h3[33];
+    uint8_t got[256];
+    uint64_t l1, l2, l3, l4;
+    pf_error e;
+    pf_image *a = NULL, *b = NULL;
+    uint8_t *b1 = make_image("version one", &l1);
+    uint8_t *b2 = make_image("version two, longer", &l2);
+    uint8_t *b3 = make_image("three", &l3);
+    uint8_t *b4 = make_image("four, renamed over", &l4);
+    hex_id(b1, l1, h1);
+    hex_id(b2, l2, h2);
+    hex_id(b3, l3, h3);
+    path_in(p, sizeof p, "pub.pfi");
+    version_of(v1, sizeof v1, p, h1);
+    version_of(v2, sizeof v2, p, h2);
+    version_of(v3, sizeof v3, p, h3);
+
+    /* A pointer file naming the version, which holds the image. */
+    CHECK_RC(pf_image_publish(p, b1, l1, PF_PUBLISH_POINTER, &e), PF_OK);
+    CHECK(read_file(p, got, sizeof got) == 41 && memcmp(got, "\x89PFPTR1\n", 8) == 0 &&
+          memcmp(got + 8, h1, 32) == 0 && got[40] == '\n');
+    CHECK(read_file(v1, got, 0) == 0);
+    CHECK(opens_as(p, "version one", &a));
+
+    /* Publish over it while `a` maps version one: `a` keeps reading it,
+     * a new open gets version two. */
+    CHECK_RC(pf_image_publish(p, b2, l2, PF_PUBLISH_POINTER, &e), PF_OK);
+    CHECK(reads_as(a, "version one"));
+    CHECK(opens_as(p, "version two, longer", &b));
+    CHECK(reads_as(a, "version one"));
+#if !defined(_WIN32)
+    CHECK(read_file(v1, got, 0) == -1); /* removed; `a` keeps its pages */
+#endif
+    /* Once nobody maps version one, the next publish removes it. */
+    pf_image_close(a);
+    CHECK_RC(pf_image_publish(p, b3, l3, PF_PUBLISH_POINTER, &e), PF_OK);
+    CHECK(read_file(v1, got, 0) == -1);
+    CHECK(read_file(v3, got, 0) == 0);
+    CHECK(reads_as(b, "version two, longer"));
+    CHECK(opens_as(p, "three", NULL));
+    pf_image_close(b);
+
+    /* Renamed over a pointer file: the image itself, versions removed. */
+    CHECK_RC(pf_image_publish(p, b4, l4, PF_PUBLISH_RENAME, &e), PF_OK);
+    CHECK(read_file(p, got, sizeof got) == (long)(l4 < sizeof got ? l4 : sizeof got));
+    CHECK(read_file(v2, got, 0) == -1 && read_file(v3, got, 0) == -1);
+    CHECK(opens_as(p, "four, renamed over", NULL));
+    /* ...and back to a pointer over a plain image. */
+    CHECK_RC(pf_image_publish(p, b1, l1, PF_PUBLISH_DEFAULT, &e), PF_OK);
+    CHECK(opens_as(p, "version one", NULL));
+    CHECK_RC(pf_image_publish(p, b1, l1, PF_PUBLISH_POINTER, &e), PF_OK); /* again */
+    CHECK(opens_as(p, "version one", NULL));
+
+    /* What is refused leaves the published image in place. */
+    CHECK_RC(pf_image_publish(p, "not an image", 12, PF_PUBLISH_POINTER, &e), PF_ECORRUPT);
+    CHECK_RC(pf_image_publish(p, b2, l2, 7, &e), PF_EINVAL);
+    CHECK_RC(pf_image_publish(NULL, b2, l2, PF_PUBLISH_POINTER, &e), PF_EINVAL);
+    CHECK_RC(pf_image_publish(p, NULL, 0, PF_PUBLISH_POINTER, &e), PF_EINVAL);
+    CHECK(opens_as(p, "version one", NULL));
+    char q[600];
+    path_in(q, sizeof q, "no/such/folder/pub.pfi");
+    CHECK_RC(pf_image_publish(q, b2, l2, PF_PUBLISH_POINTER, &e), PF_EIO);
+
+    /* Damaged pointer files are corrupt images, never followed. */
+    char ptr[64];
+    snprintf(ptr, sizeof ptr, "\x89PFPTR1\n%s\n", h1);
+    pf_image *img = NULL;
+    REQUIRE(write_plain(p, ptr, 41) == 0);
+    CHECK(opens_as(p, "version one", NULL)); /* the well-formed one */
+    ptr[8] = 'F'; /* digits are lowercase */
+    REQUIRE(write_plain(p, ptr, 41) == 0);
+    CHECK_RC(pf_image_open_file(p, &img, &e), PF_ECORRUPT);
+    snprintf(ptr, sizeof ptr, "\x89PFPTR1\n%sX", h1);
+    REQUIRE(write_plain(p, ptr, 41) == 0);
+    CHECK_RC(pf_image_open_file(p, &img, &e), PF_ECORRUPT);
+    REQUIRE(write_plain(p, ptr, 40) == 0);
+    CHECK_RC(pf_image_open_file(p, &img, &e), PF_ECORRUPT);
+    snprintf(ptr, sizeof ptr, "\x89PFPTR1\n%s\n\n", h1);
+    REQUIRE(write_plain(p, ptr, 42) == 0);
+    CHECK_RC(pf_image_open_file(p, &img, &e), PF_ECORRUPT);
+    /* A version that does not exist: not found, said as such. */
+    snprintf(ptr, sizeof ptr, "\x89PFPTR1\n%s\n", "00000000000000000000000000000000");
+    REQUIRE(write_plain(p, ptr, 41) == 0);
+    CHECK_RC(pf_image_open_file(p, &img, &e), PF_EIO);
+    CHECK(e.sys_errno != 0 && strstr(e.msg, "pointer file") != NULL);
+    /* A version holding another image, or a pointer itself. */
+    snprintf(ptr, sizeof ptr, "\x89PFPTR1\n%s\n", h2);
+    REQUIRE(write_plain(p, ptr, 41) == 0);
+    REQUIRE(write_plain(v2, b3, (size_t)l3) == 0);
+    CHECK_RC(pf_image_open_file(p, &img, &e), PF_ECORRUPT);
+    REQUIRE(write_plain(v2, ptr, 41) == 0);
+    CHECK_RC(pf_image_open_file(p, &img, &e), PF_ECORRUPT);
+    CHECK(img == NULL);
+
+    remove(v2);
+    CHECK_RC(pf_image_publish(p, b3, l3, PF_PUBLISH_RENAME, &e), PF_OK);
+    CHECK(read_file(v1, got, 0) == -1); /* every version removed */
+    remove(p);
+    pf_free(b1);
+    pf_free(b2);
+    pf_free(b3);
+    pf_free(b4);
 }
 
 static void test_random(void)
@@ -305,6 +461,7 @@ int main(void)
     REQUIRE(test_mkdir(dir) == 0);
     test_atomic_write();
     test_open_file();
+    test_publish();
     test_random();
     test_shared_memory();
     test_processes();
