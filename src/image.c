@@ -103,6 +103,15 @@ static int check_image(const uint8_t *base, uint64_t avail, int exact,
     return PF_OK;
 }
 
+/* Checks the image in a caller's buffer of exactly `len` bytes before it
+ * is published or shared; fills *probe (its id...). */
+static int probe_image(const void *buf, uint64_t len, pf_image *probe,
+                       pf_error *err)
+{
+    memset(probe, 0, sizeof *probe);
+    return check_image((const uint8_t *)buf, len, 1, probe, err);
+}
+
 /* An image in the OS mapping *m (a file, or a shared-memory segment),
  * which it takes over, also on failure: exact says whether the mapping
  * must be exactly image_size bytes (a file, R1) or may be longer (a
@@ -268,8 +277,7 @@ int pf_image_publish(const char *path, const void *buf, uint64_t len, int mode,
     if (mode != PF_PUBLISH_RENAME && mode != PF_PUBLISH_POINTER)
         return pf_fail(err, PF_EINVAL, "unknown publish mode", 0);
     pf_image probe;
-    memset(&probe, 0, sizeof probe);
-    int rc = check_image((const uint8_t *)buf, len, 1, &probe, err);
+    int rc = probe_image(buf, len, &probe, err);
     if (rc != PF_OK)
         return rc;
     char hex[33];
@@ -328,8 +336,7 @@ int pf_image_share(const char *name, const void *buf, uint64_t len,
     *out = NULL;
     /* Refuse a bad image before making a segment of it. */
     pf_image probe;
-    memset(&probe, 0, sizeof probe);
-    int rc = check_image((const uint8_t *)buf, len, 1, &probe, err);
+    int rc = probe_image(buf, len, &probe, err);
     if (rc != PF_OK)
         return rc;
     pf_image *img = (pf_image *)calloc(1, sizeof *img);

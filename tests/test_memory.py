@@ -22,19 +22,26 @@ linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/P
 TABLE = {"k%d" % i: ("v%d" % i, i) for i in range(50_000)}
 
 
+@pytest.fixture
+def read_image(tmp_path):
+    """(path, root) of an image of TABLE that this process opened and read
+    whole; closed at the end."""
+    path = tmp_path / "t.pf"
+    pf.freeze(TABLE, path)
+    root = pf.open(path)
+    assert pf.thaw(root) == TABLE  # every page touched
+    yield path, root
+    pf.image_of(root).close()
+
+
 def _mine(report, name):
     [proc] = [p for p in report.processes if p.pid == os.getpid()]
     return [im for im in proc.images if im.name == name]
 
 
 @linux
-def test_an_opened_image_is_found_with_its_resident_bytes(tmp_path):
-    path = tmp_path / "t.pf"
-    pf.freeze(TABLE, path)
-    before = pf.memory_report()
-    assert _mine(before, str(path)) == []
-    root = pf.open(path)
-    assert pf.thaw(root) == TABLE  # every page touched
+def test_an_opened_image_is_found_with_its_resident_bytes(read_image):
+    path, _ = read_image
     report = pf.memory_report()
     [im] = _mine(report, str(path))
     size = os.path.getsize(path)
@@ -50,7 +57,6 @@ def test_an_opened_image_is_found_with_its_resident_bytes(tmp_path):
     assert proc.rss >= im.rss
     assert report.total_pss == proc.pss
     assert "image " + str(path) in str(report)
-    pf.image_of(root).close()
 
 
 @linux
@@ -166,11 +172,8 @@ def test_with_psutil_only_the_process_figures_are_given(monkeypatch):
 
 
 @linux
-def test_the_command_line_reports_an_image_as_json(tmp_path):
-    path = tmp_path / "t.pf"
-    pf.freeze(TABLE, path)
-    root = pf.open(path)
-    pf.thaw(root)
+def test_the_command_line_reports_an_image_as_json(read_image):
+    path, _ = read_image
     out = subprocess.run([sys.executable, "-m", "permafrost", "memory", "--json",
                           str(os.getpid())], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -181,7 +184,6 @@ def test_the_command_line_reports_an_image_as_json(tmp_path):
     text = subprocess.run([sys.executable, "-m", "permafrost", "memory", str(os.getpid())],
                           capture_output=True, text=True, timeout=60)
     assert text.returncode == 0 and "image " + str(path) in text.stdout
-    pf.image_of(root).close()
 
 
 def test_the_command_line_fails_when_nothing_was_measured():
