@@ -103,6 +103,14 @@ typedef struct pf_image pf_image;
  * concurrent publish sends it back to the pointer. */
 int pf_image_open_file(const char *path, pf_image **out, pf_error *err);
 
+/* pf_image_open_file with flags. PF_OPEN_COPY: the file is read into
+ * private memory instead of mapped, for a file that another program may
+ * truncate or rewrite in place (a mapping of such a file can fault with
+ * SIGBUS on POSIX; a copy cannot). The memory is freed by pf_image_close. */
+#define PF_OPEN_COPY 1
+int pf_image_open_file_ex(const char *path, int flags, pf_image **out,
+                          pf_error *err);
+
 /* Publishes the `len`-byte image in buf at `path` (UTF-8), checked first:
  * readers that hold an older image keep reading it, pf_image_open_file(path)
  * afterwards opens the new one, and a failure leaves the old one in place.

@@ -205,14 +205,16 @@ static char *version_path(const char *path, const char *hex)
 /* Opens the image a pointer file names. A version removed after the
  * pointer was read (a publisher switched the pointer, then removed the
  * old version) is PF_EIO not-found: the caller reads the pointer again. */
-static int open_version(const char *path, const uint8_t id[16],
+typedef int (*load_fn)(const char *, pf_os_map *, pf_error *);
+
+static int open_version(load_fn load, const char *path, const uint8_t id[16],
                         const char *hex, pf_image **out, pf_error *err)
 {
     char *vpath = version_path(path, hex);
     if (!vpath)
         return pf_fail(err, PF_ENOMEM, "out of memory for a file name", 0);
     pf_os_map m;
-    int rc = pf_os_map_file(vpath, &m, err);
+    int rc = load(vpath, &m, err);
     free(vpath);
     if (rc != PF_OK)
         return rc;
@@ -230,9 +232,18 @@ static int open_version(const char *path, const uint8_t id[16],
 
 int pf_image_open_file(const char *path, pf_image **out, pf_error *err)
 {
+    return pf_image_open_file_ex(path, 0, out, err);
+}
+
+int pf_image_open_file_ex(const char *path, int flags, pf_image **out,
+                          pf_error *err)
+{
     if (!out || !path)
         return pf_fail(err, PF_EINVAL, "no path or no output", 0);
     *out = NULL;
+    if (flags & ~PF_OPEN_COPY)
+        return pf_fail(err, PF_EINVAL, "unknown open flags", 0);
+    load_fn load = (flags & PF_OPEN_COPY) ? pf_os_read_file : pf_os_map_file;
     pf_error local;
     pf_error *e = err ? err : &local;
     uint8_t last[16];
@@ -242,7 +253,7 @@ int pf_image_open_file(const char *path, pf_image **out, pf_error *err)
      * again, a bounded number of times. */
     for (int round = 0; round < 64; round++) {
         pf_os_map m;
-        rc = pf_os_map_file(path, &m, e);
+        rc = load(path, &m, e);
         if (rc != PF_OK || m.base)
             return rc != PF_OK ? rc : adopt_map(&m, 1, out, e);
         uint8_t id[16];
@@ -250,7 +261,7 @@ int pf_image_open_file(const char *path, pf_image **out, pf_error *err)
         rc = parse_pointer(m.small, m.small_len, id, hex, e);
         if (rc != PF_OK)
             return rc;
-        rc = open_version(path, id, hex, out, e);
+        rc = open_version(load, path, id, hex, out, e);
         if (rc != PF_EIO || !pf_os_not_found(e->sys_errno))
             return rc;
         if (have_last && memcmp(last, id, 16) == 0)

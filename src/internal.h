@@ -202,6 +202,7 @@ struct pf_image {
         uint64_t len;
         void *h_file;     /* Win32 handles; unused on POSIX */
         void *h_map;
+        int copied;       /* base is malloc'd memory (pf_os_read_file) */
         /* A file shorter than an image header is read, not mapped (base
          * stays NULL): it may be a pointer file (FORMAT section 7). */
         uint32_t small_len;
@@ -228,6 +229,9 @@ int pf_hash_range(const pf_range *r, uint64_t pos, uint64_t *hash,
  * replaced on Win32). An OS failure is PF_EIO; pf_os_not_found() tells
  * whether its sys_errno means that the file does not exist. */
 int pf_os_map_file(const char *path, pf_os_map *m, pf_error *err);
+/* The same, but the file is read into private memory (m->copied): what
+ * another program does to the file later cannot reach the reader. */
+int pf_os_read_file(const char *path, pf_os_map *m, pf_error *err);
 int pf_os_not_found(int sys_errno);
 int pf_os_remove(const char *path); /* 0 if removed */
 

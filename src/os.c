@@ -156,10 +156,33 @@ static wchar_t *widen(const char *s, pf_error *err, int *code)
     return w;
 }
 
-int pf_os_map_file(const char *path, pf_os_map *m, pf_error *err)
+/* Reads `want` bytes at the file's current position into buf; the count
+ * read (less at the end of a file that shrank meanwhile) in *got. 0, or
+ * the OS error of a failure. */
+static int read_all(HANDLE f, uint8_t *buf, uint64_t want, uint64_t *got)
+{
+    *got = 0;
+    while (*got < want) {
+        uint64_t left = want - *got;
+        DWORD chunk = left > 0x40000000u ? 0x40000000u : (DWORD)left, n = 0;
+        if (!ReadFile(f, buf + *got, chunk, &n, NULL))
+            return (int)GetLastError();
+        if (n == 0)
+            break;
+        *got += n;
+    }
+    return 0;
+}
+
+typedef HANDLE fhandle;
+
+static void close_handle(fhandle f) { CloseHandle(f); }
+
+/* Opens the file for reading, with its size. */
+static int open_read(const char *path, fhandle *fh, uint64_t *size,
+                     pf_error *err)
 {
     int code = PF_OK;
-    memset(m, 0, sizeof *m);
     wchar_t *wpath = widen(path, err, &code);
     if (!wpath)
         return code;
@@ -172,46 +195,31 @@ int pf_os_map_file(const char *path, pf_os_map *m, pf_error *err)
     if (f == INVALID_HANDLE_VALUE)
         return pf_fail_sys(err, "cannot open the image file",
                            (int)GetLastError());
-    LARGE_INTEGER size;
-    if (!GetFileSizeEx(f, &size)) {
+    LARGE_INTEGER sz;
+    if (!GetFileSizeEx(f, &sz)) {
         int e = (int)GetLastError();
         CloseHandle(f);
         return pf_fail_sys(err, "cannot get the size of the image file", e);
     }
-    if (size.QuadPart < (LONGLONG)PF_HEADER_LEN) {
-        /* Read, never mapped: perhaps a pointer file, which a mapping
-         * would keep from being replaced. */
-        DWORD got = 0;
-        if (size.QuadPart > 0 &&
-            !ReadFile(f, m->small, (DWORD)size.QuadPart, &got, NULL)) {
-            int e = (int)GetLastError();
-            CloseHandle(f);
-            return pf_fail_sys(err, "cannot read the image file", e);
-        }
-        CloseHandle(f);
-        m->small_len = (uint32_t)got;
-        m->len = got;
-        return PF_OK;
-    }
-    if ((uint64_t)size.QuadPart > (uint64_t)SIZE_MAX) {
-        CloseHandle(f);
-        return pf_fail(err, PF_ELIMIT, "image file too large to map", 0);
-    }
+    *fh = f;
+    *size = (uint64_t)sz.QuadPart;
+    return PF_OK;
+}
+
+/* Maps the whole file read-only; the view keeps it alive once the handle
+ * is closed. */
+static int map_handle(fhandle f, uint64_t size, pf_os_map *m, pf_error *err)
+{
     HANDLE mh = CreateFileMappingW(f, NULL, PAGE_READONLY, 0, 0, NULL);
-    if (!mh) {
-        int e = (int)GetLastError();
-        CloseHandle(f);
-        return pf_fail_sys(err, "cannot map the image file", e);
-    }
+    if (!mh)
+        return pf_fail_sys(err, "cannot map the image file", (int)GetLastError());
     void *p = MapViewOfFile(mh, FILE_MAP_READ, 0, 0, 0);
     int e = (int)GetLastError();
-    /* The view keeps the mapping and the file alive on its own. */
     CloseHandle(mh);
-    CloseHandle(f);
     if (!p)
         return pf_fail_sys(err, "cannot map the image file", e);
     m->base = p;
-    m->len = (uint64_t)size.QuadPart;
+    m->len = size;
     return PF_OK;
 }
 
@@ -280,7 +288,9 @@ int pf_os_remove_versions(const char *path, const char *keep, unsigned *left,
 
 void pf_os_unmap(pf_os_map *m)
 {
-    if (m->base)
+    if (m->copied)
+        free(m->base);
+    else if (m->base)
         UnmapViewOfFile(m->base);
     if (m->h_map)
         CloseHandle((HANDLE)m->h_map);
@@ -530,9 +540,34 @@ static int close_retry(int fd)
     return close(fd);
 }
 
-int pf_os_map_file(const char *path, pf_os_map *m, pf_error *err)
+/* Reads `want` bytes from fd into buf; the count read (less at the end of
+ * a file that shrank meanwhile) in *got. 0, or the errno of a failure. */
+static int read_all(int fd, uint8_t *buf, uint64_t want, uint64_t *got)
 {
-    memset(m, 0, sizeof *m);
+    *got = 0;
+    while (*got < want) {
+        uint64_t left = want - *got;
+        ssize_t n = read(fd, buf + *got,
+                         left > 0x40000000u ? 0x40000000u : (size_t)left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno;
+        if (n == 0)
+            break;
+        *got += (uint64_t)n;
+    }
+    return 0;
+}
+
+typedef int fhandle;
+
+static void close_handle(fhandle fd) { close_retry(fd); }
+
+/* Opens the file for reading, with its size; it must be a regular file. */
+static int open_read(const char *path, fhandle *fh, uint64_t *size,
+                     pf_error *err)
+{
     int fd;
     do {
         fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -550,33 +585,20 @@ int pf_os_map_file(const char *path, pf_os_map *m, pf_error *err)
         return pf_fail_sys(err, "the image path is not a regular file",
                            S_ISDIR(st.st_mode) ? EISDIR : EINVAL);
     }
-    if (st.st_size < (off_t)PF_HEADER_LEN) {
-        /* Read, never mapped: perhaps a pointer file. */
-        size_t got = 0, want = (size_t)st.st_size;
-        while (got < want) {
-            ssize_t n = read(fd, m->small + got, want - got);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0)
-                break; /* shrank meanwhile: what was read is the file */
-            got += (size_t)n;
-        }
-        close_retry(fd);
-        m->small_len = (uint32_t)got;
-        m->len = got;
-        return PF_OK;
-    }
-    if ((uint64_t)st.st_size > (uint64_t)SIZE_MAX) {
-        close_retry(fd);
-        return pf_fail(err, PF_ELIMIT, "image file too large to map", 0);
-    }
-    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
-    int e = errno;
-    close_retry(fd); /* the mapping holds the file */
+    *fh = fd;
+    *size = (uint64_t)st.st_size;
+    return PF_OK;
+}
+
+/* Maps the whole file read-only; the mapping holds the file once the
+ * descriptor is closed. */
+static int map_handle(fhandle fd, uint64_t size, pf_os_map *m, pf_error *err)
+{
+    void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED)
-        return pf_fail_sys(err, "cannot map the image file", e);
+        return pf_fail_sys(err, "cannot map the image file", errno);
     m->base = p;
-    m->len = (uint64_t)st.st_size;
+    m->len = size;
     return PF_OK;
 }
 
@@ -624,7 +646,9 @@ int pf_os_remove_versions(const char *path, const char *keep, unsigned *left,
 
 void pf_os_unmap(pf_os_map *m)
 {
-    if (m->base)
+    if (m->copied)
+        free(m->base);
+    else if (m->base)
         munmap(m->base, (size_t)m->len);
     m->base = NULL;
     m->len = 0;
@@ -949,3 +973,54 @@ int pf_os_random(void *buf, size_t n, pf_error *err)
 }
 
 #endif /* _WIN32 */
+
+/* ------------------------------------------------------- both */
+
+/* pf_os_map_file, or with copy the file read into private memory. */
+static int load_file(const char *path, pf_os_map *m, int copy, pf_error *err)
+{
+    memset(m, 0, sizeof *m);
+    fhandle fh = 0;
+    uint64_t size = 0, got = 0;
+    int rc = open_read(path, &fh, &size, err), e = 0;
+    if (rc != PF_OK)
+        return rc;
+    if (size < PF_HEADER_LEN) {
+        /* Read, never mapped: perhaps a pointer file, which a mapping
+         * would keep from being replaced on Win32. */
+        e = read_all(fh, m->small, size, &got);
+        m->small_len = (uint32_t)got;
+        m->len = got;
+    } else if (size > (uint64_t)SIZE_MAX) {
+        rc = pf_fail(err, PF_ELIMIT, "image file too large to map", 0);
+    } else if (copy) {
+        uint8_t *buf = (uint8_t *)malloc((size_t)size);
+        if (!buf) {
+            rc = pf_fail(err, PF_ENOMEM, "out of memory for a copy of the image", 0);
+        } else if ((e = read_all(fh, buf, size, &got)) != 0) {
+            free(buf);
+        } else {
+            m->base = buf;
+            m->len = got; /* short if it shrank: the header check says so */
+            m->copied = 1;
+        }
+    } else {
+        rc = map_handle(fh, size, m, err);
+    }
+    close_handle(fh);
+    if (e) {
+        memset(m, 0, sizeof *m);
+        rc = pf_fail_sys(err, "cannot read the image file", e);
+    }
+    return rc;
+}
+
+int pf_os_map_file(const char *path, pf_os_map *m, pf_error *err)
+{
+    return load_file(path, m, 0, err);
+}
+
+int pf_os_read_file(const char *path, pf_os_map *m, pf_error *err)
+{
+    return load_file(path, m, 1, err);
+}

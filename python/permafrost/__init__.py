@@ -63,13 +63,20 @@ def freeze(obj, path):
     _binding.freeze(obj, _os.fspath(path))
 
 
-def open(path):  # noqa: A001 - the name users expect
+def open(path, *, copy=False):  # noqa: A001 - the name users expect
     """Map the image at ``path`` and return its root (a view for a container).
 
     O(1) in the image size. The image stays mapped while any view of it is
-    alive. Equivalent to ``Image(path).root``.
+    alive. Equivalent to ``Image(path, copy=copy).root``.
+
+    With ``copy=True`` the file is read into this process's private memory
+    instead (O(image size), not shared between processes): for a file that
+    another program may truncate or rewrite in place, which no mapping can
+    survive on POSIX (the kernel sends SIGBUS). Views of it pickle by
+    reference and are read into memory the same way where they are
+    unpickled.
     """
-    return Image(path).root
+    return Image(path, copy=copy).root
 
 
 def share(obj):

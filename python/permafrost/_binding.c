@@ -111,6 +111,7 @@ typedef struct {
     PyObject *shm_name;   /* the shared-memory segment's name, or NULL */
     uint64_t owner_pid;   /* the process that made the segment (0: none) */
     int unlinked;         /* the owner removed the segment's name */
+    int copied;           /* read into private memory (open(copy=True)) */
     PyObject *root_tuple; /* the root, decoded once, when it is a tuple */
     PyObject *bufobj;     /* exporter of a caller's buffer, or NULL */
     Py_buffer buf;
@@ -1070,6 +1071,7 @@ image_alloc(pf_state *st, PyObject *module)
     im->shm_name = NULL;
     im->owner_pid = 0;
     im->unlinked = 0;
+    im->copied = 0;
     im->root_tuple = NULL;
     im->bufobj = NULL;
     memset(&im->buf, 0, sizeof(im->buf));
@@ -1133,9 +1135,10 @@ image_check_open(ImageObject *im)
     return 0;
 }
 
-/* Opens the image file at `path` (str or PathLike). */
+/* Opens the image file at `path` (str or PathLike): mapped, or with copy
+ * read into private memory. */
 static ImageObject *
-image_open_path(pf_state *st, PyObject *module, PyObject *path)
+image_open_path(pf_state *st, PyObject *module, PyObject *path, int copy)
 {
     PyObject *fs = NULL, *abs = NULL;
     if (!PyUnicode_FSDecoder(path, &fs))
@@ -1161,7 +1164,7 @@ image_open_path(pf_state *st, PyObject *module, PyObject *path)
     int rc;
     const char *cpath = PyBytes_AS_STRING(enc);
     Py_BEGIN_ALLOW_THREADS
-    rc = pf_image_open_file(cpath, &img, &err);
+    rc = pf_image_open_file_ex(cpath, copy ? PF_OPEN_COPY : 0, &img, &err);
     Py_END_ALLOW_THREADS
     if (rc < 0) {
         if (rc == PF_EIO) {
@@ -1175,6 +1178,7 @@ image_open_path(pf_state *st, PyObject *module, PyObject *path)
     }
     Py_DECREF(enc);
     image_set(im, img);
+    im->copied = copy;
     return im;
 }
 
@@ -1205,15 +1209,16 @@ image_open_buffer(pf_state *st, PyObject *module, PyObject *obj)
 static PyObject *
 Image_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"path", NULL};
+    static char *kwlist[] = {"path", "copy", NULL};
     PyObject *path;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:Image", kwlist, &path))
+    int copy = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$p:Image", kwlist, &path, &copy))
         return NULL;
     pf_state *st = PyType_GetModuleState(type);
     PyObject *module = PyType_GetModule(type);
     if (!st || !module)
         return NULL;
-    return (PyObject *)image_open_path(st, module, path);
+    return (PyObject *)image_open_path(st, module, path, copy);
 }
 
 static PyObject *
@@ -1308,6 +1313,13 @@ Image_get_path(ImageObject *im, void *c)
 }
 
 static PyObject *
+Image_get_copied(ImageObject *im, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(im->copied);
+}
+
+static PyObject *
 Image_get_closed(ImageObject *im, void *c)
 {
     (void)c;
@@ -1390,6 +1402,7 @@ Image_reduce_ex(ImageObject *im, PyObject *proto_obj)
             return NULL;
         PyObject *r = im->shm_name
             ? Py_BuildValue("O(OO)", st->attach_shm, im->shm_name, id)
+            : im->copied ? Py_BuildValue("O(OOO)", st->attach, im->path, id, Py_True)
             : Py_BuildValue("O(OO)", st->attach, im->path, id);
         Py_DECREF(id);
         return r;
@@ -1488,6 +1501,8 @@ static PyGetSetDef Image_getset[] = {
     {"id", (getter)Image_get_id, NULL, "The image's random 128-bit id (16 bytes).", NULL},
     {"size", (getter)Image_get_size, NULL, "The image's size in bytes.", NULL},
     {"path", (getter)Image_get_path, NULL, "Absolute path of the file, or None.", NULL},
+    {"copied", (getter)Image_get_copied, NULL,
+     "True if the file was read into private memory (open(path, copy=True)).", NULL},
     {"closed", (getter)Image_get_closed, NULL, "True once close() was called.", NULL},
     {"shared_name", (getter)Image_get_shared_name, NULL,
      "The shared-memory segment's name (share()), or None.", NULL},
@@ -3613,16 +3628,22 @@ image_open_shm(pf_state *st, PyObject *module, PyObject *name)
     return im;
 }
 
-/* _attach(path, id) and _attach_shm(name, id): the Image at a path, or in
- * a shared-memory segment, whose id is `id`, opened once per process (the
- * registry keeps it mapped for later unpickles; a segment's key has a third
- * item, so a name never meets a path). */
+/* _attach(path, id[, copy]) and _attach_shm(name, id): the Image at a
+ * path (mapped, or read into private memory as the pickled view's was), or
+ * in a shared-memory segment, whose id is `id`, opened once per process
+ * (the registry keeps it for later unpickles; a segment's or a copy's key
+ * has a third item, None or True, so that a name never meets a path and a
+ * copy never meets a mapping). */
+enum { ATTACH_PATH, ATTACH_COPY, ATTACH_SHM };
+
 static PyObject *
-attach(PyObject *module, PyObject *where, PyObject *want_id, int shm)
+attach(PyObject *module, PyObject *where, PyObject *want_id, int how)
 {
     pf_state *st = PyModule_GetState(module);
+    const int shm = how == ATTACH_SHM;
     PyObject *key = shm ? PyTuple_Pack(3, where, want_id, Py_None)
-                        : PyTuple_Pack(2, where, want_id);
+                  : how == ATTACH_COPY ? PyTuple_Pack(3, where, want_id, Py_True)
+                  : PyTuple_Pack(2, where, want_id);
     if (!key)
         return NULL;
     PyObject *found = PyDict_GetItemWithError(st->registry, key);
@@ -3635,7 +3656,7 @@ attach(PyObject *module, PyObject *where, PyObject *want_id, int shm)
         return NULL;
     }
     ImageObject *im = shm ? image_open_shm(st, module, where)
-                          : image_open_path(st, module, where);
+                          : image_open_path(st, module, where, how == ATTACH_COPY);
     if (!im) {
         Py_DECREF(key);
         return NULL;
@@ -3665,9 +3686,13 @@ fail:
 static PyObject *
 mod_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyBytes_Check(args[1]) || PyBytes_GET_SIZE(args[1]) != 16)
-        return PyErr_Format(PyExc_TypeError, "_attach(path, id: 16 bytes)");
-    return attach(module, args[0], args[1], 0);
+    if (nargs < 2 || nargs > 3 || !PyBytes_Check(args[1]) ||
+        PyBytes_GET_SIZE(args[1]) != 16)
+        return PyErr_Format(PyExc_TypeError, "_attach(path, id: 16 bytes[, copy])");
+    int copy = nargs == 3 ? PyObject_IsTrue(args[2]) : 0;
+    if (copy < 0)
+        return NULL;
+    return attach(module, args[0], args[1], copy ? ATTACH_COPY : ATTACH_PATH);
 }
 
 static PyObject *
@@ -3676,7 +3701,7 @@ mod_attach_shm(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyBytes_Check(args[1]) ||
         PyBytes_GET_SIZE(args[1]) != 16)
         return PyErr_Format(PyExc_TypeError, "_attach_shm(name: str, id: 16 bytes)");
-    return attach(module, args[0], args[1], 1);
+    return attach(module, args[0], args[1], ATTACH_SHM);
 }
 
 /* _share(obj, name): freezes obj into the new shared-memory segment `name`

@@ -89,6 +89,50 @@ static uint8_t *make_image(const char *text, uint64_t *len)
     return buf;
 }
 
+/* ------------------------------------------------------- publishing */
+
+/* The 32 hex digits of the id of the image in buf. */
+static void hex_id(const uint8_t *buf, uint64_t len, char hex[33])
+{
+    pf_image *img;
+    uint8_t id[16];
+    REQUIRE(pf_image_open_buffer(buf, len, &img, NULL) == PF_OK);
+    pf_image_id(img, id);
+    pf_image_close(img);
+    for (int i = 0; i < 16; i++)
+        snprintf(hex + 2 * i, 3, "%02x", id[i]);
+}
+
+static void version_of(char *out, size_t cap, const char *path, const char *hex)
+{
+    snprintf(out, cap, "%s.v-%s", path, hex);
+}
+
+/* Opens path and checks that its root is the string `text`. */
+static int opens_as(const char *path, const char *text, pf_image **keep)
+{
+    pf_image *img;
+    pf_val v;
+    if (pf_image_open_file(path, &img, NULL) != PF_OK)
+        return 0;
+    int ok = pf_read(img, pf_image_root(img), &v, NULL) == PF_OK &&
+             v.type == PF_STR && v.u.s.len == strlen(text) &&
+             memcmp(v.u.s.data, text, v.u.s.len) == 0;
+    if (keep)
+        *keep = img;
+    else
+        pf_image_close(img);
+    return ok;
+}
+
+static int reads_as(pf_image *img, const char *text)
+{
+    pf_val v;
+    return pf_read(img, pf_image_root(img), &v, NULL) == PF_OK &&
+           v.type == PF_STR && v.u.s.len == strlen(text) &&
+           memcmp(v.u.s.data, text, v.u.s.len) == 0;
+}
+
 static void test_atomic_write(void)
 {
     char p[600], q[600];
@@ -161,6 +205,16 @@ static void test_open_file(void)
     pf_free(buf2);
 #endif
     pf_image_close(img);
+    /* A private copy: the file rewritten in place (what no mapping can
+     * survive) does not reach it. */
+    REQUIRE(pf_file_write_atomic(p, buf, len, &e) == PF_OK);
+    CHECK_RC(pf_image_open_file_ex(p, PF_OPEN_COPY, &img, &e), PF_OK);
+    REQUIRE(write_plain(p, "overwritten in place", 20) == 0);
+    CHECK(reads_as(img, "the old image"));
+    pf_image_close(img);
+    CHECK_RC(pf_image_open_file_ex(p, PF_OPEN_COPY, &img, &e), PF_ECORRUPT);
+    CHECK_RC(pf_image_open_file_ex(p, 2, &img, &e), PF_EINVAL);
+    REQUIRE(pf_file_write_atomic(p, buf, len, &e) == PF_OK);
     /* A file one byte longer than image_size (R1). */
     uint8_t *longer = (uint8_t *)malloc((size_t)len + 1);
     REQUIRE(longer != NULL);
@@ -176,50 +230,6 @@ static void test_open_file(void)
     /* A folder is not an image file. */
     CHECK(pf_image_open_file(dir, &img, &e) < 0);
     CHECK_RC(pf_image_open_file(NULL, &img, &e), PF_EINVAL);
-}
-
-/* ------------------------------------------------------- publishing */
-
-/* The 32 hex digits of the id of the image in buf. */
-static void hex_id(const uint8_t *buf, uint64_t len, char hex[33])
-{
-    pf_image *img;
-    uint8_t id[16];
-    REQUIRE(pf_image_open_buffer(buf, len, &img, NULL) == PF_OK);
-    pf_image_id(img, id);
-    pf_image_close(img);
-    for (int i = 0; i < 16; i++)
-        snprintf(hex + 2 * i, 3, "%02x", id[i]);
-}
-
-static void version_of(char *out, size_t cap, const char *path, const char *hex)
-{
-    snprintf(out, cap, "%s.v-%s", path, hex);
-}
-
-/* Opens path and checks that its root is the string `text`. */
-static int opens_as(const char *path, const char *text, pf_image **keep)
-{
-    pf_image *img;
-    pf_val v;
-    if (pf_image_open_file(path, &img, NULL) != PF_OK)
-        return 0;
-    int ok = pf_read(img, pf_image_root(img), &v, NULL) == PF_OK &&
-             v.type == PF_STR && v.u.s.len == strlen(text) &&
-             memcmp(v.u.s.data, text, v.u.s.len) == 0;
-    if (keep)
-        *keep = img;
-    else
-        pf_image_close(img);
-    return ok;
-}
-
-static int reads_as(pf_image *img, const char *text)
-{
-    pf_val v;
-    return pf_read(img, pf_image_root(img), &v, NULL) == PF_OK &&
-           v.type == PF_STR && v.u.s.len == strlen(text) &&
-           memcmp(v.u.s.data, text, v.u.s.len) == 0;
 }
 
 static void test_publish(void)
@@ -276,6 +286,9 @@ static void test_publish(void)
     CHECK(opens_as(p, "version one", NULL));
     CHECK_RC(pf_image_publish(p, b1, l1, PF_PUBLISH_POINTER, &e), PF_OK); /* again */
     CHECK(opens_as(p, "version one", NULL));
+    CHECK_RC(pf_image_open_file_ex(p, PF_OPEN_COPY, &a, &e), PF_OK);
+    CHECK(reads_as(a, "version one"));
+    pf_image_close(a);
 
     /* What is refused leaves the published image in place. */
     CHECK_RC(pf_image_publish(p, "not an image", 12, PF_PUBLISH_POINTER, &e), PF_ECORRUPT);
