@@ -62,6 +62,9 @@ const char *pf_strerror(int code);
 
 /* The stable hash of docs/FORMAT.md section 5. */
 uint64_t pf_hash_bytes(const void *p, size_t n, uint64_t seed);
+/* The checksum of a section (FORMAT section 3): four lanes of the hash's
+ * step over 32-byte blocks, so it runs at memory speed; never 0. */
+uint64_t pf_checksum(const void *p, size_t n);
 uint64_t pf_hash_mix(uint64_t x);              /* mix() of the spec */
 uint64_t pf_type_seed(uint64_t hash_seed, unsigned type_no); /* T(x) */
 
@@ -160,6 +163,19 @@ int pf_shm_unlink(const char *name, pf_error *err);
  * zombie counts as exited). The registry of segment owners uses them. */
 uint64_t pf_process_id(void);
 int pf_process_start(uint64_t pid, uint64_t *start, pf_error *err);
+
+/* The full check of an image, O(image size): section checksums, every
+ * value reachable from the root, canonical encodings, list tables, every
+ * key found again from its hash slot, no equal keys, no tuple cycles
+ * (src/verify.c has the list). PF_OK, or the first fault found (mostly
+ * PF_ECORRUPT with its offset). stats (NULL allowed) gets counts. */
+typedef struct pf_verify_stats {
+    uint64_t values;      /* values checked (each REF target once) */
+    uint64_t containers;  /* lists, dicts, sets, frozensets */
+    uint64_t keys;        /* dict and set keys found from their slots */
+    uint64_t checksums;   /* section checksums that matched */
+} pf_verify_stats;
+int pf_image_verify(const pf_image *img, pf_verify_stats *stats, pf_error *err);
 
 /* Releases the image (unmaps a file). NULL is allowed. */
 void pf_image_close(pf_image *img);

@@ -75,6 +75,23 @@ uint64_t pf_hash_bytes(const void *p, size_t n, uint64_t seed)
     return pf_hash_mix(h);
 }
 
+uint64_t pf_checksum(const void *p, size_t n)
+{
+    const uint8_t *b = (const uint8_t *)p;
+    uint64_t h0 = K1 ^ n, h1 = K2 ^ n, h2 = K3 ^ n, h3 = KM ^ n;
+    size_t i = 0;
+    for (; n - i >= 32; i += 32) {
+        h0 = step(h0, pf_ld64(b + i));
+        h1 = step(h1, pf_ld64(b + i + 8));
+        h2 = step(h2, pf_ld64(b + i + 16));
+        h3 = step(h3, pf_ld64(b + i + 24));
+    }
+    /* The last n % 32 bytes, hashed with the lanes folded into the seed. */
+    const uint64_t seed = h0 ^ rotl64(h1, 16) ^ rotl64(h2, 32) ^ rotl64(h3, 48);
+    const uint64_t c = pf_hash_bytes(b + i, n - i, seed);
+    return c ? c : 1;
+}
+
 uint64_t pf_type_seed(uint64_t hash_seed, unsigned type_no)
 {
     return hash_seed ^ ((uint64_t)type_no * K3);

@@ -217,6 +217,11 @@ typedef struct pf_os_map pf_os_map;
 int pf_decode(const pf_range *r, uint64_t pos, pf_val *out, int follow,
               pf_error *err);
 
+/* pf_decode with shallow (pf_read_ex's PF_READ_SHALLOW): a tuple's items
+ * are not walked. */
+int pf_decode_ex(const pf_range *r, uint64_t pos, pf_val *out, int follow,
+                 int shallow, pf_error *err);
+
 /* The stable hash (FORMAT section 5) of the key stored at pos. */
 int pf_hash_range(const pf_range *r, uint64_t pos, uint64_t *hash,
                   pf_error *err);

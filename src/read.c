@@ -381,6 +381,12 @@ int pf_decode(const pf_range *r, uint64_t pos, pf_val *out, int follow,
     return decode(r, pos, out, follow, 0, err);
 }
 
+int pf_decode_ex(const pf_range *r, uint64_t pos, pf_val *out, int follow,
+                 int shallow, pf_error *err)
+{
+    return decode(r, pos, out, follow, shallow, err);
+}
+
 int pf_read(const pf_image *img, uint64_t pos, pf_val *out, pf_error *err)
 {
     return decode(&img->r, pos, out, 1, 0, err);

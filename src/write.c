@@ -835,14 +835,15 @@ int pf_writer_finish(pf_writer *w, uint64_t root_pos, const uint8_t id[16],
     pf_st32(s + 4, PF_SECTION_REQUIRED);
     pf_st64(s + 8, PF_HEADER_LEN);
     pf_st64(s + 16, data_end - PF_HEADER_LEN);
-    pf_st64(s + 24, 0);
+    pf_st64(s + 24, pf_checksum(w->buf + PF_HEADER_LEN,
+                                (size_t)(data_end - PF_HEADER_LEN)));
     if (vlen) {
         s += PF_SECTION_ENTRY_LEN;
         pf_st32(s, PF_SECTION_VALUES);
         pf_st32(s + 4, PF_SECTION_REQUIRED);
         pf_st64(s + 8, data_end);
         pf_st64(s + 16, vlen);
-        pf_st64(s + 24, 0);
+        pf_st64(s + 24, pf_checksum(w->buf + data_end, vlen));
     }
     w->len += nsec * PF_SECTION_ENTRY_LEN;
 

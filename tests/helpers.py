@@ -502,7 +502,8 @@ def _values(allow_nan: bool, max_leaves: int):
 
 class Roundtrip:
     """Produces the root an image gives for a value, through a file
-    (freeze + open) or a buffer (dumps + loads)."""
+    (freeze + open) or a buffer (dumps + loads). Every image made passes
+    the full check (Image.verify) first."""
 
     def __init__(self, folder):
         self.folder = folder
@@ -510,13 +511,17 @@ class Roundtrip:
 
     def __call__(self, x, backend: str):
         if backend == "buffer":
-            return pf.loads(pf.dumps(x))
-        path = os.path.join(self.folder, f"rt{next(self.counter)}.pf")
-        pf.freeze(x, path)
-        try:
-            return pf.open(path)
-        finally:
-            os.unlink(path)  # the mapping outlives the name
+            image = pf.Image.from_buffer(pf.dumps(x))
+        else:
+            path = os.path.join(self.folder, f"rt{next(self.counter)}.pf")
+            pf.freeze(x, path)
+            try:
+                image = pf.Image(path)
+            finally:
+                os.unlink(path)  # the mapping outlives the name
+        stats = image.verify()
+        assert stats["values"] >= 1 and stats["checksums"] >= 1, stats
+        return image.root
 
 
 MEMORY_LIMIT = 4 << 30

@@ -113,6 +113,19 @@ def pf_hash_bytes(p: bytes, seed: int) -> int:
     return mix(h)
 
 
+def checksum(p: bytes) -> int:
+    """pf_checksum of FORMAT section 3: four lanes of the hash's step over
+    32-byte blocks, the rest hashed with the folded lanes as seed; 0 -> 1."""
+    n = len(p)
+    lanes = [(K1 ^ n) & MASK64, (K2 ^ n) & MASK64, (K3 ^ n) & MASK64, (MIXK ^ n) & MASK64]
+    full = n - n % 32
+    for i in range(0, full, 32):
+        for j in range(4):
+            lanes[j] = _step(lanes[j], int.from_bytes(p[i + 8 * j : i + 8 * j + 8], "little"))
+    seed = lanes[0] ^ rotl64(lanes[1], 16) ^ rotl64(lanes[2], 32) ^ rotl64(lanes[3], 48)
+    return pf_hash_bytes(p[full:], seed) or 1
+
+
 def type_seed(hash_seed: int, type_no: int) -> int:
     return (hash_seed ^ (type_no * K3)) & MASK64
 

@@ -133,6 +133,16 @@ def sref_sample():
             "fs": {frozenset({words[0], b"blob-1"}): 1, (words[1], words[2]): 2}}
 
 
+@pytest.mark.parametrize("x", [None, "a" * 31, list(range(1000)), {"k": "v" * 5000}])
+def test_section_checksums_follow_the_spec(x):
+    """The checksum of every section, computed from FORMAT section 3 alone."""
+    data = pf.dumps(x)
+    sections = fmt.read_sections(data)
+    assert sections
+    for s in sections:
+        assert s["checksum"] == fmt.checksum(data[s["offset"]: s["offset"] + s["length"]])
+
+
 def test_sref_layout_and_reading():
     x = sref_sample()
     data = pf.dumps(x)

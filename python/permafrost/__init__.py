@@ -40,7 +40,7 @@ from ._binding import (
 
 __all__ = [
     "freeze", "open", "dumps", "loads", "thaw", "image_of", "Image",
-    "share", "cleanup", "memory_report", "MemoryReport", "ProcessMemory",
+    "share", "cleanup", "verify", "memory_report", "MemoryReport", "ProcessMemory",
     "ImageMapping", "ImageMemory",
     "DictView", "ListView", "SetView", "FrozenSetView",
     "Error", "CorruptImageError", "VersionError", "ClosedImageError",
@@ -63,7 +63,7 @@ def freeze(obj, path):
     _binding.freeze(obj, _os.fspath(path))
 
 
-def open(path, *, copy=False):  # noqa: A001 - the name users expect
+def open(path, *, copy=False, verify=False):  # noqa: A001 - the name users expect
     """Map the image at ``path`` and return its root (a view for a container).
 
     O(1) in the image size. The image stays mapped while any view of it is
@@ -75,8 +75,37 @@ def open(path, *, copy=False):  # noqa: A001 - the name users expect
     survive on POSIX (the kernel sends SIGBUS). Views of it pickle by
     reference and are read into memory the same way where they are
     unpickled.
+
+    With ``verify=True`` the whole image is checked first (see ``verify``),
+    O(image size); without it opening checks only the header.
     """
-    return Image(path, copy=copy).root
+    image = Image(path, copy=copy)
+    if verify:
+        try:
+            image.verify()
+        except BaseException:
+            image.close()
+            raise
+    return image.root
+
+
+def verify(target):
+    """Check a whole image, O(image size), and raise ``CorruptImageError``
+    at the first fault; returns counts of what was checked.
+
+    ``target`` is a path, an ``Image`` or a view. The check covers the
+    section checksums written at freeze time (a changed byte anywhere), every
+    value reachable from the root in its canonical encoding, every list
+    table, every dict and set key found again from its own hash slot, no two
+    equal keys in one container, and no tuple that contains itself. The GIL
+    is released while it runs.
+    """
+    if isinstance(target, Image):
+        return target.verify()
+    if isinstance(target, (str, bytes, _os.PathLike)):
+        with Image(target) as image:
+            return image.verify()
+    return image_of(target).verify()
 
 
 def share(obj):

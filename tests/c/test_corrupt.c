@@ -223,7 +223,55 @@ static image build_d(void)
 
 /* ------------------------------------------------------------------ checks */
 
-static long variants, outcome[16];
+static long variants, outcome[16], verified;
+
+static int clean_rc(int rc)
+{
+    return rc == PF_OK || rc == PF_ECORRUPT || rc == PF_EVERSION ||
+           rc == PF_ELIMIT;
+}
+
+/* The full check of the image in b: a clean outcome, and an image that
+ * passes it must walk without a fault. With checksums the check is also
+ * run with them cleared, so that damage is judged by the structure alone. */
+static int verify_then_walk(const uint8_t *b, uint64_t len, int walk_rc)
+{
+    pf_image *img;
+    pf_error e;
+    int ok = 1;
+    uint8_t *scratch = (uint8_t *)malloc((size_t)len);
+    REQUIRE(scratch != NULL);
+    for (int pass = 0; pass < 2; pass++) {
+        const uint8_t *src = b;
+        if (pass == 1) {
+            memcpy(scratch, b, (size_t)len);
+            uint64_t stab = get64(b + 64);
+            uint32_t nsec;
+            memcpy(&nsec, b + 72, 4);
+            for (uint32_t k = 0; k < nsec && stab + 32 * (k + 1) <= len; k++)
+                put64(scratch + stab + 32 * k + 24, 0);
+            src = scratch;
+        }
+        if (pf_image_open_buffer(src, len, &img, NULL) != PF_OK)
+            continue;
+        memset(&e, 0, sizeof e);
+        int rc = pf_image_verify(img, NULL, &e);
+        pf_image_close(img);
+        if (!clean_rc(rc) || (rc != PF_OK && (!e.msg || e.code != rc))) {
+            fprintf(stderr, "unclean verify result %d\n", rc);
+            ok = 0;
+        }
+        if (rc == PF_OK) {
+            verified++;
+            if (walk_rc != PF_OK && walk_rc != PF_ELIMIT) {
+                fprintf(stderr, "verified, but the walk found %d\n", walk_rc);
+                ok = 0;
+            }
+        }
+    }
+    free(scratch);
+    return ok;
+}
 
 /* Opens b[0..len) and walks everything; the outcome must be clean. */
 static int open_walk(const uint8_t *b, uint64_t len)
@@ -239,9 +287,10 @@ static int open_walk(const uint8_t *b, uint64_t len)
         walk_state ws = {0, 20000, 60, 0, 0};
         rc = walk(img, pf_image_root(img), 0, &ws);
         pf_image_close(img);
+        if (!verify_then_walk(b, len, rc))
+            return 0;
     }
-    int clean = rc == PF_OK || rc == PF_ECORRUPT || rc == PF_EVERSION ||
-                rc == PF_ELIMIT;
+    int clean = clean_rc(rc);
     if (!clean)
         fprintf(stderr, "unclean result %d\n", rc);
     else
@@ -254,8 +303,12 @@ static void damage(const image *im)
     uint8_t *b = (uint8_t *)malloc(im->len + 64);
     REQUIRE(b != NULL);
     long bad = 0;
-    /* The undamaged image. */
+    /* The undamaged image, which passes the full check. */
     CHECK(open_walk(im->buf, im->len));
+    pf_image *whole;
+    REQUIRE(pf_image_open_buffer(im->buf, im->len, &whole, NULL) == PF_OK);
+    CHECK_RC(pf_image_verify(whole, NULL, NULL), PF_OK);
+    pf_image_close(whole);
     /* Every truncation of the buffer: too short for image_size. */
     for (uint64_t cut = 0; cut < im->len; cut++) {
         pf_image *img;
@@ -566,8 +619,9 @@ int main(void)
     named(&c);
     crafted();
     printf("%ld variants opened and walked: %ld ok, %ld corrupt, %ld version, "
-           "%ld limit\n", variants, outcome[0], outcome[-PF_ECORRUPT],
-           outcome[-PF_EVERSION], outcome[-PF_ELIMIT]);
+           "%ld limit; %ld passed pf_image_verify\n", variants, outcome[0],
+           outcome[-PF_ECORRUPT], outcome[-PF_EVERSION], outcome[-PF_ELIMIT],
+           verified);
     pf_free(a.buf);
     pf_free(b.buf);
     pf_free(c.buf);

@@ -36,6 +36,10 @@ static pf_image *finish_open(pf_writer *w, uint64_t root, uint8_t **buf_out)
     pf_image_id(img, got);
     CHECK(memcmp(got, id, 16) == 0);
     CHECK_EQ_U64(pf_image_size(img), len);
+    /* Every image the writer makes passes the full check. */
+    pf_verify_stats vs;
+    CHECK_RC(pf_image_verify(img, &vs, &e), PF_OK);
+    CHECK(vs.values >= 1 && vs.checksums >= 1);
     *buf_out = buf;
     return img;
 }

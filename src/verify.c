@@ -1,0 +1,566 @@
+/*
+ * verify.c -- the full check of an image, pf_image_verify: O(image size)
+ * in time, and in memory a bitmap of one bit per DATA byte plus a stack as
+ * deep as the image nests. Opening an image checks only its header; each
+ * access checks what it touches. This checks everything once, ahead:
+ *
+ *  - the section checksums (FORMAT section 3, pf_checksum) where present;
+ *  - every value reachable from the root decodes (R12-R28), with the
+ *    canonical forms of R15 (narrowest string form, short ASCII form) and
+ *    R16 (fewest-byte ints); every VALUES entry lies inside DATA;
+ *  - a list's table holds exactly the offsets of its items, one after
+ *    another, and its body is exactly its items (R19, R24); a dict's or
+ *    set's body is exactly its records (R20);
+ *  - every key is hashable (R21) and found again from its own hash slot
+ *    (R22), the table holds exactly `count` records, no two keys are equal
+ *    (R21), and containers without a table have at most 8 records;
+ *  - no REF inside a tuple leads back to a tuple being walked (R18).
+ *
+ * The walk is iterative: a frame per tuple or container being walked. Each
+ * REF target and each container or tuple is walked once (a bit in `seen`),
+ * so shared subtrees cost once, however often they are referenced.
+ */
+#include <math.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+#define MAX_FRAMES (UINT64_C(1) << 24)
+
+typedef struct vframe {
+    uint64_t pos;       /* the tuple or container */
+    uint64_t next;      /* offset of the next item; 0 while a child tuple
+                           written inline is walked (it sets next at its end) */
+    uint64_t i;         /* items (records) done */
+    uint64_t count;
+    uint64_t body, body_len, table, nslots;
+    uint8_t kind;       /* PF_TUPLE, PF_LIST, PF_DICT, PF_SET, PF_FROZENSET */
+    uint8_t width;
+    uint8_t at_value;   /* dict: record i's key is done, its value is next */
+    uint8_t inline_in;  /* written inline in the parent: gives its end */
+    uint64_t small_hash[8]; /* containers without a slot table: key hashes */
+    uint64_t small_pos[8];
+} vframe;
+
+typedef struct vctx {
+    const pf_image *img;
+    const pf_range *r;
+    uint8_t *seen;      /* one bit per DATA offset */
+    vframe *stack;
+    uint64_t depth, cap;
+    pf_verify_stats *st;
+    pf_error *err;
+} vctx;
+
+static int seen_test_set(vctx *v, uint64_t pos)
+{
+    const uint64_t k = pos - v->r->start;
+    const uint8_t bit = (uint8_t)(1u << (k & 7));
+    if (v->seen[k >> 3] & bit)
+        return 1;
+    v->seen[k >> 3] |= bit;
+    return 0;
+}
+
+/* ------------------------------------------------------- key equality */
+
+/* Python equality of two stored keys (R21), used only when two keys of
+ * one container hash alike. Exact for every key type. */
+static int keys_equal(const vctx *v, uint64_t a, uint64_t b, int depth,
+                      int *eq);
+
+/* A real number as Python compares it: an exact integer (small, or the
+ * minimal two's complement bytes of a big one) or a float. */
+typedef struct num {
+    int kind;            /* 0 int64, 1 big, 2 float */
+    int64_t i;
+    const uint8_t *big;
+    uint64_t nbig;
+    double f;
+} num;
+
+static int as_num(const pf_val *x, num *n, double *imag)
+{
+    *imag = 0.0;
+    switch (x->type) {
+    case PF_FALSE: n->kind = 0; n->i = 0; return 1;
+    case PF_TRUE: n->kind = 0; n->i = 1; return 1;
+    case PF_INT: n->kind = 0; n->i = x->u.i; return 1;
+    case PF_BIGINT: n->kind = 1; n->big = x->u.big.data; n->nbig = x->u.big.n; return 1;
+    case PF_FLOAT: n->kind = 2; n->f = x->u.f; return 1;
+    case PF_COMPLEX: n->kind = 2; n->f = x->u.cx.re; *imag = x->u.cx.im; return 1;
+    default: return 0;
+    }
+}
+
+/* An integral double of magnitude >= 2^63 equals the big int? */
+static int big_equals_double(const uint8_t *le, uint64_t n, double f)
+{
+    if (!(fabs(f) >= 9223372036854775808.0) || isinf(f) || f != floor(f))
+        return 0;
+    int e;
+    double m = frexp(fabs(f), &e);           /* |f| = m 2^e, 0.5 <= m < 1 */
+    uint64_t mant = (uint64_t)ldexp(m, 53);  /* |f| = mant 2^(e-53) */
+    int shift = e - 53;                      /* >= 11 here */
+    /* |f| as little-endian bytes, a spare one for the sign, in two's
+     * complement when f < 0, then trimmed to the minimal form (R16). */
+    uint8_t buf[160];
+    uint64_t nbytes = (uint64_t)(shift + 53) / 8 + 2;
+    if (nbytes > sizeof buf)
+        return 0;
+    memset(buf, 0, (size_t)nbytes);
+    for (int bit = 0; bit < 53; bit++)
+        if (mant >> bit & 1) {
+            int at = bit + shift;
+            buf[at / 8] |= (uint8_t)(1u << (at % 8));
+        }
+    if (f < 0) {
+        unsigned carry = 1;
+        for (uint64_t k = 0; k < nbytes; k++) {
+            unsigned x = (uint8_t)~buf[k] + carry;
+            buf[k] = (uint8_t)x;
+            carry = x >> 8;
+        }
+    }
+    while (nbytes > 1 &&
+           ((buf[nbytes - 1] == 0x00 && !(buf[nbytes - 2] & 0x80)) ||
+            (buf[nbytes - 1] == 0xFF && (buf[nbytes - 2] & 0x80))))
+        nbytes--;
+    if (nbytes != n)
+        return 0;
+    return memcmp(buf, le, (size_t)n) == 0;
+}
+
+static int nums_equal(const num *a, double ia, const num *b, double ib)
+{
+    if (ia != ib)
+        return 0;
+    if (a->kind > b->kind) { const num *t = a; a = b; b = t; }
+    if (a->kind == 0 && b->kind == 0) return a->i == b->i;
+    if (a->kind == 1 && b->kind == 1)
+        return a->nbig == b->nbig && memcmp(a->big, b->big, (size_t)a->nbig) == 0;
+    if (a->kind == 0 && b->kind == 1) return 0; /* a big int is >= 2^63 */
+    if (a->kind == 2) return a->f == b->f;      /* both floats */
+    if (a->kind == 1) return big_equals_double(a->big, a->nbig, b->f);
+    /* int64 and float */
+    const double f = b->f;
+    if (f != floor(f) || !(fabs(f) < 9223372036854775808.0))
+        return 0;
+    return (int64_t)f == a->i;
+}
+
+static uint32_t code_unit(const pf_val *x, uint64_t k)
+{
+    const uint8_t *p = x->u.s.data;
+    return x->u.s.width == 1 ? p[k] : x->u.s.width == 2 ? pf_ld16(p + 2 * k)
+                                                        : pf_ld32(p + 4 * k);
+}
+
+/* The offsets of a tuple's items, or a frozenset's keys, one by one. */
+static int next_member(const vctx *v, const pf_val *c, uint64_t *cursor,
+                       uint64_t *pos, pf_error *err)
+{
+    if (c->type == PF_TUPLE) {
+        pf_val it;
+        *pos = *cursor;
+        int rc = pf_decode(v->r, *cursor, &it, 0, err);
+        if (rc != PF_OK)
+            return rc;
+        *cursor = it.next;
+        return 1;
+    }
+    uint64_t val;
+    return pf_record_next(v->img, c, cursor, pos, &val, err);
+}
+
+static int keys_equal(const vctx *v, uint64_t a, uint64_t b, int depth,
+                      int *eq)
+{
+    pf_val x, y;
+    int rc;
+    *eq = 0;
+    if (depth > PF_MAX_KEY_DEPTH)
+        return pf_fail(v->err, PF_ELIMIT, "keys nested too deep to compare", a);
+    if ((rc = pf_decode(v->r, a, &x, 1, v->err)) != PF_OK ||
+        (rc = pf_decode(v->r, b, &y, 1, v->err)) != PF_OK)
+        return rc;
+    num na, nb;
+    double ia, ib;
+    if (as_num(&x, &na, &ia) && as_num(&y, &nb, &ib)) {
+        *eq = nums_equal(&na, ia, &nb, ib);
+        return PF_OK;
+    }
+    if (x.type != y.type)
+        return PF_OK;
+    switch (x.type) {
+    case PF_NONE:
+        *eq = 1;
+        return PF_OK;
+    case PF_STR:
+        if (x.u.s.len != y.u.s.len)
+            return PF_OK;
+        for (uint64_t k = 0; k < x.u.s.len; k++)
+            if (code_unit(&x, k) != code_unit(&y, k))
+                return PF_OK;
+        *eq = 1;
+        return PF_OK;
+    case PF_BYTES:
+        *eq = x.u.s.len == y.u.s.len &&
+              memcmp(x.u.s.data, y.u.s.data, (size_t)x.u.s.len) == 0;
+        return PF_OK;
+    case PF_TUPLE:
+    case PF_FROZENSET: {
+        uint64_t n = x.type == PF_TUPLE ? x.u.tup.count : x.u.c.count;
+        if (n != (x.type == PF_TUPLE ? y.u.tup.count : y.u.c.count))
+            return PF_OK;
+        uint64_t ca = x.type == PF_TUPLE ? x.u.tup.first : 0, pa;
+        for (uint64_t k = 0; k < n; k++) {
+            if ((rc = next_member(v, &x, &ca, &pa, v->err)) < 0)
+                return rc;
+            uint64_t cb = y.type == PF_TUPLE ? y.u.tup.first : 0, pb;
+            int found = 0;
+            /* a tuple: item k against item k; a frozenset: against any */
+            for (uint64_t j = 0; j < n && !found; j++) {
+                if ((rc = next_member(v, &y, &cb, &pb, v->err)) < 0)
+                    return rc;
+                if (x.type == PF_TUPLE && j != k)
+                    continue;
+                if ((rc = keys_equal(v, pa, pb, depth + 1, &found)) != PF_OK)
+                    return rc;
+            }
+            if (!found)
+                return PF_OK;
+        }
+        *eq = 1;
+        return PF_OK;
+    }
+    default:
+        return PF_OK;
+    }
+}
+
+/* ------------------------------------------------------- canonical forms */
+
+static int check_scalar(vctx *v, uint64_t pos, const pf_val *x)
+{
+    const unsigned t = v->r->base[pos];
+    if (x->type == PF_STR) {
+        uint32_t top = 0;
+        for (uint64_t k = 0; k < x->u.s.len; k++) {
+            uint32_t c = code_unit(x, k);
+            top = c > top ? c : top;
+        }
+        const unsigned need = top < 0x80 ? 1 : top < 0x100 ? 2 : top < 0x10000 ? 3 : 4;
+        const unsigned have = t >= PF_T_SHORT_STR ? 1 : t - PF_T_STR_ASCII + 1;
+        if (need != have)
+            return PF_CORRUPT(v->err, "string not in its narrowest form (R15)", pos);
+        if (t == PF_T_STR_ASCII && x->u.s.len < 128)
+            return PF_CORRUPT(v->err, "short ASCII string not in the short "
+                              "form (R15)", pos);
+    } else if (x->type == PF_INT && t >= PF_T_INT1 && t <= PF_T_INT8) {
+        const unsigned n = t - PF_T_INT1 + 1;
+        if (n > 1) {
+            const int64_t lim = (int64_t)1 << (8 * (n - 1) - 1);
+            if (x->u.i >= -lim && x->u.i < lim)
+                return PF_CORRUPT(v->err, "int not in its fewest bytes (R16)", pos);
+        }
+    } else if (x->type == PF_BIGINT) {
+        const uint8_t *b = x->u.big.data;
+        const uint64_t n = x->u.big.n;
+        /* the top byte is only sign extension of the one below it */
+        if ((b[n - 1] == 0x00 && !(b[n - 2] & 0x80)) ||
+            (b[n - 1] == 0xFF && (b[n - 2] & 0x80)))
+            return PF_CORRUPT(v->err, "big int not in its fewest bytes (R16)", pos);
+    }
+    v->st->values++;
+    return PF_OK;
+}
+
+/* ------------------------------------------------------- slots */
+
+/* The hash of the key at pos; a value that cannot be a key is corrupt. */
+static int key_hash(vctx *v, uint64_t pos, uint64_t *h)
+{
+    int rc = pf_hash_range(v->r, pos, h, v->err);
+    if (rc == PF_ETYPE)
+        return PF_CORRUPT(v->err, "a key of a type that cannot be a key (R21)", pos);
+    return rc;
+}
+
+/* Record `kp` of frame f, whose key hashes to h: found again from its home
+ * slot (R22), and no equal key on its way. */
+static int check_slot(vctx *v, vframe *f, uint64_t kp, uint64_t h)
+{
+    const pf_range *r = v->r;
+    int rc, eq;
+    if (f->nslots == 0) {
+        if (f->i >= 8)
+            return PF_CORRUPT(v->err, "more than 8 records without a slot "
+                              "table (R22)", f->pos);
+        for (uint64_t j = 0; j < f->i; j++) {
+            if (f->small_hash[j] != h)
+                continue;
+            if ((rc = keys_equal(v, f->small_pos[j], kp, 0, &eq)) != PF_OK)
+                return rc;
+            if (eq)
+                return PF_CORRUPT(v->err, "two equal keys in one container (R21)", kp);
+        }
+        f->small_hash[f->i] = h;
+        f->small_pos[f->i] = kp;
+        return PF_OK;
+    }
+    const unsigned ibits = pf_bitlen64(f->body_len);
+    const unsigned tagbits = 8u * f->width - ibits;
+    const uint64_t tag = tagbits >= 64 ? h : h & ((1ull << tagbits) - 1);
+    const uint64_t imask = (1ull << ibits) - 1;
+    const uint64_t want = kp - f->body + 1;
+    const uint8_t *table = r->base + f->table;
+    uint64_t s = pf_mulhi64(h, f->nslots);
+    for (uint64_t probes = 0; probes < f->nslots; probes++) {
+        const uint8_t *sp = table + s * f->width;
+        const uint64_t slot = f->width == 2 ? pf_ld16(sp)
+                            : f->width == 4 ? pf_ld32(sp) : pf_ld64(sp);
+        if (slot == 0)
+            break;
+        if ((slot >> ibits) == tag) {
+            const uint64_t ro = slot & imask;
+            if (ro == want)
+                return PF_OK;
+            if (ro == 0 || ro - 1 >= f->body_len)
+                return PF_CORRUPT(v->err, "slot record offset outside the "
+                                  "body (R24)", f->table + s * f->width);
+            uint64_t other = f->body + ro - 1, h2;
+            if ((rc = key_hash(v, other, &h2)) != PF_OK)
+                return rc;
+            if (h2 == h) {
+                if ((rc = keys_equal(v, other, kp, 0, &eq)) != PF_OK)
+                    return rc;
+                if (eq)
+                    return PF_CORRUPT(v->err, "two equal keys in one container "
+                                      "(R21)", kp);
+            }
+        }
+        if (++s == f->nslots)
+            s = 0;
+    }
+    return PF_CORRUPT(v->err, "a key is not found from its hash slot (R22)", kp);
+}
+
+/* The table holds exactly `count` records: with each record found at its
+ * own slot (check_slot), slots and records then match one to one. */
+static int count_slots(vctx *v, const vframe *f)
+{
+    const uint8_t *table = v->r->base + f->table;
+    uint64_t used = 0;
+    for (uint64_t s = 0; s < f->nslots; s++) {
+        const uint8_t *sp = table + s * f->width;
+        used += (f->width == 2 ? pf_ld16(sp) : f->width == 4 ? pf_ld32(sp)
+                                                             : pf_ld64(sp)) != 0;
+    }
+    if (used != f->count)
+        return PF_CORRUPT(v->err, "slot table does not hold exactly count "
+                          "records (R22)", f->pos);
+    return PF_OK;
+}
+
+/* ------------------------------------------------------- the walk */
+
+static int push(vctx *v, const pf_val *x, int inline_in)
+{
+    if (v->depth == v->cap) {
+        if (v->cap >= MAX_FRAMES)
+            return pf_fail(v->err, PF_ELIMIT, "image nested too deep to verify",
+                           x->pos);
+        uint64_t cap = v->cap ? v->cap * 2 : 64;
+        vframe *s = (vframe *)realloc(v->stack, (size_t)cap * sizeof *s);
+        if (!s)
+            return pf_fail(v->err, PF_ENOMEM, "out of memory for the verify stack", 0);
+        v->stack = s;
+        v->cap = cap;
+    }
+    vframe *f = &v->stack[v->depth++];
+    memset(f, 0, offsetof(vframe, small_hash));
+    f->pos = x->pos;
+    f->kind = (uint8_t)x->type;
+    f->inline_in = (uint8_t)inline_in;
+    if (x->type == PF_TUPLE) {
+        f->count = x->u.tup.count;
+        f->next = x->u.tup.first;
+        v->st->values++;
+        return PF_OK;
+    }
+    f->count = x->u.c.count;
+    f->body = f->next = x->u.c.body;
+    f->body_len = x->u.c.body_len;
+    f->table = x->u.c.table;
+    f->nslots = x->u.c.nslots;
+    f->width = (uint8_t)x->u.c.width;
+    v->st->values++;
+    v->st->containers++;
+    return f->nslots ? count_slots(v, f) : PF_OK;
+}
+
+/* Is the tuple at t being walked by a chain of tuple frames ending at the
+ * top (R18)? */
+static int tuple_cycle(const vctx *v, uint64_t t)
+{
+    for (uint64_t d = v->depth; d-- > 0;) {
+        if (v->stack[d].kind != PF_TUPLE)
+            return 0;
+        if (v->stack[d].pos == t)
+            return 1;
+    }
+    return 0;
+}
+
+/* Visits the ival at q, an item of the top frame (or the root): checks a
+ * scalar, or pushes a frame for a tuple or container. *end: where the
+ * parent's next item starts, or 0 if a tuple written inline was pushed
+ * (its frame sets the parent's next when it ends). */
+static int visit(vctx *v, uint64_t q, uint64_t *end)
+{
+    pf_val x;
+    int rc = pf_decode_ex(v->r, q, &x, 0, 1, v->err);
+    if (rc != PF_OK)
+        return rc;
+    int inline_in = 1;
+    if (x.type == PF_REF_RAW) {
+        *end = x.next;
+        const uint64_t t = x.pos;
+        if (seen_test_set(v, t)) {
+            if (v->depth && v->r->base[t] >= PF_T_TUPLE &&
+                v->r->base[t] <= PF_T_TUPLE7 && tuple_cycle(v, t))
+                return PF_CORRUPT(v->err, "REF inside a tuple back to that "
+                                  "tuple (R18)", q);
+            return PF_OK;
+        }
+        if ((rc = pf_decode_ex(v->r, t, &x, 0, 1, v->err)) != PF_OK)
+            return rc;
+        q = t;
+        inline_in = 0;
+    } else if (x.type == PF_TUPLE || x.type >= PF_LIST) {
+        if (seen_test_set(v, q))
+            return PF_CORRUPT(v->err, "value reached twice in place", q);
+    }
+    if (x.type == PF_TUPLE) {
+        if (inline_in)
+            *end = 0;
+        return push(v, &x, inline_in);
+    }
+    if (x.type >= PF_LIST) {
+        if (inline_in)
+            *end = x.end;
+        return push(v, &x, 0);
+    }
+    if (inline_in)
+        *end = x.next;
+    return check_scalar(v, q, &x);
+}
+
+/* One step of the top frame: its next item, or its end. */
+static int step(vctx *v)
+{
+    vframe *f = &v->stack[v->depth - 1];
+    int rc;
+    if (f->i == f->count && !f->at_value) {
+        /* The end: a body exactly its items (R19, R20). */
+        const uint64_t end = f->next;
+        if (f->kind != PF_TUPLE && end != f->body + f->body_len)
+            return PF_CORRUPT(v->err, "container body is not exactly its "
+                              "items (R19, R20)", f->pos);
+        const int report = f->inline_in;
+        v->depth--;
+        if (report && v->depth > 0) /* the root has no parent */
+            v->stack[v->depth - 1].next = end;
+        return PF_OK;
+    }
+    const uint64_t q = f->next;
+    if (f->kind != PF_TUPLE && (q < f->body || q >= f->body + f->body_len))
+        return PF_CORRUPT(v->err, "container item outside its body", f->pos);
+    if (f->kind == PF_LIST) {
+        const uint8_t *tp = v->r->base + f->table + f->i * f->width;
+        const uint64_t off = f->width == 2 ? pf_ld16(tp)
+                           : f->width == 4 ? pf_ld32(tp) : pf_ld64(tp);
+        if (off != q - f->body)
+            return PF_CORRUPT(v->err, "list table offset is not its item's "
+                              "(R19, R24)", f->table + f->i * f->width);
+    } else if (f->kind != PF_TUPLE && !f->at_value) {
+        uint64_t h;                                       /* a key: R21, R22 */
+        if ((rc = key_hash(v, q, &h)) != PF_OK)
+            return rc;
+        if ((rc = check_slot(v, f, q, h)) != PF_OK)
+            return rc;
+        v->st->keys++;
+    }
+    if (f->kind == PF_DICT && !f->at_value) {
+        f->at_value = 1;
+    } else {
+        f->at_value = 0;
+        f->i++;
+    }
+    /* visit may move the stack (realloc): the frame is kept by index */
+    const uint64_t fi = v->depth - 1;
+    uint64_t end;
+    if ((rc = visit(v, q, &end)) != PF_OK)
+        return rc;
+    if (end)
+        v->stack[fi].next = end;
+    return PF_OK;
+}
+
+static int check_sections(vctx *v)
+{
+    const uint8_t *base = pf_image_base(v->img);
+    const uint64_t stab = pf_ld64(base + PF_H_STAB_OFF);
+    const uint32_t nsec = pf_ld32(base + PF_H_STAB_COUNT);
+    for (uint32_t k = 0; k < nsec; k++) {   /* in bounds: checked at open */
+        const uint8_t *e = base + stab + (uint64_t)k * PF_SECTION_ENTRY_LEN;
+        const uint64_t off = pf_ld64(e + 8), len = pf_ld64(e + 16);
+        const uint64_t sum = pf_ld64(e + 24);
+        if (sum == 0)
+            continue;
+        if (pf_checksum(base + off, (size_t)len) != sum)
+            return PF_CORRUPT(v->err, "section checksum mismatch: the image "
+                              "was damaged", off);
+        v->st->checksums++;
+    }
+    /* Every VALUES entry lies inside DATA (R28); what an SREF reaches is
+     * walked with the value that holds it. */
+    uint64_t n;
+    const uint8_t *vt = pf_image_values(v->img, &n);
+    for (uint64_t i = 0; i < n; i++) {
+        const uint64_t t = pf_ld64(vt + 8 * i);
+        if (t < v->r->start || t >= v->r->end)
+            return PF_CORRUPT(v->err, "VALUES entry outside the DATA section "
+                              "(R28)", t);
+    }
+    return PF_OK;
+}
+
+int pf_image_verify(const pf_image *img, pf_verify_stats *stats, pf_error *err)
+{
+    pf_verify_stats local;
+    if (!img)
+        return pf_fail(err, PF_EINVAL, "no image", 0);
+    vctx v;
+    memset(&v, 0, sizeof v);
+    v.img = img;
+    v.r = &img->r;
+    v.st = stats ? stats : &local;
+    memset(v.st, 0, sizeof *v.st);
+    v.err = err;
+    int rc = check_sections(&v);
+    if (rc != PF_OK)
+        return rc;
+    const uint64_t span = v.r->end - v.r->start;
+    v.seen = (uint8_t *)calloc((size_t)(span / 8 + 1), 1);
+    if (!v.seen)
+        return pf_fail(err, PF_ENOMEM, "out of memory for the verify bitmap", 0);
+    uint64_t end;
+    rc = visit(&v, pf_image_root(img), &end);
+    while (rc == PF_OK && v.depth > 0)
+        rc = step(&v);
+    free(v.seen);
+    free(v.stack);
+    return rc;
+}

@@ -1,0 +1,340 @@
+/*
+ * test_verify.c -- pf_image_verify and pf_checksum: images the writer makes
+ * pass; damage that every reader path tolerates but that breaks a FORMAT
+ * rule is found (equal keys under Python equality, non-canonical strings
+ * and ints, a list table or slot table that lies, a changed byte under a
+ * checksum); shared subtrees are checked once, however often referenced.
+ */
+#include "check.h"
+#include "permafrost.h"
+
+static uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+
+typedef struct image {
+    uint8_t *buf;
+    uint64_t len;
+} image;
+
+static pf_writer *writer(void)
+{
+    pf_writer *w;
+    REQUIRE(pf_writer_new(&w, 7, NULL) == PF_OK);
+    return w;
+}
+
+static image finish(pf_writer *w, uint64_t root)
+{
+    image im;
+    uint8_t id[16] = {1, 2, 3};
+    REQUIRE(pf_writer_finish(w, root, id, &im.buf, &im.len, NULL) == PF_OK);
+    pf_writer_free(w);
+    return im;
+}
+
+/* Clears the section checksums, so that a patch is judged by structure. */
+static void no_checksums(image *im)
+{
+    uint64_t stab = get64(im->buf + 64);
+    uint32_t n;
+    memcpy(&n, im->buf + 72, 4);
+    for (uint32_t k = 0; k < n; k++)
+        put64(im->buf + stab + 32 * k + 24, 0);
+}
+
+/* verify's result for the image, and its message in *msg. */
+static int verify(const image *im, const char **msg, pf_verify_stats *st)
+{
+    pf_image *img;
+    pf_error e;
+    REQUIRE(pf_image_open_buffer(im->buf, im->len, &img, &e) == PF_OK);
+    memset(&e, 0, sizeof e);
+    int rc = pf_image_verify(img, st, &e);
+    if (msg)
+        *msg = e.msg ? e.msg : "";
+    pf_image_close(img);
+    return rc;
+}
+
+/* Offset of the first occurrence of needle in the image's DATA. */
+static uint64_t find(const image *im, const void *needle, size_t n)
+{
+    for (uint64_t i = 128; i + n <= im->len; i++)
+        if (memcmp(im->buf + i, needle, n) == 0)
+            return i;
+    REQUIRE(!"pattern not found");
+    return 0;
+}
+
+static void key(pf_writer *w, int (*put)(pf_writer *))
+{
+    CHECK_RC(pf_write_item(w, NULL), PF_OK);
+    CHECK_RC(put(w), PF_OK);
+    CHECK_RC(pf_write_key_done(w, NULL), PF_OK);
+}
+
+static int put_one(pf_writer *w) { return pf_write_int(w, 1, NULL); }
+static int put_one_f(pf_writer *w) { return pf_write_float(w, 1.0, NULL); }
+static int put_true(pf_writer *w) { return pf_write_bool(w, 1, NULL); }
+static int put_big(pf_writer *w)
+{
+    const uint8_t le[9] = {0, 0, 0, 0, 0, 0, 0, 0, 1};  /* 2^64 */
+    return pf_write_bigint(w, le, 9, NULL);
+}
+static int put_big_f(pf_writer *w) { return pf_write_float(w, 18446744073709551616.0, NULL); }
+static int put_negbig(pf_writer *w)
+{
+    const uint8_t le[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0xFF};     /* -2^64 */
+    return pf_write_bigint(w, le, 9, NULL);
+}
+static int put_negbig71(pf_writer *w)
+{
+    const uint8_t le[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0x80};     /* -2^71 */
+    return pf_write_bigint(w, le, 9, NULL);
+}
+static int put_negbig71_f(pf_writer *w) { return pf_write_float(w, -2361183241434822606848.0, NULL); }
+static int put_cx(pf_writer *w) { return pf_write_complex(w, 1.0, 0.0, NULL); }
+static int put_a(pf_writer *w) { return pf_write_str(w, "a", 1, 1, 1, NULL); }
+static int put_ab(pf_writer *w) { return pf_write_str(w, "ab", 2, 1, 1, NULL); }
+static int put_ba(pf_writer *w) { return pf_write_bytes(w, "a", 1, NULL); }
+static int put_tup(pf_writer *w)
+{
+    int rc = pf_write_tuple_begin(w, 2, NULL);
+    if (rc == PF_OK) rc = pf_write_int(w, 1, NULL);
+    if (rc == PF_OK) rc = pf_write_str(w, "x", 1, 1, 1, NULL);
+    return rc;
+}
+static int put_tup_f(pf_writer *w)
+{
+    int rc = pf_write_tuple_begin(w, 2, NULL);
+    if (rc == PF_OK) rc = pf_write_float(w, 1.0, NULL);
+    if (rc == PF_OK) rc = pf_write_str(w, "x", 1, 1, 1, NULL);
+    return rc;
+}
+
+/* A set of the keys `a` and `b`, plus `pad` distinct int keys (so that
+ * it has a slot table when pad > 8). */
+static image set_of(int (*a)(pf_writer *), int (*b)(pf_writer *), int pad)
+{
+    pf_writer *w = writer();
+    uint64_t root = pf_writer_pos(w);
+    REQUIRE(pf_write_container_begin(w, PF_SET, (uint64_t)(2 + pad), NULL) == PF_OK);
+    key(w, a);
+    for (int i = 0; i < pad; i++) {
+        CHECK_RC(pf_write_item(w, NULL), PF_OK);
+        CHECK_RC(pf_write_int(w, 1000 + i, NULL), PF_OK);
+        CHECK_RC(pf_write_key_done(w, NULL), PF_OK);
+    }
+    key(w, b);
+    REQUIRE(pf_write_end(w, NULL) == PF_OK);
+    return finish(w, root);
+}
+
+static void test_equal_keys(void)
+{
+    struct { int (*a)(pf_writer *), (*b)(pf_writer *); int equal; } cases[] = {
+        {put_one, put_one_f, 1}, {put_one, put_true, 1}, {put_one_f, put_cx, 1},
+        {put_big, put_big_f, 1}, {put_a, put_a, 1}, {put_tup, put_tup_f, 1},
+        {put_negbig71, put_negbig71_f, 1}, {put_negbig, put_negbig71, 0},
+        {put_a, put_ab, 0}, {put_a, put_ba, 0}, {put_one, put_big, 0},
+        {put_tup, put_a, 0},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        for (int pad = 0; pad <= 20; pad += 20) { /* scanned, then slotted */
+            image im = set_of(cases[c].a, cases[c].b, pad);
+            const char *msg;
+            int rc = verify(&im, &msg, NULL);
+            if (cases[c].equal) {
+                CHECK_RC(rc, PF_ECORRUPT);
+                CHECK(strstr(msg, "equal keys") != NULL);
+            } else {
+                CHECK_RC(rc, PF_OK);
+            }
+            pf_free(im.buf);
+        }
+    }
+}
+
+static void test_canonical_forms(void)
+{
+    pf_writer *w = writer();
+    uint64_t root = pf_writer_pos(w);
+    REQUIRE(pf_write_container_begin(w, PF_LIST, 3, NULL) == PF_OK);
+    pf_write_item(w, NULL);
+    pf_write_str(w, "\xe9t\xe9", 3, 1, 0, NULL);        /* Latin-1 */
+    pf_write_item(w, NULL);
+    pf_write_int(w, 300, NULL);                          /* 2 bytes */
+    pf_write_item(w, NULL);
+    const uint16_t ucs2[2] = {0x20AC, 0x41};
+    pf_write_str(w, ucs2, 2, 2, 0, NULL);                /* UCS-2 */
+    REQUIRE(pf_write_end(w, NULL) == PF_OK);
+    image im = finish(w, root);
+    CHECK_RC(verify(&im, NULL, NULL), PF_OK);
+    no_checksums(&im);
+    CHECK_RC(verify(&im, NULL, NULL), PF_OK);
+    const char *msg;
+    /* Latin-1 with no byte >= 0x80: should have been ASCII. */
+    uint64_t at = find(&im, "\x11\x03\xe9t\xe9", 5);
+    im.buf[at + 2] = 'e';
+    im.buf[at + 4] = 'e';
+    CHECK_RC(verify(&im, &msg, NULL), PF_ECORRUPT);
+    CHECK(strstr(msg, "narrowest") != NULL);
+    im.buf[at + 2] = 0xe9;
+    im.buf[at + 4] = 0xe9;
+    /* 5 in two bytes. */
+    at = find(&im, "\x09\x2c\x01", 3);
+    im.buf[at + 1] = 5;
+    im.buf[at + 2] = 0;
+    CHECK_RC(verify(&im, &msg, NULL), PF_ECORRUPT);
+    CHECK(strstr(msg, "fewest") != NULL);
+    im.buf[at + 1] = 0x2c;
+    im.buf[at + 2] = 0x01;
+    /* UCS-2 whose units are all < 0x100. */
+    at = find(&im, "\x12\x02\xac\x20", 4);
+    im.buf[at + 3] = 0;
+    CHECK_RC(verify(&im, &msg, NULL), PF_ECORRUPT);
+    im.buf[at + 3] = 0x20;
+    CHECK_RC(verify(&im, NULL, NULL), PF_OK);
+    pf_free(im.buf);
+}
+
+static void test_tables_that_lie(void)
+{
+    /* A list of 3 strings: its table says item 1 is item 2. */
+    pf_writer *w = writer();
+    uint64_t root = pf_writer_pos(w);
+    REQUIRE(pf_write_container_begin(w, PF_LIST, 3, NULL) == PF_OK);
+    const char *s[3] = {"zero", "one", "two"};
+    for (int i = 0; i < 3; i++) {
+        pf_write_item(w, NULL);
+        pf_write_str(w, s[i], strlen(s[i]), 1, 1, NULL);
+    }
+    REQUIRE(pf_write_end(w, NULL) == PF_OK);
+    image im = finish(w, root);
+    no_checksums(&im);
+    const uint64_t table = root + 18 + get64(im.buf + root + 10);
+    CHECK(im.buf[root + 1] == 2);                 /* 2-byte offsets */
+    uint8_t saved = im.buf[table + 2];
+    im.buf[table + 2] = im.buf[table + 4];        /* item 1 -> item 2 */
+    const char *msg;
+    CHECK_RC(verify(&im, &msg, NULL), PF_ECORRUPT);
+    CHECK(strstr(msg, "list table") != NULL);
+    im.buf[table + 2] = saved;
+    CHECK_RC(verify(&im, NULL, NULL), PF_OK);
+    pf_free(im.buf);
+
+    /* A dict of 40 int keys: two slots swapped, so that some keys are no
+     * longer found from their home slot. */
+    w = writer();
+    root = pf_writer_pos(w);
+    REQUIRE(pf_write_container_begin(w, PF_DICT, 40, NULL) == PF_OK);
+    for (int i = 0; i < 40; i++) {
+        pf_write_item(w, NULL);
+        pf_write_int(w, i * 7919, NULL);
+        pf_write_key_done(w, NULL);
+        pf_write_int(w, i, NULL);
+    }
+    REQUIRE(pf_write_end(w, NULL) == PF_OK);
+    im = finish(w, root);
+    no_checksums(&im);
+    CHECK_RC(verify(&im, NULL, NULL), PF_OK);
+    const uint64_t body_len = get64(im.buf + root + 10);
+    const uint64_t nslots = get64(im.buf + root + 18);
+    const int width = im.buf[root + 1];
+    const uint64_t st = root + 26 + body_len;
+    /* Move every slot one place up (the last wraps to the first). */
+    uint8_t *copy = (uint8_t *)malloc((size_t)(nslots * width));
+    REQUIRE(copy != NULL);
+    memcpy(copy, im.buf + st, (size_t)(nslots * width));
+    for (uint64_t k = 0; k < nslots; k++)
+        memcpy(im.buf + st + ((k + 1) % nslots) * width, copy + k * width, (size_t)width);
+    CHECK_RC(verify(&im, &msg, NULL), PF_ECORRUPT);
+    CHECK(strstr(msg, "hash slot") != NULL);
+    /* A slot emptied: the table no longer holds every record. */
+    memcpy(im.buf + st, copy, (size_t)(nslots * width));
+    for (uint64_t k = 0; k < nslots; k++)
+        if (memcmp(copy + k * width, "\0\0\0\0\0\0\0\0", (size_t)width) != 0) {
+            memset(im.buf + st + k * width, 0, (size_t)width);
+            break;
+        }
+    CHECK_RC(verify(&im, &msg, NULL), PF_ECORRUPT);
+    free(copy);
+    pf_free(im.buf);
+}
+
+static void test_checksums(void)
+{
+    pf_writer *w = writer();
+    uint64_t root = pf_writer_pos(w);
+    REQUIRE(pf_write_container_begin(w, PF_LIST, 2, NULL) == PF_OK);
+    pf_write_item(w, NULL);
+    pf_write_str(w, "checksummed", 11, 1, 1, NULL);
+    pf_write_item(w, NULL);
+    pf_write_float(w, 0.1, NULL);
+    REQUIRE(pf_write_end(w, NULL) == PF_OK);
+    image im = finish(w, root);
+    pf_verify_stats st;
+    CHECK_RC(verify(&im, NULL, &st), PF_OK);
+    CHECK_EQ_U64(st.checksums, 1);
+    CHECK_EQ_U64(st.containers, 1);
+    CHECK_EQ_U64(st.values, 3);
+    uint64_t at = find(&im, "checksummed", 11);
+    im.buf[at] = 'C';                     /* still a valid image */
+    const char *msg;
+    CHECK_RC(verify(&im, &msg, &st), PF_ECORRUPT);
+    CHECK(strstr(msg, "checksum") != NULL);
+    no_checksums(&im);
+    CHECK_RC(verify(&im, NULL, &st), PF_OK);
+    CHECK_EQ_U64(st.checksums, 0);
+    pf_free(im.buf);
+
+    /* pf_checksum: every length up to 100, never 0, sensitive to each byte. */
+    uint8_t b[100];
+    for (int i = 0; i < 100; i++)
+        b[i] = (uint8_t)(i * 37);
+    for (size_t n = 0; n <= 100; n++) {
+        uint64_t c = pf_checksum(b, n);
+        CHECK(c != 0);
+        if (n) {
+            b[n - 1] ^= 1;
+            CHECK(pf_checksum(b, n) != c);
+            b[n - 1] ^= 1;
+            CHECK(pf_checksum(b, n - 1) != c);
+        }
+    }
+}
+
+static void test_shared_subtrees_once(void)
+{
+    /* Each list holds the previous one twice: 2^40 paths, 41 lists. */
+    pf_writer *w = writer();
+    uint64_t prev = pf_writer_pos(w);
+    REQUIRE(pf_write_container_begin(w, PF_LIST, 0, NULL) == PF_OK);
+    REQUIRE(pf_write_end(w, NULL) == PF_OK);
+    for (int d = 0; d < 40; d++) {
+        uint64_t here = pf_writer_pos(w);
+        REQUIRE(pf_write_container_begin(w, PF_LIST, 2, NULL) == PF_OK);
+        for (int k = 0; k < 2; k++) {
+            pf_write_item(w, NULL);
+            REQUIRE(pf_write_ref(w, prev, NULL) == PF_OK);
+        }
+        REQUIRE(pf_write_end(w, NULL) == PF_OK);
+        prev = here;
+    }
+    image im = finish(w, prev);
+    pf_verify_stats st;
+    CHECK_RC(verify(&im, NULL, &st), PF_OK);
+    CHECK_EQ_U64(st.containers, 41);
+    pf_free(im.buf);
+}
+
+int main(void)
+{
+    test_equal_keys();
+    test_canonical_forms();
+    test_tables_that_lie();
+    test_checksums();
+    test_shared_subtrees_once();
+    CHECK_RC(pf_image_verify(NULL, NULL, NULL), PF_EINVAL);
+    return check_report();
+}
