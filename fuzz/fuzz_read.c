@@ -13,6 +13,8 @@
  *     REF targets followed once; every dict/set key hashed (pf_hash_at) and
  *     looked up again by value with pf_find (fuzz_common.h).
  * Both stop after a work budget, so sharing cannot blow a walk up.
+ * Then the full check, pf_image_verify, which must end cleanly and may pass
+ * only an image that the first walk reads without a fault.
  *
  * An input that starts with the magic but whose header check does not match
  * is read a second time with the check recomputed, so that mutations of the
@@ -215,6 +217,16 @@ static void read_image(const pf_image *img)
     uint64_t next;
     (void)visit(fw, root, 0, &next);
     free(fw);
+
+    /* The full check: a clean result, and an image that passes it walks
+     * without a fault (within the walk's own budget and depth). */
+    pf_error e;
+    memset(&e, 0, sizeof e);
+    int vr = pf_image_verify(img, NULL, &e);
+    if (vr != PF_OK && (e.msg == NULL || e.code != vr))
+        FZ_FAIL("verify failed without an error message or code");
+    if (vr == PF_OK && rc != PF_OK && rc != PF_ELIMIT)
+        FZ_FAIL("verify passed an image whose walk fails: %d", rc);
 }
 
 static void open_and_read(const uint8_t *data, size_t size)
