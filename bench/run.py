@@ -161,6 +161,24 @@ def bench_lookups(pf, table, image_path, sample_len, repeat, reuse_keys=1, seed=
     return {name: benchutil.median(v) for name, v in results.items()}, n
 
 
+def read_whole(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def bench_verify(pf, image_path, repeat):
+    """Median ns of verify(path) and of reading the file into memory (the
+    reference of the target), alternated so that both see the same cache."""
+    verify_times, read_times = [], []
+    stats = None
+    for _ in range(repeat):
+        ns, _ = timed_ns(read_whole, image_path)
+        read_times.append(ns)
+        ns, stats = timed_ns(pf.verify, image_path)
+        verify_times.append(ns)
+    return benchutil.median(verify_times), benchutil.median(read_times), stats
+
+
 def bench_open(pf, image_path, count):
     """Median ns of permafrost.open() of the image (page cache warm)."""
     times = []
@@ -327,6 +345,9 @@ def main(argv=None):
                                        args.repeat, reuse_keys=small_reuse,
                                        seed=args.seed + 2)
 
+        log("verify(path) vs reading the file (%d repeats)" % args.repeat)
+        verify_ns, read_ns, verify_stats = bench_verify(pf, image_path, args.repeat)
+
         open_count = max(200, 40 * args.repeat)
         log("open (%d times)" % open_count)
         open_ns = bench_open(pf, image_path, open_count)
@@ -407,6 +428,10 @@ def main(argv=None):
         add("size", benchutil.fmt_bytes(image_size),
             "pickle: " + benchutil.fmt_bytes(pickle_size),
             ratio_text(r), "<= 1.0x", r <= 1.0)
+        r = verify_ns / read_ns
+        add("verify(path), the full check", ns(verify_ns),
+            "reading the file into memory: " + ns(read_ns), ratio_text(r), "<= 3x",
+            r <= 3.0)
         add("open(path) of the big image", ns(open_ns), "-", "-",
             "< 1 ms", open_ns < 1e6)
         add("pickle.loads of a view in a fresh worker", ns(unp["first"]), "-", "-",
@@ -439,6 +464,13 @@ def main(argv=None):
             % (ns(build["dumps"]), ns(build["pickle.dumps"]), ns(build["freeze"]),
                ns(build["pickle.dump"]), args.repeat, format(sizes["dumps"], ","),
                format(image_size, ",")),
+            "verify: median of %d verify(path) calls (open, the full check, "
+            "close), each after a read of the whole file into memory (the "
+            "reference); it checked %s values, %s keys, %s containers, %s "
+            "section checksums." % (args.repeat, format(verify_stats["values"], ","),
+                                     format(verify_stats["keys"], ","),
+                                     format(verify_stats["containers"], ","),
+                                     verify_stats["checksums"]),
             "open: median of %d opens of the %s image (page cache warm), "
             "close not timed." % (open_count, benchutil.fmt_bytes(image_size)),
             "Unpickle: median over %d fresh spawn processes of the first "

@@ -26,6 +26,16 @@
 #include "internal.h"
 
 #define MAX_FRAMES (UINT64_C(1) << 24)
+/* Keys whose slot check waits while their home slot is fetched: a random
+ * access into a big table misses the cache, and this many in flight hide
+ * most of that latency. */
+#define RING 16
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(p) __builtin_prefetch(p)
+#else
+#define PREFETCH(p) ((void)(p))
+#endif
 
 typedef struct vframe {
     uint64_t pos;       /* the tuple or container */
@@ -38,6 +48,8 @@ typedef struct vframe {
     uint8_t width;
     uint8_t at_value;   /* dict: record i's key is done, its value is next */
     uint8_t inline_in;  /* written inline in the parent: gives its end */
+    uint64_t *ring;     /* slot table: RING (key pos, hash) pairs waiting */
+    uint32_t ring_head, ring_n;
     uint64_t small_hash[8]; /* containers without a slot table: key hashes */
     uint64_t small_pos[8];
 } vframe;
@@ -397,7 +409,38 @@ static int push(vctx *v, const pf_val *x, int inline_in)
     f->width = (uint8_t)x->u.c.width;
     v->st->values++;
     v->st->containers++;
-    return f->nslots ? count_slots(v, f) : PF_OK;
+    if (!f->nslots)
+        return PF_OK;
+    f->ring = (uint64_t *)malloc(RING * 2 * sizeof(uint64_t));
+    if (!f->ring)
+        return pf_fail(v->err, PF_ENOMEM, "out of memory for the verify stack", 0);
+    return count_slots(v, f);
+}
+
+/* Key kp of f hashes to h: its slot check is queued while its home slot
+ * is fetched; the oldest queued key is checked when the queue is full
+ * (all = 1: every queued key, at the end of the container). */
+static int queue_slot(vctx *v, vframe *f, uint64_t kp, uint64_t h, int all)
+{
+    if (!f->nslots)
+        return check_slot(v, f, kp, h);
+    if (!all) {
+        PREFETCH(v->r->base + f->table + pf_mulhi64(h, f->nslots) * f->width);
+        const uint32_t at = (f->ring_head + f->ring_n) % RING;
+        f->ring[2 * at] = kp;
+        f->ring[2 * at + 1] = h;
+        if (++f->ring_n < RING)
+            return PF_OK;
+    }
+    while (f->ring_n > 0) {
+        const uint32_t at = f->ring_head;
+        f->ring_head = (f->ring_head + 1) % RING;
+        f->ring_n--;
+        int rc = check_slot(v, f, f->ring[2 * at], f->ring[2 * at + 1]);
+        if (rc != PF_OK || !all)
+            return rc;
+    }
+    return PF_OK;
 }
 
 /* Is the tuple at t being walked by a chain of tuple frames ending at the
@@ -463,7 +506,14 @@ static int step(vctx *v)
     vframe *f = &v->stack[v->depth - 1];
     int rc;
     if (f->i == f->count && !f->at_value) {
-        /* The end: a body exactly its items (R19, R20). */
+        /* The end: the keys still queued, a body exactly its items (R19,
+         * R20). */
+        if (f->ring) {
+            if ((rc = queue_slot(v, f, 0, 0, 1)) != PF_OK)
+                return rc;
+            free(f->ring);
+            f->ring = NULL;
+        }
         const uint64_t end = f->next;
         if (f->kind != PF_TUPLE && end != f->body + f->body_len)
             return PF_CORRUPT(v->err, "container body is not exactly its "
@@ -488,7 +538,7 @@ static int step(vctx *v)
         uint64_t h;                                       /* a key: R21, R22 */
         if ((rc = key_hash(v, q, &h)) != PF_OK)
             return rc;
-        if ((rc = check_slot(v, f, q, h)) != PF_OK)
+        if ((rc = queue_slot(v, f, q, h, 0)) != PF_OK)
             return rc;
         v->st->keys++;
     }
@@ -560,6 +610,8 @@ int pf_image_verify(const pf_image *img, pf_verify_stats *stats, pf_error *err)
     rc = visit(&v, pf_image_root(img), &end);
     while (rc == PF_OK && v.depth > 0)
         rc = step(&v);
+    for (uint64_t d = 0; d < v.depth; d++) /* frames left by an error */
+        free(v.stack[d].ring);
     free(v.seen);
     free(v.stack);
     return rc;
