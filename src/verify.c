@@ -460,8 +460,35 @@ static int tuple_cycle(const vctx *v, uint64_t t)
  * scalar, or pushes a frame for a tuple or container. *end: where the
  * parent's next item starts, or 0 if a tuple written inline was pushed
  * (its frame sets the parent's next when it ends). */
+/* A short ASCII string (R15) at q, the commonest value: checked here
+ * without a decode; 0 if it is not one (the caller decodes it). */
+static int short_str_ok(const vctx *v, uint64_t q, uint64_t *end)
+{
+    const pf_range *r = v->r;
+    const unsigned t = r->base[q];
+    if (t < PF_T_SHORT_STR)
+        return 0;
+    const uint64_t n = t - PF_T_SHORT_STR;
+    if (n > r->end - q - 1)
+        return 0;
+    const uint8_t *p = r->base + q + 1;
+    uint64_t acc = 0, i = 0;
+    for (; n - i >= 8; i += 8)
+        acc |= pf_ld64(p + i);
+    for (; i < n; i++)
+        acc |= p[i];
+    if (acc & 0x8080808080808080ull)
+        return 0;
+    *end = q + 1 + n;
+    return 1;
+}
+
 static int visit(vctx *v, uint64_t q, uint64_t *end)
 {
+    if (q >= v->r->start && q < v->r->end && short_str_ok(v, q, end)) {
+        v->st->values++;
+        return PF_OK;
+    }
     pf_val x;
     int rc = pf_decode_ex(v->r, q, &x, 0, 1, v->err);
     if (rc != PF_OK)
@@ -470,6 +497,13 @@ static int visit(vctx *v, uint64_t q, uint64_t *end)
     if (x.type == PF_REF_RAW) {
         *end = x.next;
         const uint64_t t = x.pos;
+        uint64_t ignored;
+        /* A short string is checked again at every REF to it (at most 127
+         * bytes per REF of 2 or more): cheaper than a bitmap miss. */
+        if (short_str_ok(v, t, &ignored)) {
+            v->st->values++;
+            return PF_OK;
+        }
         if (seen_test_set(v, t)) {
             if (v->depth && v->r->base[t] >= PF_T_TUPLE &&
                 v->r->base[t] <= PF_T_TUPLE7 && tuple_cycle(v, t))

@@ -40,7 +40,7 @@ from ._binding import (
 
 __all__ = [
     "freeze", "open", "dumps", "loads", "thaw", "image_of", "Image",
-    "share", "cleanup", "verify", "memory_report", "MemoryReport", "ProcessMemory",
+    "share", "cleanup", "verify", "set_limits", "memory_report", "MemoryReport", "ProcessMemory",
     "ImageMapping", "ImageMemory",
     "DictView", "ListView", "SetView", "FrozenSetView",
     "Error", "CorruptImageError", "VersionError", "ClosedImageError",
@@ -130,6 +130,22 @@ def cleanup():
     """Remove the shared-memory segments of owners that are gone (killed,
     crashed); returns their names. ``share()`` does this first."""
     return _shm.cleanup()
+
+
+def set_limits(*, work_factor=None, work_base=None):
+    """Set the work budget of comparisons and reprs of views; returns the
+    limits now in force (call with no argument to read them).
+
+    An image may share a structure any number of times (a list holding the
+    same list twice, nested 1000 deep, is a few hundred bytes), so ``==``,
+    ``!=`` or ``repr()`` of a view could visit more items than exist. One
+    such operation may visit at most ``work_factor`` x the image size in
+    bytes + ``work_base`` items (defaults 16 and 1,000,000: far more than any
+    structure without sharing needs) and raises ``LimitError`` beyond.
+    ``thaw()`` needs no budget: it copies each shared container once.
+    Nesting is bounded by Python's recursion limit (``RecursionError``).
+    """
+    return _binding._limits(work_factor, work_base)
 
 
 def loads(buffer):

@@ -84,6 +84,8 @@ typedef struct {
     PyObject *view_at;       /* this module's _view_at */
     PyObject *attach;        /* this module's _attach */
     PyObject *from_buffer;   /* Image.from_buffer */
+    uint64_t work_factor;    /* work budget: items per image byte ... */
+    uint64_t work_base;      /* ... plus this many (set_limits) */
 } pf_state;
 
 /* ------------------------------------------------------------ objects */
@@ -1891,6 +1893,57 @@ View_copy(ViewObject *vw, PyObject *unused)
     return View_materialize(vw);
 }
 
+/* ---- the work budget of a comparison or repr
+ *
+ * Sharing has no bound in the format: a crafted image of a few hundred
+ * bytes can hold a list whose items are the same list twice, 1000 deep, so
+ * that ==, != or repr() of its view would visit 2^1000 items. One such
+ * operation that starts at a view (nested ones count against it) may visit
+ * at most work_factor * image size + work_base items, which a structure
+ * without sharing never needs (every item takes a byte at least); beyond
+ * that it raises LimitError. permafrost.set_limits() changes both. */
+#if defined(_MSC_VER)
+#define PF_TLS __declspec(thread)
+#else
+#define PF_TLS _Thread_local
+#endif
+static PF_TLS int64_t work_left;
+static PF_TLS int work_depth;
+
+static void
+work_enter(ViewObject *vw)
+{
+    if (work_depth++ > 0)
+        return;
+    const pf_state *st = vw->image->st;
+    const uint64_t size = vw->image->img ? pf_image_size(vw->image->img) : 0;
+    const uint64_t cap = (uint64_t)INT64_MAX;
+    uint64_t budget = cap;
+    if (st->work_factor == 0 || size <= (cap - st->work_base) / st->work_factor)
+        budget = st->work_factor * size + st->work_base;
+    work_left = (int64_t)(budget > cap ? cap : budget);
+}
+
+static void
+work_leave(void)
+{
+    work_depth--;
+}
+
+static int
+work_spend(ViewObject *vw, int64_t n)
+{
+    work_left -= n;
+    if (work_left >= 0)
+        return 0;
+    PyErr_SetString(vw->image->st->LimitError,
+                    "this comparison or repr visits far more items than the image "
+                    "holds (a structure shared or referenced many times over): it "
+                    "was stopped at the work budget, which "
+                    "permafrost.set_limits(work_factor=..., work_base=...) sets");
+    return -1;
+}
+
 /* A set view's repr lists its elements in the image's order, the order
  * its iteration gives: a set built from them could order them otherwise. */
 static PyObject *
@@ -1949,15 +2002,19 @@ View_repr(ViewObject *vw)
         return NULL;
     }
     PyObject *res = NULL;
-    if (vw->v.type == PF_SET || vw->v.type == PF_FROZENSET)
-        res = set_repr(vw);
-    else {
-        PyObject *m = View_materialize(vw);
-        if (m) {
-            res = PyUnicode_FromFormat("%s(%R)", type_short_name(Py_TYPE(vw)), m);
-            Py_DECREF(m);
+    work_enter(vw);
+    if (work_spend(vw, 1 + (int64_t)vw->v.u.c.count) == 0) {
+        if (vw->v.type == PF_SET || vw->v.type == PF_FROZENSET)
+            res = set_repr(vw);
+        else {
+            PyObject *m = View_materialize(vw);
+            if (m) {
+                res = PyUnicode_FromFormat("%s(%R)", type_short_name(Py_TYPE(vw)), m);
+                Py_DECREF(m);
+            }
         }
     }
+    work_leave();
     PyObject *exc_type, *exc_value, *exc_tb;
     PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
     PySet_Discard(active, node);
@@ -2071,7 +2128,7 @@ dict_equal(ViewObject *vw, PyObject *other)
     int other_is_dict = PyDict_Check(other);
     uint64_t cur = 0, kp, vp;
     for (uint64_t i = 0; i < vw->v.u.c.count; i++) {
-        if (next_record(vw->image, &vw->v, &cur, &kp, &vp) < 0)
+        if (work_spend(vw, 1) < 0 || next_record(vw->image, &vw->v, &cur, &kp, &vp) < 0)
             return -1;
         PyObject *k = decode_key(vw->image, kp);
         if (!k)
@@ -2113,8 +2170,11 @@ Dict_richcompare(ViewObject *vw, PyObject *other, int op)
     int eq;
     if (Py_TYPE(other) == st->DictView_Type && same_node(vw, other))
         eq = 1;
-    else
+    else {
+        work_enter(vw);
         eq = dict_equal(vw, other);
+        work_leave();
+    }
     if (eq < 0)
         return NULL;
     return PyBool_FromLong(op == Py_EQ ? eq : !eq);
@@ -2372,7 +2432,7 @@ as_list(PyObject *o)
 }
 
 static PyObject *
-List_richcompare(ViewObject *vw, PyObject *other, int op)
+List_richcompare_impl(ViewObject *vw, PyObject *other, int op)
 {
     if (!(PyList_Check(other) || (IS_VIEW(other) && ((ViewObject *)other)->v.type == PF_LIST)))
         Py_RETURN_NOTIMPLEMENTED;
@@ -2387,6 +2447,8 @@ List_richcompare(ViewObject *vw, PyObject *other, int op)
     /* First differing item decides, as list comparison does. */
     Py_ssize_t i;
     for (i = 0; i < n1 && i < n2; i++) {
+        if (work_spend(vw, 1) < 0)
+            return NULL;
         PyObject *a = List_item(vw, i);
         if (!a)
             return NULL;
@@ -2426,6 +2488,15 @@ List_richcompare(ViewObject *vw, PyObject *other, int op)
     default: res = n1 >= n2; break;
     }
     return PyBool_FromLong(res);
+}
+
+static PyObject *
+List_richcompare(ViewObject *vw, PyObject *other, int op)
+{
+    work_enter(vw);
+    PyObject *r = List_richcompare_impl(vw, other, op);
+    work_leave();
+    return r;
 }
 
 static PyObject *
@@ -2500,7 +2571,7 @@ static PyType_Spec List_spec = {
 /* ---- set and frozenset views */
 
 static PyObject *
-Set_richcompare(ViewObject *vw, PyObject *other, int op)
+Set_richcompare_impl(ViewObject *vw, PyObject *other, int op)
 {
     int ov = IS_VIEW(other) && (((ViewObject *)other)->v.type == PF_SET ||
                                 ((ViewObject *)other)->v.type == PF_FROZENSET);
@@ -2521,7 +2592,7 @@ Set_richcompare(ViewObject *vw, PyObject *other, int op)
         PyObject *x;
         int all = 1;
         while ((x = PyIter_Next(it)) != NULL) {
-            int r = view_lookup(vw, x, NULL, NULL);
+            int r = work_spend(vw, 1) < 0 ? -1 : view_lookup(vw, x, NULL, NULL);
             Py_DECREF(x);
             if (r < 0) {
                 Py_DECREF(it);
@@ -2548,6 +2619,16 @@ Set_richcompare(ViewObject *vw, PyObject *other, int op)
     PyObject *r = PyObject_RichCompare(a, b, op);
     Py_DECREF(a);
     Py_DECREF(b);
+    return r;
+}
+
+static PyObject *
+Set_richcompare(ViewObject *vw, PyObject *other, int op)
+{
+    work_enter(vw);
+    PyObject *r = work_spend(vw, (int64_t)vw->v.u.c.count) < 0 ? NULL
+                : Set_richcompare_impl(vw, other, op);
+    work_leave();
     return r;
 }
 
@@ -3862,6 +3943,31 @@ mod_set_view_classes(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* _limits(work_factor, work_base): sets the work budget (None keeps a
+ * value); returns the values now in force. */
+static PyObject *
+mod_limits(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    pf_state *st = PyModule_GetState(module);
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "_limits(work_factor, work_base)");
+    uint64_t v[2] = {st->work_factor, st->work_base};
+    for (int i = 0; i < 2; i++) {
+        if (args[i] == Py_None)
+            continue;
+        unsigned long long x = PyLong_AsUnsignedLongLong(args[i]);
+        if (x == (unsigned long long)-1 && PyErr_Occurred())
+            return NULL;
+        if (i == 0 && (x == 0 || x > 1000000000ull))
+            return PyErr_Format(PyExc_ValueError, "work_factor must be 1 to 10**9");
+        v[i] = x;
+    }
+    st->work_factor = v[0];
+    st->work_base = v[1];
+    return Py_BuildValue("{sKsK}", "work_factor", (unsigned long long)v[0],
+                         "work_base", (unsigned long long)v[1]);
+}
+
 static PyMethodDef module_methods[] = {
     {"freeze", (PyCFunction)(void (*)(void))mod_freeze, METH_FASTCALL,
      "freeze(obj, path): write the image of obj to path, atomically."},
@@ -3877,6 +3983,7 @@ static PyMethodDef module_methods[] = {
     {"_set_shm_hook", (PyCFunction)mod_set_shm_hook, METH_O, NULL},
     {"_view_at", (PyCFunction)(void (*)(void))mod_view_at, METH_FASTCALL, NULL},
     {"_set_view_classes", (PyCFunction)mod_set_view_classes, METH_VARARGS, NULL},
+    {"_limits", (PyCFunction)(void (*)(void))mod_limits, METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL}};
 
 /* ------------------------------------------------------------ module init */
@@ -3958,6 +4065,8 @@ module_exec(PyObject *module)
     }
 #undef EXC
 
+    st->work_factor = 16;
+    st->work_base = 1000000;
     st->registry = PyDict_New();
     if (!st->registry)
         return -1;
