@@ -71,6 +71,7 @@ help:
 	@echo "make wine      C unit tests cross-built with mingw-w64, run under wine"
 	@echo "make fuzz-replay  the fuzz corpus (fuzz/corpus) replayed under ASan + UBSan"
 	@echo "make fuzz      each libFuzzer target for FUZZ_SECONDS (clang; FUZZ_ARGS=...)"
+	@echo "make fuzz-coverage  line coverage of the reader code reached by the corpus (gcov)"
 	@echo "make pythons   fast pytest subset on every CPython >= 3.9 in ~/.pyenv (PYTHONS=...)"
 	@echo "make bench     benchmarks (BENCH_ARGS=...)"
 	@echo "make install   just build and install into .venv"
@@ -285,7 +286,30 @@ $(FUZZ_DIR)/fuzz-%: fuzz/fuzz_%.c $(FUZZ_DEPS)
 	@command -v $(FUZZ_CC) >/dev/null 2>&1 || { echo "fuzz: $(FUZZ_CC) not found (apt-get install clang)" >&2; exit 1; }
 	$(FUZZ_CC) $(LIBFUZZER_CFLAGS) $(FUZZ_CPPFLAGS) fuzz/fuzz_$*.c $(SRC_C) -o $@ -lm
 
-.PHONY: fuzz fuzz-replay
+# make fuzz-coverage: the line coverage of the reader code (src/read.c,
+# image.c, verify.c, hash.c) that replaying the committed corpora reaches,
+# with gcc's gcov: builds each source apart, so that gcov names them.
+COV_DIR := $(FUZZ_DIR)/coverage
+COV_SRC := read image verify hash
+COV_CFLAGS := -std=c11 -O0 -g --coverage
+
+fuzz-coverage: $(FUZZ_DEPS) fuzz/replay.c $(patsubst %,fuzz/fuzz_%.c,$(FUZZ_TARGETS))
+	@rm -rf $(COV_DIR) && mkdir -p $(COV_DIR)
+	@set -e; for f in $(SRC_C); do \
+		$(CC) $(COV_CFLAGS) $(FUZZ_CPPFLAGS) -c $$f -o $(COV_DIR)/$$(basename $$f .c).o; \
+	done; \
+	for t in $(FUZZ_TARGETS); do \
+		$(CC) $(COV_CFLAGS) $(FUZZ_CPPFLAGS) fuzz/replay.c fuzz/fuzz_$$t.c \
+			$(COV_DIR)/*.o -o $(COV_DIR)/replay-$$t -lm; \
+		$(COV_DIR)/replay-$$t -q fuzz/corpus/$$t; \
+	done; \
+	cd $(COV_DIR) && for f in $(COV_SRC); do \
+		printf '%-14s' "src/$$f.c"; \
+		gcov -n -o . ../../../src/$$f.c 2>/dev/null | \
+			awk '/^File .*src\/'"$$f"'\.c/ {hit=1; next} hit && /^Lines executed/ {print; exit}'; \
+	done
+
+.PHONY: fuzz fuzz-replay fuzz-coverage
 
 fuzz-replay: $(patsubst %,$(FUZZ_DIR)/replay-%,$(FUZZ_TARGETS))
 	@set -e; for t in $(FUZZ_TARGETS); do \
