@@ -67,6 +67,7 @@ help:
 	@echo "make test      the whole test suite: C unit tests + pytest (PYTEST_ARGS=...)"
 	@echo "make ctest     C unit tests (tests/c) with -Werror"
 	@echo "make csan      C unit tests under AddressSanitizer + UBSan"
+	@echo "make cvalgrind C unit tests under valgrind memcheck"
 	@echo "make pysan     fast pytest subset against an ASan + UBSan build (.venv-san)"
 	@echo "make wine      C unit tests cross-built with mingw-w64, run under wine"
 	@echo "make fuzz-replay  the fuzz corpus (fuzz/corpus) replayed under ASan + UBSan"
@@ -236,10 +237,17 @@ define run_c_tests
 	echo "$(1): all $$passed C test programs passed"
 endef
 
-.PHONY: ctest csan wine
+.PHONY: ctest csan cvalgrind wine
 
 ctest: $(NATIVE_BINS)
 	$(call run_c_tests,ctest,$(NATIVE_BINS),$(RUN_LIMIT))
+
+# The native C tests under valgrind's memcheck: uninitialised reads and
+# leaks that ASan does not see. Any error or definite leak fails.
+VALGRIND ?= valgrind
+cvalgrind: $(NATIVE_BINS)
+	@command -v $(VALGRIND) >/dev/null 2>&1 || { echo "cvalgrind: valgrind not found (apt-get install valgrind)" >&2; exit 1; }
+	$(call run_c_tests,cvalgrind,$(NATIVE_BINS),$(VALGRIND) -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite)
 
 csan: $(SAN_BINS)
 	$(call run_c_tests,csan,$(SAN_BINS),ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1:check_initialization_order=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $(RUN_LIMIT))
