@@ -60,7 +60,7 @@ $(SAN_VENV)/.stamp-pkg-test: $(SAN_VENV)/.stamp-venv $(PKG_SOURCES)
 
 # --------------------------------------------------------------- Python
 
-.PHONY: help install demo test pytest pytest-fast pysan pythons bench
+.PHONY: help install demo test pytest pytest-fast pysan pythons bench bench-peers
 
 help:
 	@echo "make demo      build into .venv and run bench/demo.py (DEMO_ARGS=...)"
@@ -75,6 +75,7 @@ help:
 	@echo "make fuzz-coverage  line coverage of the reader code reached by the corpus (gcov)"
 	@echo "make pythons   fast pytest subset on every CPython >= 3.9 in ~/.pyenv (PYTHONS=...)"
 	@echo "make bench     benchmarks (BENCH_ARGS=...)"
+	@echo "make bench-peers  permafrost against LMDB, SQLite, marisa-trie, dbm... (PEERS_ARGS=...)"
 	@echo "make install   just build and install into .venv"
 	@echo "make clean     remove build outputs, venvs and caches"
 
@@ -85,6 +86,12 @@ demo: $(VENV)/.stamp-pkg-none
 
 bench: $(VENV)/.stamp-pkg-bench
 	$(VENV_PY) bench/run.py $(BENCH_ARGS)
+
+# permafrost against LMDB, SQLite, marisa-trie, dbm, pickle copies and a
+# Manager dict (bench/peers.py; PEERS_ARGS=--quick, --size N, --workers N).
+PEERS_ARGS ?=
+bench-peers: $(VENV)/.stamp-pkg-bench
+	$(VENV_PY) bench/peers.py $(PEERS_ARGS)
 
 # THE test command: C unit tests, then the whole pytest suite.
 test: $(VENV)/.stamp-pkg-test
