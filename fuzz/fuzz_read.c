@@ -142,7 +142,9 @@ static int visit(fz_walker *fw, uint64_t pos, int depth, uint64_t *next)
     const int via_ref = v.pos != pos;
     if (via_ref) {
         *next = v.next;
-        if (v.pos >= pos || v.next <= pos)
+        /* A REF points back (R17); an SREF anywhere in DATA (R28). */
+        const int is_ref = pf_image_base(img)[pos] == 0x03;
+        if ((is_ref && v.pos >= pos) || v.next <= pos)
             FZ_FAIL("REF at %llu to %llu, next %llu", (unsigned long long)pos,
                     (unsigned long long)v.pos, (unsigned long long)v.next);
         if (seen_before(fw, v.pos))

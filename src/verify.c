@@ -515,9 +515,16 @@ static int visit(vctx *v, uint64_t q, uint64_t *end)
             return rc;
         q = t;
         inline_in = 0;
-    } else if (x.type == PF_TUPLE || x.type >= PF_LIST) {
-        if (seen_test_set(v, q))
-            return PF_CORRUPT(v->err, "value reached twice in place", q);
+    } else if ((x.type == PF_TUPLE || x.type >= PF_LIST) && seen_test_set(v, q)) {
+        /* Written here and already walked through an SREF that points
+         * forward (R28 allows it): only its end is needed. A tuple's end
+         * is found by skipping it; the tuples skipped so are disjoint, so
+         * that costs at most the image once. */
+        if (x.type == PF_TUPLE &&
+            (rc = pf_decode_ex(v->r, q, &x, 0, 0, v->err)) != PF_OK)
+            return rc;
+        *end = x.end;
+        return PF_OK;
     }
     if (x.type == PF_TUPLE) {
         if (inline_in)

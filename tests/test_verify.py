@@ -89,3 +89,33 @@ def test_verify_of_a_buffer_image_and_a_shared_one():
     if os.name == "posix":
         with pf.share({"a": [1, 2]}) as view:
             assert pf.verify(view)["keys"] == 1
+
+
+def test_an_sref_may_point_forward_at_a_container():
+    """FORMAT R28: an SREF's target need not lie before it. An SREF turned
+    to point at a list written later is a valid image (the list is shared):
+    verify passes it, and reading gives the list twice."""
+    import struct
+
+    import helpers_format as fmt
+
+    x = ["w" * 20, "p" * 300, "w" * 20, "q" * 300, "w" * 20, [7, 8]]
+    data = bytearray(pf.dumps(x))
+    ivals = fmt.walk(bytes(data))
+    srefs = [iv for iv in ivals if iv.type == fmt.T_SREF]
+    lists = [iv for iv in ivals if iv.type == fmt.T_LIST]
+    assert srefs and len(lists) == 2  # the root and [7, 8]
+    inner = max(lists, key=lambda iv: iv.pos)
+    [values] = [s for s in fmt.read_sections(bytes(data)) if s["kind"] == fmt.SECTION_VALUES]
+    index = fmt.read_varint(bytes(data), srefs[0].pos + 1, len(data))[0]
+    struct.pack_into("<Q", data, values["offset"] + 8 * index, inner.pos)
+    stab = fmt.read_header(bytes(data))["section_table_off"]
+    for k, s in enumerate(fmt.read_sections(bytes(data))):  # checksums, again
+        chunk = bytes(data[s["offset"]:s["offset"] + s["length"]])
+        struct.pack_into("<Q", data, stab + 32 * k + 24, fmt.checksum(chunk))
+    image = pf.Image.from_buffer(bytes(data))
+    stats = image.verify()
+    assert stats["checksums"] == 2
+    root = pf.thaw(image.root)
+    assert root[5] == [7, 8] and [7, 8] in root[:5]
+    assert sum(1 for item in root if item == [7, 8]) == 2
