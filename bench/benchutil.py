@@ -102,3 +102,33 @@ def markdown_table(header, rows):
         if i == 0:
             out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(out)
+
+
+def measure_live_workers(ctx, target, args, count, measure, payload=None):
+    """Start `count` processes of `ctx` running target(*args, conn); send
+    each `payload` (bytes) if given; receive one report from each (its pid
+    first), call measure(pids) while they are all alive and waiting, then
+    release them (send "go") and join them. Returns (reports, measured)."""
+    procs, conns = [], []
+    try:
+        for _ in range(count):
+            parent_end, child_end = ctx.Pipe()
+            proc = ctx.Process(target=target, args=tuple(args) + (child_end,))
+            proc.start()
+            child_end.close()
+            procs.append(proc)
+            conns.append(parent_end)
+        if payload is not None:
+            for conn in conns:
+                conn.send_bytes(payload)
+        reports = [conn.recv() for conn in conns]
+        measured = measure([r[0] for r in reports])
+        for conn in conns:
+            conn.send("go")
+    finally:
+        for proc in procs:
+            proc.join(60)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
+    return reports, measured

@@ -107,25 +107,8 @@ def run_attach(ctx, contender, spec, key, runs):
 
 
 def run_memory(ctx, contender, spec, workers):
-    procs, conns = [], []
-    try:
-        for _ in range(workers):
-            parent, child = ctx.Pipe()
-            p = ctx.Process(target=memory_worker, args=(type(contender).__name__, spec, child))
-            p.start()
-            child.close()
-            procs.append(p)
-            conns.append(parent)
-        reports = [c.recv() for c in conns]
-        pids = [r[0] for r in reports]
-        total = memory.total_usage(pids)
-        for c in conns:
-            c.send("go")
-    finally:
-        for p in procs:
-            p.join(60)
-            if p.is_alive():
-                p.terminate()
+    reports, total = benchutil.measure_live_workers(
+        ctx, memory_worker, (type(contender).__name__, spec), workers, memory.total_usage)
     return {"pss": total["PSS"], "checksums": {r[1] for r in reports},
             "entries": {r[2] for r in reports},
             "iterate": benchutil.median([r[3] for r in reports])}

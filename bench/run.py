@@ -221,30 +221,13 @@ def bench_unpickle(pf, image_path, runs, blob=None):
 def run_memory_workers(blob, count, image_path=None):
     """Start `count` spawn workers that each unpickle `blob`, look up every
     key, and wait; measure them while alive. Returns their pids' figures."""
-    ctx = multiprocessing.get_context("spawn")
-    procs, conns = [], []
-    try:
-        for _ in range(count):
-            parent_end, child_end = ctx.Pipe()
-            proc = ctx.Process(target=workers.memory_worker, args=(child_end,))
-            proc.start()
-            child_end.close()
-            procs.append(proc)
-            conns.append(parent_end)
-        for conn in conns:
-            conn.send_bytes(blob)
-        reports = [conn.recv() for conn in conns]
-        pids = [r[0] for r in reports]
-        total = memory.total_usage(pids)
-        image = memory.total_mapping_usage(pids, image_path) if image_path else None
-        for conn in conns:
-            conn.send("go")
-    finally:
-        for proc in procs:
-            proc.join(60)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join()
+    def measure(pids):
+        return (memory.total_usage(pids),
+                memory.total_mapping_usage(pids, image_path) if image_path else None)
+
+    reports, (total, image) = benchutil.measure_live_workers(
+        multiprocessing.get_context("spawn"), workers.memory_worker, (), count, measure,
+        payload=blob)
     return {"pss": total["PSS"], "uss": total["USS"], "rss": total["RSS"],
             "checksums": [r[1] for r in reports], "entries": [r[2] for r in reports],
             "image": image}
