@@ -50,8 +50,11 @@ static int walk(const pf_image *img, uint64_t pos, int depth, walk_state *ws)
         return rc;
     if ((rc = pf_read(img, pos, &v, &e)) != PF_OK)
         return rc;
-    if (raw.type == PF_REF_RAW && v.type >= PF_LIST && v.type <= PF_SET)
-        return PF_OK; /* shared or cyclic mutable container: seen elsewhere */
+    /* A REF'd tuple or container is walked where it is written: following
+     * it again could loop (a tuple holding a list that refers back to the
+     * tuple is a valid cycle, R18). pf_read above has decoded it. */
+    if (raw.type == PF_REF_RAW && v.type >= PF_TUPLE && v.type <= PF_FROZENSET)
+        return PF_OK;
     switch (v.type) {
     case PF_STR:
         walk_touch(ws, v.u.s.data, v.u.s.len * (uint64_t)v.u.s.width);
