@@ -72,11 +72,7 @@ def total_usage(pids):
 def mapping_usage(pid, path):
     """`usage()` of the mappings of file `path` only, plus `mappings` (how
     many the process has) and `file_size`."""
-    st = os.stat(path)
-    want = ((os.major(st.st_dev), os.minor(st.st_dev)), st.st_ino)
-    acc = _sum(m for m in _smaps(pid) if (m.dev, m.ino) == want)
-    acc["file_size"] = st.st_size
-    return acc
+    return total_mapping_usage([pid], path)
 
 
 def total_mapping_usage(pids, path):

@@ -149,16 +149,6 @@ static int adopt_map(pf_os_map *m, int exact, pf_image **out, pf_error *err)
 #define PF_POINTER_MAGIC "\x89PFPTR1\n"
 #define PF_POINTER_LEN 41
 
-static void id_hex(const uint8_t id[16], char hex[33])
-{
-    static const char digits[] = "0123456789abcdef";
-    for (int i = 0; i < 16; i++) {
-        hex[2 * i] = digits[id[i] >> 4];
-        hex[2 * i + 1] = digits[id[i] & 15];
-    }
-    hex[32] = '\0';
-}
-
 static int hex_digit(uint8_t c)
 {
     if (c >= '0' && c <= '9') return c - '0';
@@ -292,7 +282,7 @@ int pf_image_publish(const char *path, const void *buf, uint64_t len, int mode,
     if (rc != PF_OK)
         return rc;
     char hex[33];
-    id_hex(probe.id, hex);
+    pf_hex(probe.id, 16, hex);
     unsigned left;
     pf_error ignored;
     if (mode == PF_PUBLISH_RENAME) {

@@ -114,6 +114,28 @@ PF_INLINE uint64_t pf_ldw(const uint8_t *p, int width)
     return pf_ld64(p);
 }
 
+/* 1 if all n bytes are < 0x80 (R15). */
+PF_INLINE int pf_all_ascii(const uint8_t *p, uint64_t n)
+{
+    uint64_t i = 0, acc = 0;
+    for (; n - i >= 8; i += 8)
+        acc |= pf_ld64(p + i);
+    for (; i < n; i++)
+        acc |= p[i];
+    return (acc & 0x8080808080808080ull) == 0;
+}
+
+/* The 2n lowercase hex digits of n bytes, then a NUL, into out. */
+PF_INLINE void pf_hex(const uint8_t *b, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[b[i] >> 4];
+        out[2 * i + 1] = digits[b[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
 PF_INLINE void pf_stw(uint8_t *p, int width, uint64_t v)
 {
     if (width == 4) pf_st32(p, (uint32_t)v);

@@ -37,12 +37,7 @@ static char *temp_name(const char *path, unsigned long pid, pf_error *err,
     *rc = pf_os_random(rnd, sizeof rnd, err);
     if (*rc != PF_OK)
         return NULL;
-    for (int i = 0; i < 8; i++) {
-        static const char digits[] = "0123456789abcdef";
-        hex[2 * i] = digits[rnd[i] >> 4];
-        hex[2 * i + 1] = digits[rnd[i] & 15];
-    }
-    hex[16] = '\0';
+    pf_hex(rnd, sizeof rnd, hex);
     size_t plen = strlen(path);
     size_t cap = plen + 64;
     char *tmp = (char *)malloc(cap);

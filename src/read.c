@@ -35,17 +35,6 @@
 
 /* ------------------------------------------------------------------ checks */
 
-/* 1 if all n bytes are < 0x80 (R15). */
-static int all_ascii(const uint8_t *p, uint64_t n)
-{
-    uint64_t i = 0, acc = 0;
-    for (; n - i >= 8; i += 8)
-        acc |= pf_ld64(p + i);
-    for (; i < n; i++)
-        acc |= p[i];
-    return (acc & 0x8080808080808080ull) == 0;
-}
-
 /* 1 if all n UCS-4 units are <= 0x10FFFF (R15). */
 static int ucs4_ok(const uint8_t *p, uint64_t n)
 {
@@ -133,7 +122,7 @@ static int decode_rare(const pf_range *r, uint64_t pos, unsigned t,
         if (n > (avail - vl) / (uint64_t)width)
             return PF_CORRUPT(err, "string runs past the DATA section", pos);
         const uint8_t *d = base + p + vl;
-        if (t == PF_T_STR_ASCII && !all_ascii(d, n))
+        if (t == PF_T_STR_ASCII && !pf_all_ascii(d, n))
             return PF_CORRUPT(err, "ASCII string with a byte >= 0x80", pos);
         if (t == PF_T_STR_UCS4 && !ucs4_ok(d, n))
             return PF_CORRUPT(err, "UCS-4 code point above 0x10FFFF", pos);
@@ -231,7 +220,7 @@ static int decode_at(const pf_range *r, uint64_t pos, pf_val *out,
         n = t - PF_T_SHORT_STR;
         if (PF_UNLIKELY(n > avail))
             return PF_CORRUPT(err, "string runs past the DATA section", pos);
-        if (PF_UNLIKELY(!all_ascii(base + p, n)))
+        if (PF_UNLIKELY(!pf_all_ascii(base + p, n)))
             return PF_CORRUPT(err, "ASCII string with a byte >= 0x80", pos);
         out->type = PF_STR;
         out->u.s.data = base + p;

@@ -330,8 +330,7 @@ static int check_slot(vctx *v, vframe *f, uint64_t kp, uint64_t h)
     uint64_t s = pf_mulhi64(h, f->nslots);
     for (uint64_t probes = 0; probes < f->nslots; probes++) {
         const uint8_t *sp = table + s * f->width;
-        const uint64_t slot = f->width == 2 ? pf_ld16(sp)
-                            : f->width == 4 ? pf_ld32(sp) : pf_ld64(sp);
+        const uint64_t slot = pf_ldw(sp, f->width);
         if (slot == 0)
             break;
         if ((slot >> ibits) == tag) {
@@ -366,8 +365,7 @@ static int count_slots(vctx *v, const vframe *f)
     uint64_t used = 0;
     for (uint64_t s = 0; s < f->nslots; s++) {
         const uint8_t *sp = table + s * f->width;
-        used += (f->width == 2 ? pf_ld16(sp) : f->width == 4 ? pf_ld32(sp)
-                                                             : pf_ld64(sp)) != 0;
+        used += pf_ldw(sp, f->width) != 0;
     }
     if (used != f->count)
         return PF_CORRUPT(v->err, "slot table does not hold exactly count "
@@ -471,13 +469,7 @@ static int short_str_ok(const vctx *v, uint64_t q, uint64_t *end)
     const uint64_t n = t - PF_T_SHORT_STR;
     if (n > r->end - q - 1)
         return 0;
-    const uint8_t *p = r->base + q + 1;
-    uint64_t acc = 0, i = 0;
-    for (; n - i >= 8; i += 8)
-        acc |= pf_ld64(p + i);
-    for (; i < n; i++)
-        acc |= p[i];
-    if (acc & 0x8080808080808080ull)
+    if (!pf_all_ascii(r->base + q + 1, n))
         return 0;
     *end = q + 1 + n;
     return 1;
@@ -570,8 +562,7 @@ static int step(vctx *v)
         return PF_CORRUPT(v->err, "container item outside its body", f->pos);
     if (f->kind == PF_LIST) {
         const uint8_t *tp = v->r->base + f->table + f->i * f->width;
-        const uint64_t off = f->width == 2 ? pf_ld16(tp)
-                           : f->width == 4 ? pf_ld32(tp) : pf_ld64(tp);
+        const uint64_t off = pf_ldw(tp, f->width);
         if (off != q - f->body)
             return PF_CORRUPT(v->err, "list table offset is not its item's "
                               "(R19, R24)", f->table + f->i * f->width);
