@@ -336,6 +336,42 @@ int pf_writer_finish(pf_writer *w, uint64_t root_pos, const uint8_t id[16],
                      uint8_t **out, uint64_t *len, pf_error *err);
 void pf_free(void *p);
 
+/* ------------------------------------------------------------------ builder */
+
+/* The streaming builder: writes an image at `path` whose root is a dict or
+ * a list (root_type PF_DICT or PF_LIST), one entry at a time, in about
+ * `memory` bytes whatever the number of entries (at least 1 MiB is used).
+ * Each entry is encoded with the writer pf_builder_writer() returns:
+ *  dict level: pf_builder_begin, the key's ival, pf_builder_key_done, the
+ *              value's ival, pf_builder_end;
+ *  list level: pf_builder_begin, the value's ival, pf_builder_end.
+ * Instead of the value's ival, pf_builder_open(PF_DICT or PF_LIST) makes
+ * the value a nested level, filled the same way, ended by
+ * pf_builder_close. A later entry with a key equal to an earlier one's
+ * (Python equality) replaces its value and keeps its place, as in a dict.
+ * pf_builder_begin starts over an entry that was not ended (after a
+ * failed encoding, say). pf_builder_finish ends every level and publishes
+ * the image as pf_image_publish does; pf_builder_free abandons an
+ * unfinished build and leaves no file behind. An I/O failure leaves the
+ * builder unusable (every later call fails) but freeable. */
+typedef struct pf_builder pf_builder;
+int pf_builder_new(const char *path, int root_type, uint64_t memory,
+                   pf_builder **out, pf_error *err);
+pf_writer *pf_builder_writer(pf_builder *b);
+int pf_builder_begin(pf_builder *b, pf_error *err);
+int pf_builder_key_done(pf_builder *b, pf_error *err);
+int pf_builder_end(pf_builder *b, pf_error *err);
+int pf_builder_open(pf_builder *b, int type, pf_error *err);
+int pf_builder_close(pf_builder *b, pf_error *err);
+int pf_builder_finish(pf_builder *b, int mode, pf_error *err);
+void pf_builder_free(pf_builder *b);           /* NULL allowed */
+/* PF_DICT or PF_LIST: the innermost open level; 0 once finished. */
+int pf_builder_level_type(const pf_builder *b);
+unsigned pf_builder_depth(const pf_builder *b); /* open levels, root = 1 */
+/* Entries ended at every level, and bytes of image written so far. */
+void pf_builder_stats(const pf_builder *b, uint64_t *entries,
+                      uint64_t *bytes);
+
 /* ------------------------------------------------------------------ OS layer */
 
 /* Writes buf to `path` atomically: a temporary file in the same folder,

@@ -77,18 +77,44 @@ uint64_t pf_hash_bytes(const void *p, size_t n, uint64_t seed)
 
 uint64_t pf_checksum(const void *p, size_t n)
 {
+    pf_checksum_state st;
+    pf_checksum_begin(&st, n);
+    return pf_checksum_end(&st, p, n);
+}
+
+void pf_checksum_begin(pf_checksum_state *st, uint64_t n)
+{
+    st->h[0] = K1 ^ n;
+    st->h[1] = K2 ^ n;
+    st->h[2] = K3 ^ n;
+    st->h[3] = KM ^ n;
+    st->n = n;
+}
+
+void pf_checksum_blocks(pf_checksum_state *st, const void *p, size_t len)
+{
     const uint8_t *b = (const uint8_t *)p;
-    uint64_t h0 = K1 ^ n, h1 = K2 ^ n, h2 = K3 ^ n, h3 = KM ^ n;
-    size_t i = 0;
-    for (; n - i >= 32; i += 32) {
+    uint64_t h0 = st->h[0], h1 = st->h[1], h2 = st->h[2], h3 = st->h[3];
+    for (size_t i = 0; len - i >= 32; i += 32) {
         h0 = step(h0, pf_ld64(b + i));
         h1 = step(h1, pf_ld64(b + i + 8));
         h2 = step(h2, pf_ld64(b + i + 16));
         h3 = step(h3, pf_ld64(b + i + 24));
     }
-    /* The last n % 32 bytes, hashed with the lanes folded into the seed. */
-    const uint64_t seed = h0 ^ rotl64(h1, 16) ^ rotl64(h2, 32) ^ rotl64(h3, 48);
-    const uint64_t c = pf_hash_bytes(b + i, n - i, seed);
+    st->h[0] = h0;
+    st->h[1] = h1;
+    st->h[2] = h2;
+    st->h[3] = h3;
+}
+
+uint64_t pf_checksum_end(pf_checksum_state *st, const void *tail, size_t len)
+{
+    size_t whole = len & ~(size_t)31;
+    pf_checksum_blocks(st, tail, whole);
+    const uint64_t seed = st->h[0] ^ rotl64(st->h[1], 16) ^
+                          rotl64(st->h[2], 32) ^ rotl64(st->h[3], 48);
+    const uint64_t c = pf_hash_bytes((const uint8_t *)tail + whole,
+                                     len - whole, seed);
     return c ? c : 1;
 }
 

@@ -263,11 +263,8 @@ int pf_image_open_file_ex(const char *path, int flags, pf_image **out,
                        "does not exist", e->sys_errno);
 }
 
-int pf_image_publish(const char *path, const void *buf, uint64_t len, int mode,
-                     pf_error *err)
+static int publish_mode(int mode, pf_error *err)
 {
-    if (!path || !buf)
-        return pf_fail(err, PF_EINVAL, "no path or no buffer", 0);
     if (mode == PF_PUBLISH_DEFAULT) {
 #if defined(_WIN32)
         mode = PF_PUBLISH_POINTER;
@@ -277,6 +274,38 @@ int pf_image_publish(const char *path, const void *buf, uint64_t len, int mode,
     }
     if (mode != PF_PUBLISH_RENAME && mode != PF_PUBLISH_POINTER)
         return pf_fail(err, PF_EINVAL, "unknown publish mode", 0);
+    return mode;
+}
+
+/* After the version vpath (hex: its id) was written: points path at it
+ * (R29-R31) and removes the older versions no reader maps. */
+static int switch_pointer(const char *path, const char *vpath,
+                          const char *hex, pf_error *err)
+{
+    uint8_t ptr[PF_POINTER_LEN];
+    memcpy(ptr, PF_POINTER_MAGIC, 8);
+    memcpy(ptr + 8, hex, 32);
+    ptr[PF_POINTER_LEN - 1] = '\n';
+    int rc = pf_file_write_atomic(path, ptr, sizeof ptr, err);
+    if (rc != PF_OK) {
+        (void)pf_os_remove(vpath);
+        return rc;
+    }
+    unsigned left;
+    pf_error ignored;
+    /* readers of an older version keep it (POSIX), or it stays until no
+     * reader maps it (Win32) */
+    (void)pf_os_remove_versions(path, hex, &left, &ignored);
+    return PF_OK;
+}
+
+int pf_image_publish(const char *path, const void *buf, uint64_t len, int mode,
+                     pf_error *err)
+{
+    if (!path || !buf)
+        return pf_fail(err, PF_EINVAL, "no path or no buffer", 0);
+    if ((mode = publish_mode(mode, err)) < 0)
+        return mode;
     pf_image probe;
     int rc = probe_image(buf, len, &probe, err);
     if (rc != PF_OK)
@@ -295,19 +324,35 @@ int pf_image_publish(const char *path, const void *buf, uint64_t len, int mode,
     if (!vpath)
         return pf_fail(err, PF_ENOMEM, "out of memory for a file name", 0);
     rc = pf_file_write_atomic(vpath, buf, len, err);
-    if (rc == PF_OK) {
-        uint8_t ptr[PF_POINTER_LEN];
-        memcpy(ptr, PF_POINTER_MAGIC, 8);
-        memcpy(ptr + 8, hex, 32);
-        ptr[PF_POINTER_LEN - 1] = '\n';
-        rc = pf_file_write_atomic(path, ptr, sizeof ptr, err);
-        if (rc != PF_OK)
-            (void)pf_os_remove(vpath);
-    }
+    if (rc == PF_OK)
+        rc = switch_pointer(path, vpath, hex, err);
     free(vpath);
-    if (rc == PF_OK) /* readers of an older version keep it (POSIX), or
-                      * it stays until no reader maps it (Win32) */
-        (void)pf_os_remove_versions(path, hex, &left, &ignored);
+    return rc;
+}
+
+int pf_publish_file(const char *tmp, const char *path, const uint8_t id[16],
+                    int mode, pf_error *err)
+{
+    if ((mode = publish_mode(mode, err)) < 0)
+        return mode;
+    char hex[33];
+    pf_hex(id, 16, hex);
+    unsigned left;
+    pf_error ignored;
+    int rc;
+    if (mode == PF_PUBLISH_RENAME) {
+        rc = pf_file_rename(tmp, path, err);
+        if (rc == PF_OK)
+            (void)pf_os_remove_versions(path, NULL, &left, &ignored);
+        return rc;
+    }
+    char *vpath = version_path(path, hex);
+    if (!vpath)
+        return pf_fail(err, PF_ENOMEM, "out of memory for a file name", 0);
+    rc = pf_file_rename(tmp, vpath, err);
+    if (rc == PF_OK)
+        rc = switch_pointer(path, vpath, hex, err);
+    free(vpath);
     return rc;
 }
 

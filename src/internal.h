@@ -248,7 +248,78 @@ int pf_decode_ex(const pf_range *r, uint64_t pos, pf_val *out, int follow,
 int pf_hash_range(const pf_range *r, uint64_t pos, uint64_t *hash,
                   pf_error *err);
 
+/* The hash of the key stored at pos, and *next just past its encoding. */
+int pf_key_extent(const pf_range *r, uint64_t pos, uint64_t *hash,
+                  uint64_t *next, pf_error *err);
+
+/* pf_record_next over a range. */
+int pf_range_record_next(const pf_range *r, const pf_val *c, uint64_t *cursor,
+                         uint64_t *key_pos, uint64_t *val_pos, pf_error *err);
+
+/* Python equality of the keys stored at a and b (verify.c; R21). */
+int pf_keys_equal(const pf_range *r, uint64_t a, uint64_t b, int *eq,
+                  pf_error *err);
+
+/* pf_checksum (FORMAT section 3) of n bytes given in pieces: every piece
+ * but the last a multiple of 32 bytes long. */
+typedef struct pf_checksum_state {
+    uint64_t h[4];
+    uint64_t n;
+} pf_checksum_state;
+void pf_checksum_begin(pf_checksum_state *st, uint64_t n);
+void pf_checksum_blocks(pf_checksum_state *st, const void *p, size_t len);
+uint64_t pf_checksum_end(pf_checksum_state *st, const void *tail, size_t len);
+
+/* ------------------------------------------------------------- record mode */
+
+/* The writer in record mode (build.c): pf_writer_reset empties the buffer
+ * (the next ival is again at PF_HEADER_LEN) and forgets the strings stored,
+ * pf_writer_forget only forgets them (no REF will reach what was written).
+ * A string or bytes value not found in the record is offered to pool_fn:
+ * it returns 1 with *index for an SREF to the builder's copy, 0 to store
+ * it here, or an error. pool_off: the builder is writing a key (no SREF:
+ * the builder compares keys from their own bytes). */
+typedef int (*pf_pool_fn)(void *ctx, const uint8_t *hdr, unsigned hlen,
+                          const void *data, size_t nbytes, uint64_t hash,
+                          uint64_t *index, pf_error *err);
+void pf_writer_record_mode(pf_writer *w, pf_pool_fn fn, void *ctx);
+void pf_writer_reset(pf_writer *w);
+void pf_writer_forget(pf_writer *w);
+void pf_writer_pool_off(pf_writer *w, int off);
+const uint8_t *pf_writer_data(const pf_writer *w, size_t *len);
+int pf_writer_open(const pf_writer *w); /* a tuple or container is open */
+int pf_writer_hash_at(const pf_writer *w, uint64_t pos, uint64_t *hash,
+                      pf_error *err);
+
 /* ------------------------------------------------------------------ OS layer */
+
+/* A file open for reading and writing at explicit offsets. */
+typedef struct pf_file {
+#if defined(_WIN32)
+    void *h;
+#else
+    int fd;
+#endif
+    int open;
+} pf_file;
+/* A new file beside `path` ("<path>.tmp.<pid>.<random>"). scratch: it has
+ * no name once created (POSIX: unlinked; Win32: deleted on close) and
+ * *name is not set; else *name is its malloc'd name. */
+int pf_file_temp(const char *path, int scratch, pf_file *f, char **name,
+                 pf_error *err);
+int pf_file_pwrite(pf_file *f, const void *buf, size_t n, uint64_t off,
+                   pf_error *err);
+int pf_file_pread(pf_file *f, void *buf, size_t n, uint64_t off,
+                  pf_error *err); /* exactly n bytes, else PF_EIO */
+int pf_file_truncate(pf_file *f, uint64_t len, pf_error *err);
+int pf_file_sync(pf_file *f, pf_error *err);
+void pf_file_close(pf_file *f); /* NULL or closed allowed */
+/* Publishes the closed, complete image file tmp (image id `id`) at path,
+ * as pf_image_publish does (image.c). On failure tmp may remain. */
+int pf_publish_file(const char *tmp, const char *path, const uint8_t id[16],
+                    int mode, pf_error *err);
+/* Renames the closed file `from` to `to` (replacing it), durably. */
+int pf_file_rename(const char *from, const char *to, pf_error *err);
 
 /* Maps the whole file read-only. A file shorter than PF_HEADER_LEN (an
  * empty one too) is not mapped: its bytes go to m->small and m->base stays

@@ -490,7 +490,137 @@ done:
     return code;
 }
 
+/* ------------------------------------------------------------------ files */
+
+int pf_file_temp(const char *path, int scratch, pf_file *f, char **name,
+                 pf_error *err)
+{
+    int code = PF_OK;
+    f->open = 0;
+    char *tmp = temp_name(path, (unsigned long)GetCurrentProcessId(), err,
+                          &code);
+    if (!tmp)
+        return code;
+    wchar_t *wtmp = widen(tmp, err, &code);
+    if (!wtmp) {
+        free(tmp);
+        return code;
+    }
+    DWORD flags = FILE_ATTRIBUTE_NORMAL;
+    if (scratch)
+        flags = FILE_ATTRIBUTE_TEMPORARY | FILE_FLAG_DELETE_ON_CLOSE;
+    HANDLE h = CreateFileW(wtmp, GENERIC_READ | GENERIC_WRITE,
+                           scratch ? FILE_SHARE_DELETE : 0, NULL, CREATE_NEW,
+                           flags, NULL);
+    free(wtmp);
+    if (h == INVALID_HANDLE_VALUE) {
+        free(tmp);
+        return pf_fail_sys(err, "cannot create a temporary file",
+                           (int)GetLastError());
+    }
+    f->h = h;
+    f->open = 1;
+    if (scratch)
+        free(tmp);
+    else
+        *name = tmp;
+    return PF_OK;
+}
+
+static OVERLAPPED at_offset(uint64_t off)
+{
+    OVERLAPPED o;
+    memset(&o, 0, sizeof o);
+    o.Offset = (DWORD)off;
+    o.OffsetHigh = (DWORD)(off >> 32);
+    return o;
+}
+
+int pf_file_pwrite(pf_file *f, const void *buf, size_t n, uint64_t off,
+                   pf_error *err)
+{
+    const uint8_t *p = (const uint8_t *)buf;
+    while (n > 0) {
+        DWORD chunk = n > 0x40000000u ? 0x40000000u : (DWORD)n, wrote = 0;
+        OVERLAPPED o = at_offset(off);
+        if (!WriteFile(f->h, p, chunk, &wrote, &o) || wrote == 0)
+            return pf_fail_sys(err, "cannot write a temporary file",
+                               (int)GetLastError());
+        p += wrote;
+        n -= wrote;
+        off += wrote;
+    }
+    return PF_OK;
+}
+
+int pf_file_pread(pf_file *f, void *buf, size_t n, uint64_t off,
+                  pf_error *err)
+{
+    uint8_t *p = (uint8_t *)buf;
+    while (n > 0) {
+        DWORD chunk = n > 0x40000000u ? 0x40000000u : (DWORD)n, got = 0;
+        OVERLAPPED o = at_offset(off);
+        if (!ReadFile(f->h, p, chunk, &got, &o))
+            return pf_fail_sys(err, "cannot read a temporary file",
+                               (int)GetLastError());
+        if (got == 0)
+            return pf_fail_sys(err, "a temporary file is shorter than "
+                               "written", ERROR_HANDLE_EOF);
+        p += got;
+        n -= got;
+        off += got;
+    }
+    return PF_OK;
+}
+
+int pf_file_truncate(pf_file *f, uint64_t len, pf_error *err)
+{
+    LARGE_INTEGER li;
+    li.QuadPart = (LONGLONG)len;
+    if (!SetFilePointerEx(f->h, li, NULL, FILE_BEGIN) || !SetEndOfFile(f->h))
+        return pf_fail_sys(err, "cannot truncate a temporary file",
+                           (int)GetLastError());
+    return PF_OK;
+}
+
+int pf_file_sync(pf_file *f, pf_error *err)
+{
+    if (!FlushFileBuffers(f->h))
+        return pf_fail_sys(err, "cannot flush the temporary file",
+                           (int)GetLastError());
+    return PF_OK;
+}
+
+void pf_file_close(pf_file *f)
+{
+    if (f && f->open) {
+        CloseHandle(f->h);
+        f->open = 0;
+    }
+}
+
+int pf_file_rename(const char *from, const char *to, pf_error *err)
+{
+    int code = PF_OK;
+    wchar_t *wf = widen(from, err, &code);
+    if (!wf)
+        return code;
+    wchar_t *wt = widen(to, err, &code);
+    if (!wt) {
+        free(wf);
+        return code;
+    }
+    if (!MoveFileExW(wf, wt, MOVEFILE_REPLACE_EXISTING |
+                             MOVEFILE_WRITE_THROUGH))
+        code = pf_fail_sys(err, "cannot rename the temporary file into place",
+                           (int)GetLastError());
+    free(wf);
+    free(wt);
+    return code;
+}
+
 int pf_os_random(void *buf, size_t n, pf_error *err)
+
 {
     uint8_t *p = (uint8_t *)buf;
     while (n > 0) {
@@ -926,7 +1056,112 @@ fail_closed:
     return code;
 }
 
+/* ------------------------------------------------------------------ files */
+
+int pf_file_temp(const char *path, int scratch, pf_file *f, char **name,
+                 pf_error *err)
+{
+    int code = PF_OK;
+    f->open = 0;
+    char *tmp = temp_name(path, (unsigned long)getpid(), err, &code);
+    if (!tmp)
+        return code;
+    int fd;
+    do {
+        fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+        code = pf_fail_sys(err, "cannot create a temporary file", errno);
+        free(tmp);
+        return code;
+    }
+    f->fd = fd;
+    f->open = 1;
+    if (scratch) {
+        unlink(tmp); /* nameless from now on: nothing to clean up later */
+        free(tmp);
+    } else {
+        *name = tmp;
+    }
+    return PF_OK;
+}
+
+int pf_file_pwrite(pf_file *f, const void *buf, size_t n, uint64_t off,
+                   pf_error *err)
+{
+    const uint8_t *p = (const uint8_t *)buf;
+    while (n > 0) {
+        size_t chunk = n > 0x40000000u ? 0x40000000u : n;
+        ssize_t w = pwrite(f->fd, p, chunk, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return pf_fail_sys(err, "cannot write a temporary file",
+                               w < 0 ? errno : EIO);
+        p += w;
+        n -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return PF_OK;
+}
+
+int pf_file_pread(pf_file *f, void *buf, size_t n, uint64_t off,
+                  pf_error *err)
+{
+    uint8_t *p = (uint8_t *)buf;
+    while (n > 0) {
+        size_t chunk = n > 0x40000000u ? 0x40000000u : n;
+        ssize_t r = pread(f->fd, p, chunk, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return pf_fail_sys(err, r < 0 ? "cannot read a temporary file"
+                               : "a temporary file is shorter than written",
+                               r < 0 ? errno : EIO);
+        p += r;
+        n -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return PF_OK;
+}
+
+int pf_file_truncate(pf_file *f, uint64_t len, pf_error *err)
+{
+    int rc;
+    do {
+        rc = ftruncate(f->fd, (off_t)len);
+    } while (rc != 0 && errno == EINTR);
+    if (rc != 0)
+        return pf_fail_sys(err, "cannot truncate a temporary file", errno);
+    return PF_OK;
+}
+
+int pf_file_sync(pf_file *f, pf_error *err)
+{
+    if (fsync(f->fd) != 0)
+        return pf_fail_sys(err, "cannot flush the temporary file", errno);
+    return PF_OK;
+}
+
+void pf_file_close(pf_file *f)
+{
+    if (f && f->open) {
+        close_retry(f->fd);
+        f->open = 0;
+    }
+}
+
+int pf_file_rename(const char *from, const char *to, pf_error *err)
+{
+    if (rename(from, to) != 0)
+        return pf_fail_sys(err, "cannot rename the temporary file into place",
+                           errno);
+    sync_parent(to);
+    return PF_OK;
+}
+
 int pf_os_random(void *buf, size_t n, pf_error *err)
+
 {
     uint8_t *p = (uint8_t *)buf;
 #if defined(PF_HAVE_GETRANDOM)

@@ -580,6 +580,24 @@ int pf_hash_range(const pf_range *r, uint64_t pos, uint64_t *hash,
     return hash_val(&hc, pos, hash, &next, err);
 }
 
+int pf_key_extent(const pf_range *r, uint64_t pos, uint64_t *hash,
+                  uint64_t *next, pf_error *err)
+{
+    hash_ctx hc;
+    uint64_t span = r->end - r->start;
+    hc.r = r;
+    hc.budget = span > (UINT64_MAX - (1u << 20)) / 4 ? UINT64_MAX
+                                                     : 4 * span + (1u << 20);
+    hc.depth = 0;
+    return hash_val(&hc, pos, hash, next, err);
+}
+
+int pf_range_record_next(const pf_range *r, const pf_val *c, uint64_t *cursor,
+                         uint64_t *key_pos, uint64_t *val_pos, pf_error *err)
+{
+    return record_next(r, c, cursor, key_pos, val_pos, err);
+}
+
 int pf_hash_at(const pf_image *img, uint64_t pos, uint64_t *hash, pf_error *err)
 {
     return pf_hash_range(&img->r, pos, hash, err);

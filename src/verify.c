@@ -78,8 +78,8 @@ static int seen_test_set(vctx *v, uint64_t pos)
 
 /* Python equality of two stored keys (R21), used only when two keys of
  * one container hash alike. Exact for every key type. */
-static int keys_equal(const vctx *v, uint64_t a, uint64_t b, int depth,
-                      int *eq);
+static int keys_equal(const pf_range *r, pf_error *err, uint64_t a,
+                      uint64_t b, int depth, int *eq);
 
 /* A real number as Python compares it: an exact integer (small, or the
  * minimal two's complement bytes of a big one) or a float. */
@@ -169,32 +169,32 @@ static uint32_t code_unit(const pf_val *x, uint64_t k)
 }
 
 /* The offsets of a tuple's items, or a frozenset's keys, one by one. */
-static int next_member(const vctx *v, const pf_val *c, uint64_t *cursor,
+static int next_member(const pf_range *r, const pf_val *c, uint64_t *cursor,
                        uint64_t *pos, pf_error *err)
 {
     if (c->type == PF_TUPLE) {
         pf_val it;
         *pos = *cursor;
-        int rc = pf_decode(v->r, *cursor, &it, 0, err);
+        int rc = pf_decode(r, *cursor, &it, 0, err);
         if (rc != PF_OK)
             return rc;
         *cursor = it.next;
         return 1;
     }
     uint64_t val;
-    return pf_record_next(v->img, c, cursor, pos, &val, err);
+    return pf_range_record_next(r, c, cursor, pos, &val, err);
 }
 
-static int keys_equal(const vctx *v, uint64_t a, uint64_t b, int depth,
-                      int *eq)
+static int keys_equal(const pf_range *r, pf_error *err, uint64_t a,
+                      uint64_t b, int depth, int *eq)
 {
     pf_val x, y;
     int rc;
     *eq = 0;
     if (depth > PF_MAX_KEY_DEPTH)
-        return pf_fail(v->err, PF_ELIMIT, "keys nested too deep to compare", a);
-    if ((rc = pf_decode(v->r, a, &x, 1, v->err)) != PF_OK ||
-        (rc = pf_decode(v->r, b, &y, 1, v->err)) != PF_OK)
+        return pf_fail(err, PF_ELIMIT, "keys nested too deep to compare", a);
+    if ((rc = pf_decode(r, a, &x, 1, err)) != PF_OK ||
+        (rc = pf_decode(r, b, &y, 1, err)) != PF_OK)
         return rc;
     num na, nb;
     double ia, ib;
@@ -227,17 +227,17 @@ static int keys_equal(const vctx *v, uint64_t a, uint64_t b, int depth,
             return PF_OK;
         uint64_t ca = x.type == PF_TUPLE ? x.u.tup.first : 0, pa;
         for (uint64_t k = 0; k < n; k++) {
-            if ((rc = next_member(v, &x, &ca, &pa, v->err)) < 0)
+            if ((rc = next_member(r, &x, &ca, &pa, err)) < 0)
                 return rc;
             uint64_t cb = y.type == PF_TUPLE ? y.u.tup.first : 0, pb;
             int found = 0;
             /* a tuple: item k against item k; a frozenset: against any */
             for (uint64_t j = 0; j < n && !found; j++) {
-                if ((rc = next_member(v, &y, &cb, &pb, v->err)) < 0)
+                if ((rc = next_member(r, &y, &cb, &pb, err)) < 0)
                     return rc;
                 if (x.type == PF_TUPLE && j != k)
                     continue;
-                if ((rc = keys_equal(v, pa, pb, depth + 1, &found)) != PF_OK)
+                if ((rc = keys_equal(r, err, pa, pb, depth + 1, &found)) != PF_OK)
                     return rc;
             }
             if (!found)
@@ -249,6 +249,12 @@ static int keys_equal(const vctx *v, uint64_t a, uint64_t b, int depth,
     default:
         return PF_OK;
     }
+}
+
+int pf_keys_equal(const pf_range *r, uint64_t a, uint64_t b, int *eq,
+                  pf_error *err)
+{
+    return keys_equal(r, err, a, b, 0, eq);
 }
 
 /* ------------------------------------------------------- canonical forms */
@@ -312,7 +318,7 @@ static int check_slot(vctx *v, vframe *f, uint64_t kp, uint64_t h)
         for (uint64_t j = 0; j < f->i; j++) {
             if (f->small_hash[j] != h)
                 continue;
-            if ((rc = keys_equal(v, f->small_pos[j], kp, 0, &eq)) != PF_OK)
+            if ((rc = keys_equal(v->r, v->err, f->small_pos[j], kp, 0, &eq)) != PF_OK)
                 return rc;
             if (eq)
                 return PF_CORRUPT(v->err, "two equal keys in one container (R21)", kp);
@@ -344,7 +350,7 @@ static int check_slot(vctx *v, vframe *f, uint64_t kp, uint64_t h)
             if ((rc = key_hash(v, other, &h2)) != PF_OK)
                 return rc;
             if (h2 == h) {
-                if ((rc = keys_equal(v, other, kp, 0, &eq)) != PF_OK)
+                if ((rc = keys_equal(v->r, v->err, other, kp, 0, &eq)) != PF_OK)
                     return rc;
                 if (eq)
                     return PF_CORRUPT(v->err, "two equal keys in one container "

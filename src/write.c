@@ -77,6 +77,14 @@ struct pf_writer {
     uint8_t *vtab;     /* the VALUES table (R28): vcount u64 LE offsets */
     size_t vcount;
     size_t vcap;       /* entries allocated */
+    /* Record mode (the streaming builder, build.c): the buffer holds one
+     * record at a time, so REFs stay inside it, the VALUES table is not
+     * used, and strings met in earlier records are offered to pool_fn. */
+    pf_pool_fn pool_fn;
+    void *pool_ctx;
+    int pool_off;      /* the builder is writing a key: no pool */
+    unsigned in_key;   /* dict/set items whose key is not done yet */
+    size_t *dd_fill;   /* record mode: the dd slots in use, to clear them */
 };
 
 /* ------------------------------------------------------------------ buffer */
@@ -158,6 +166,7 @@ void pf_writer_free(pf_writer *w)
     free(w->dd);
     free(w->dd_last);
     free(w->dd_sref);
+    free(w->dd_fill);
     free(w->vtab);
     free(w->buf);
     free(w);
@@ -347,19 +356,23 @@ static uint64_t stored_hash(const pf_writer *w, uint64_t off)
 
 static int dedup_grow(pf_writer *w, pf_error *err)
 {
-    unsigned nbits = w->dd_cap ? w->dd_bits + 1 : 14;
+    unsigned nbits = w->dd_cap ? w->dd_bits + 1 : w->pool_fn ? 8 : 14;
     if (nbits >= 8 * sizeof(size_t) - 4)
         return pf_fail(err, PF_ENOMEM, "out of memory for the string table", 0);
     size_t ncap = (size_t)1 << nbits;
     uint64_t *nd = (uint64_t *)calloc(ncap, sizeof(uint64_t));
     uint32_t *nl = (uint32_t *)calloc(ncap, sizeof(uint32_t));
     uint32_t *ns = (uint32_t *)calloc(ncap, sizeof(uint32_t));
-    if (!nd || !nl || !ns) {
+    size_t *nf = w->pool_fn ? (size_t *)malloc(ncap / 2 * sizeof(size_t))
+                            : NULL;
+    if (!nd || !nl || !ns || (w->pool_fn && !nf)) {
         free(nd);
         free(nl);
         free(ns);
+        free(nf);
         return pf_fail(err, PF_ENOMEM, "out of memory for the string table", 0);
     }
+    size_t nfill = 0;
     for (size_t i = 0; i < w->dd_cap; i++) {
         uint64_t e = w->dd[i];
         if (!e)
@@ -372,7 +385,11 @@ static int dedup_grow(pf_writer *w, pf_error *err)
         nd[j] = e;
         nl[j] = w->dd_last[i];
         ns[j] = w->dd_sref[i];
+        if (nf)
+            nf[nfill++] = j;
     }
+    free(w->dd_fill);
+    w->dd_fill = nf;
     free(w->dd);
     free(w->dd_last);
     free(w->dd_sref);
@@ -455,8 +472,8 @@ static int put_deduped(pf_writer *w, const uint8_t *hdr, unsigned hlen,
             const unsigned sl = pf_varint_len(sidx);
             /* A new index costs 8 bytes of table: it is given to a value
              * met for the third time or more (referenced before). */
-            if (sl < dl && 1 + sl < enc && (si || (w->dd_last[j] != 0 &&
-                                                   sidx < UINT32_MAX - 1))) {
+            if (!w->pool_fn && sl < dl && 1 + sl < enc &&
+                (si || (w->dd_last[j] != 0 && sidx < UINT32_MAX - 1))) {
                 if (!si) {                                          /* R28 */
                     if ((rc = vtab_add(w, off, err)) != PF_OK)
                         return rc;
@@ -487,8 +504,32 @@ static int put_deduped(pf_writer *w, const uint8_t *hdr, unsigned hlen,
             }
             goto copy;
         }
+        uint64_t sidx;
+        if (w->pool_fn && !w->pool_off &&
+            (w->in_key == 0 ||
+             (w->in_key == 1 && w->nframes > 0 &&
+              w->frames[w->nframes - 1].kind != FRAME_TUPLE))) {
+            /* Record mode: a string of an earlier record, in the pool. A
+             * string inside a tuple or frozenset that is (part of) a key
+             * is not offered: the key's hash must be computable from the
+             * record's own bytes (only a key string itself is hashed as
+             * it is written). */
+            rc = w->pool_fn(w->pool_ctx, hdr, hlen, data, nbytes, hash,
+                            &sidx, err);
+            if (rc < 0)
+                return rc;
+            if (rc == 1 && 1 + pf_varint_len(sidx) < enc) {
+                uint8_t *p = w->buf + pos;
+                p[0] = PF_T_SREF;
+                w->len += 1 + pf_varint_put(p + 1, sidx);
+                ival_done(w);
+                return PF_OK;
+            }
+        }
         if (can_anchor) {
             w->dd[j] = (tag << DD_OFF_BITS) | pos;
+            if (w->dd_fill)
+                w->dd_fill[w->dd_used] = j;
             w->dd_used++;
         }
     }
@@ -706,6 +747,8 @@ int pf_write_item(pf_writer *w, pf_error *err)
         f->cap = ncap;
     }
     f->recs[f->items++] = w->len - f->body;
+    if (f->kind != PF_T_LIST)
+        w->in_key++;
     return PF_OK;
 }
 
@@ -720,24 +763,80 @@ int pf_write_key_done(pf_writer *w, pf_error *err)
         return pf_fail(err, PF_EINVAL, "pf_write_key_done without exactly one "
                        "key ival", f->start);
     uint64_t kp = f->body + f->recs[f->items - 1], h;
-    if (kp == w->last_pos) {
-        h = w->last_hash; /* a string or bytes hashed when it was written */
-    } else {
-        pf_range r = {w->buf, PF_HEADER_LEN, w->len, w->seed, w->vtab,
-                      w->vcount};
-        pf_error e2;
-        int rc = pf_hash_range(&r, kp, &h, &e2);
-        if (rc != PF_OK) {
-            if (rc == PF_ECORRUPT) /* cannot happen with the writer's output */
-                rc = PF_EINVAL;
-            return pf_fail(err, rc, rc == PF_ETYPE ? "key of a type that "
-                           "cannot be a key (R21)" : e2.msg, kp);
-        }
-    }
+    int rc = pf_writer_hash_at(w, kp, &h, err);
+    if (rc != PF_OK)
+        return rc;
     f->hashes[f->items - 1] = h;
     f->keys++;
+    w->in_key--;
     return PF_OK;
 }
+
+int pf_writer_hash_at(const pf_writer *w, uint64_t kp, uint64_t *hash,
+                      pf_error *err)
+{
+    if (kp == w->last_pos) {
+        *hash = w->last_hash; /* a string or bytes hashed when written */
+        return PF_OK;
+    }
+    pf_range r = {w->buf, PF_HEADER_LEN, w->len, w->seed,
+                  w->pool_fn ? NULL : w->vtab, w->pool_fn ? 0 : w->vcount};
+    pf_error e2;
+    int rc = pf_hash_range(&r, kp, hash, &e2);
+    if (rc != PF_OK) {
+        if (rc == PF_ECORRUPT) /* cannot happen with the writer's output */
+            rc = PF_EINVAL;
+        return pf_fail(err, rc, rc == PF_ETYPE ? "key of a type that "
+                       "cannot be a key (R21)" : e2.msg, kp);
+    }
+    return PF_OK;
+}
+
+/* ------------------------------------------------------------- record mode */
+
+void pf_writer_record_mode(pf_writer *w, pf_pool_fn fn, void *ctx)
+{
+    w->pool_fn = fn;
+    w->pool_ctx = ctx;
+}
+
+void pf_writer_forget(pf_writer *w)
+{
+    if (w->dd_used == 0)
+        return;
+    if (w->dd_fill && w->dd_used < w->dd_cap / 16) {
+        for (size_t i = 0; i < w->dd_used; i++) {
+            size_t j = w->dd_fill[i];
+            w->dd[j] = 0;
+            w->dd_last[j] = 0;
+        }
+    } else {
+        memset(w->dd, 0, w->dd_cap * sizeof *w->dd);
+        memset(w->dd_last, 0, w->dd_cap * sizeof *w->dd_last);
+    }
+    w->dd_used = 0;
+    w->last_pos = 0;
+}
+
+void pf_writer_reset(pf_writer *w)
+{
+    pf_writer_forget(w);
+    w->len = PF_HEADER_LEN;
+    w->nframes = 0;
+    w->in_key = 0;
+    w->pool_off = 0;
+    w->last_pos = 0;
+}
+
+void pf_writer_pool_off(pf_writer *w, int off) { w->pool_off = off; }
+
+const uint8_t *pf_writer_data(const pf_writer *w, size_t *len)
+{
+    *len = w->len - PF_HEADER_LEN;
+    return w->buf + PF_HEADER_LEN;
+}
+
+int pf_writer_open(const pf_writer *w) { return w->nframes != 0; }
 
 /* Smallest table width whose entries can hold `bits` bits (+ min_spare). */
 static int pick_width(unsigned bits)

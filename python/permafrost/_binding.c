@@ -64,6 +64,7 @@ typedef struct {
     PyTypeObject *SetView_Type;
     PyTypeObject *FrozenSetView_Type;
     PyTypeObject *Iter_Type;
+    PyTypeObject *Builder_Type;
     PyObject *Error;
     PyObject *CorruptImageError;
     PyObject *VersionError;
@@ -3212,6 +3213,35 @@ encode(enc_ctx *cx, PyObject *o, int key)
     return r;
 }
 
+/* Re-raises our TypeError with the path of the offending value, from
+ * `root`: $['a'][3]. */
+static void
+enc_add_path(enc_ctx *cx, const char *root)
+{
+    if (cx->type_error && cx->path && PyErr_ExceptionMatches(PyExc_TypeError)) {
+        /* Re-raise with the path of the offending value: $['a'][3]. */
+        PyObject *exc_type, *exc_value, *exc_tb;
+        PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+        PyObject *msg = exc_value ? PyObject_Str(exc_value) : NULL;
+        if (msg && PyList_Reverse(cx->path) == 0) {
+            PyObject *empty = PyUnicode_FromString("");
+            PyObject *joined = empty ? PyUnicode_Join(empty, cx->path) : NULL;
+            if (joined) {
+                PyErr_Format(PyExc_TypeError, "%U at %s%U", msg, root, joined);
+                Py_XDECREF(exc_type);
+                Py_XDECREF(exc_value);
+                Py_XDECREF(exc_tb);
+                exc_type = exc_value = exc_tb = NULL;
+            }
+            Py_XDECREF(joined);
+            Py_XDECREF(empty);
+        }
+        Py_XDECREF(msg);
+        if (exc_type || exc_value)
+            PyErr_Restore(exc_type, exc_value, exc_tb);
+    }
+}
+
 /* Freezes `obj` into a malloc'd image buffer. */
 static int
 freeze_to_buffer(pf_state *st, PyObject *obj, uint8_t **out, uint64_t *len)
@@ -3246,31 +3276,631 @@ freeze_to_buffer(pf_state *st, PyObject *obj, uint8_t **out, uint64_t *len)
     }
     pf_writer_free(cx.w);
     ptrmap_free(&cx.memo);
-    if (r < 0 && cx.type_error && PyErr_ExceptionMatches(PyExc_TypeError)) {
-        /* Re-raise with the path of the offending value: $['a'][3]. */
-        PyObject *exc_type, *exc_value, *exc_tb;
-        PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
-        PyObject *msg = exc_value ? PyObject_Str(exc_value) : NULL;
-        if (msg && PyList_Reverse(cx.path) == 0) {
-            PyObject *empty = PyUnicode_FromString("");
-            PyObject *joined = empty ? PyUnicode_Join(empty, cx.path) : NULL;
-            if (joined) {
-                PyErr_Format(PyExc_TypeError, "%U at $%U", msg, joined);
-                Py_XDECREF(exc_type);
-                Py_XDECREF(exc_value);
-                Py_XDECREF(exc_tb);
-                exc_type = exc_value = exc_tb = NULL;
-            }
-            Py_XDECREF(joined);
-            Py_XDECREF(empty);
-        }
-        Py_XDECREF(msg);
-        if (exc_type || exc_value)
-            PyErr_Restore(exc_type, exc_value, exc_tb);
-    }
+    if (r < 0)
+        enc_add_path(&cx, "$");
     Py_DECREF(cx.path);
     return r;
 }
+
+/* ------------------------------------------------------------ builder */
+
+/* permafrost.Builder: the streaming builder (src/build.c). One object is
+ * the root level and owns the core builder; b.dict(key) and b.list(key)
+ * return level objects of the same type that refer to it. A level is open
+ * while the core's level at its depth is the one it opened (serials).
+ * Writing to a level closes any deeper level still open. */
+typedef struct BuilderObject {
+    PyObject_HEAD
+    pf_state *st;
+    PyObject *module;
+    struct BuilderObject *root;  /* NULL for the root itself */
+    unsigned depth;              /* 1 = root */
+    uint64_t serial;
+    int type;                    /* PF_DICT or PF_LIST */
+    /* root only: */
+    pf_builder *b;               /* NULL once finished or abandoned */
+    PyObject *path;              /* as given (str or bytes) */
+    PyObject *fspath;            /* bytes, for the core */
+    int mode;
+    int busy;                    /* a call released the GIL */
+    int done;                    /* 1 published, 2 abandoned, 3 failed */
+    uint64_t *serials;           /* per open depth */
+    size_t serials_cap;
+    uint64_t next_serial;
+    enc_ctx cx;
+} BuilderObject;
+
+static BuilderObject *
+broot(BuilderObject *self)
+{
+    return self->root ? self->root : self;
+}
+
+static int
+builder_fail(BuilderObject *r, const pf_error *err, int rc)
+{
+    if (rc == PF_EIO)
+        raise_os_path(err, r->path);
+    else
+        fail(r->st, err, rc);
+    return -1;
+}
+
+/* Makes self the innermost open level (closing deeper ones), or raises. */
+static int
+builder_ready(BuilderObject *self)
+{
+    BuilderObject *r = broot(self);
+    if (r->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "the builder is busy in another thread");
+        return -1;
+    }
+    if (!r->b) {
+        PyErr_SetString(PyExc_ValueError, r->done == 1 ? "the builder is closed: its image "
+                        "is published" : "the builder was abandoned: no image was published");
+        return -1;
+    }
+    unsigned depth = pf_builder_depth(r->b);
+    if (self->depth > depth || r->serials[self->depth - 1] != self->serial) {
+        PyErr_SetString(PyExc_ValueError, "this nested builder is closed");
+        return -1;
+    }
+    while (depth > self->depth) {
+        pf_error err;
+        int rc;
+        r->busy = 1;
+        Py_BEGIN_ALLOW_THREADS
+        rc = pf_builder_close(r->b, &err);
+        Py_END_ALLOW_THREADS
+        r->busy = 0;
+        if (rc < 0)
+            return builder_fail(r, &err, rc);
+        depth--;
+    }
+    return 0;
+}
+
+static void
+builder_reset_cx(BuilderObject *r)
+{
+    ptrmap_free(&r->cx.memo);
+    r->cx.type_error = 0;
+    if (r->cx.path && PyList_GET_SIZE(r->cx.path))
+        (void)PyList_SetSlice(r->cx.path, 0, PyList_GET_SIZE(r->cx.path), NULL);
+}
+
+/* Encodes o at the core's current position; `what` names it in errors. */
+static int
+builder_encode(BuilderObject *r, PyObject *o, int key, const char *what)
+{
+    r->cx.w = pf_builder_writer(r->b);
+    int rc = encode(&r->cx, o, key);
+    if (rc < 0)
+        enc_add_path(&r->cx, what);
+    builder_reset_cx(r);
+    return rc;
+}
+
+/* One entry at level self (ready): key is NULL at a list level. */
+static int
+builder_put(BuilderObject *self, PyObject *key, PyObject *value)
+{
+    BuilderObject *r = broot(self);
+    pf_error err;
+    int rc = pf_builder_begin(r->b, &err);
+    if (rc < 0)
+        return builder_fail(r, &err, rc);
+    if (key) {
+        if (builder_encode(r, key, 1, "key") < 0)
+            return -1;
+        if ((rc = pf_builder_key_done(r->b, &err)) < 0)
+            return builder_fail(r, &err, rc);
+    }
+    if (builder_encode(r, value, 0, key ? "value" : "item") < 0)
+        return -1;
+    if ((rc = pf_builder_end(r->b, &err)) < 0)
+        return builder_fail(r, &err, rc);
+    return 0;
+}
+
+static int
+builder_want(BuilderObject *self, int type, const char *what)
+{
+    if (self->type != type) {
+        PyErr_Format(PyExc_TypeError, "%s needs a builder of a %s (this one builds a %s)",
+                     what, type == PF_DICT ? "dict" : "list",
+                     self->type == PF_DICT ? "dict" : "list");
+        return -1;
+    }
+    return builder_ready(self);
+}
+
+static int
+Builder_ass_subscript(BuilderObject *self, PyObject *key, PyObject *value)
+{
+    if (!value) {
+        PyErr_SetString(PyExc_TypeError, "a builder cannot delete entries");
+        return -1;
+    }
+    if (builder_want(self, PF_DICT, "b[key] = value") < 0)
+        return -1;
+    return builder_put(self, key, value);
+}
+
+static PyObject *
+Builder_append(BuilderObject *self, PyObject *value)
+{
+    if (builder_want(self, PF_LIST, "append()") < 0 || builder_put(self, NULL, value) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Builder_extend(BuilderObject *self, PyObject *values)
+{
+    if (builder_want(self, PF_LIST, "extend()") < 0)
+        return NULL;
+    PyObject *it = PyObject_GetIter(values);
+    if (!it)
+        return NULL;
+    PyObject *v;
+    while ((v = PyIter_Next(it)) != NULL) {
+        int r = builder_ready(self) < 0 ? -1 : builder_put(self, NULL, v);
+        Py_DECREF(v);
+        if (r < 0) {
+            Py_DECREF(it);
+            return NULL;
+        }
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* Pairs from an iterable of 2-item iterables, as dict.update does. */
+static int
+builder_update_pairs(BuilderObject *self, PyObject *pairs)
+{
+    PyObject *it = PyObject_GetIter(pairs);
+    if (!it)
+        return -1;
+    PyObject *item;
+    Py_ssize_t n = 0;
+    while ((item = PyIter_Next(it)) != NULL) {
+        int r = -1;
+        if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2) {
+            r = builder_ready(self) < 0 ? -1
+                    : builder_put(self, PyTuple_GET_ITEM(item, 0), PyTuple_GET_ITEM(item, 1));
+        } else {
+            PyObject *t = PySequence_Tuple(item);
+            if (!t || PyTuple_GET_SIZE(t) != 2) {
+                if (t || PyErr_ExceptionMatches(PyExc_TypeError)) {
+                    PyErr_Clear();
+                    PyErr_Format(PyExc_ValueError, "update() sequence element #%zd "
+                                 "is not a (key, value) pair", n);
+                }
+            } else {
+                r = builder_ready(self) < 0 ? -1
+                        : builder_put(self, PyTuple_GET_ITEM(t, 0), PyTuple_GET_ITEM(t, 1));
+            }
+            Py_XDECREF(t);
+        }
+        Py_DECREF(item);
+        if (r < 0) {
+            Py_DECREF(it);
+            return -1;
+        }
+        n++;
+    }
+    Py_DECREF(it);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static PyObject *
+Builder_update(BuilderObject *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *other = NULL;
+    if (!PyArg_UnpackTuple(args, "update", 0, 1, &other))
+        return NULL;
+    if (builder_want(self, PF_DICT, "update()") < 0)
+        return NULL;
+    if (other) {
+        int r;
+        if (PyDict_CheckExact(other)) {
+            PyObject *items = PyDict_Items(other);
+            r = items ? builder_update_pairs(self, items) : -1;
+            Py_XDECREF(items);
+        } else {
+            PyObject *keys_attr = PyObject_GetAttrString(other, "keys");
+            if (!keys_attr) {
+                if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                    return NULL;
+                PyErr_Clear();
+            }
+            if (keys_attr) {
+                /* a mapping: its keys, and other[key] for each */
+                PyObject *keys = PyObject_CallNoArgs(keys_attr);
+                Py_DECREF(keys_attr);
+                PyObject *it = keys ? PyObject_GetIter(keys) : NULL;
+                Py_XDECREF(keys);
+                if (!it)
+                    return NULL;
+                PyObject *k;
+                r = 0;
+                while (r == 0 && (k = PyIter_Next(it)) != NULL) {
+                    PyObject *v = PyObject_GetItem(other, k);
+                    r = !v || builder_ready(self) < 0 ? -1 : builder_put(self, k, v);
+                    Py_XDECREF(v);
+                    Py_DECREF(k);
+                }
+                Py_DECREF(it);
+                if (PyErr_Occurred())
+                    r = -1;
+            } else {
+                r = builder_update_pairs(self, other);
+            }
+        }
+        if (r < 0)
+            return NULL;
+    }
+    if (kwds && PyDict_GET_SIZE(kwds)) {
+        PyObject *items = PyDict_Items(kwds);
+        int r = items ? builder_update_pairs(self, items) : -1;
+        Py_XDECREF(items);
+        if (r < 0)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+builder_open_level(BuilderObject *self, PyObject *args, int type)
+{
+    PyObject *key = NULL;
+    if (!PyArg_UnpackTuple(args, type == PF_DICT ? "dict" : "list", 0, 1, &key))
+        return NULL;
+    if (builder_ready(self) < 0)
+        return NULL;
+    if ((self->type == PF_DICT) != (key != NULL)) {
+        PyErr_SetString(PyExc_TypeError, self->type == PF_DICT
+                        ? "a nested builder of a dict level needs its key: b.dict(key)"
+                        : "a nested builder of a list level takes no key: b.dict()");
+        return NULL;
+    }
+    BuilderObject *r = broot(self);
+    if (r->serials_cap <= self->depth) {
+        size_t ncap = r->serials_cap * 2;
+        uint64_t *ns = PyMem_Realloc(r->serials, ncap * sizeof(uint64_t));
+        if (!ns)
+            return PyErr_NoMemory();
+        r->serials = ns;
+        r->serials_cap = ncap;
+    }
+    PyTypeObject *tp = Py_TYPE(self);
+    BuilderObject *lv = (BuilderObject *)tp->tp_alloc(tp, 0);
+    if (!lv)
+        return NULL;
+    pf_error err;
+    int rc = pf_builder_begin(r->b, &err);
+    if (rc == 0 && key) {
+        if (builder_encode(r, key, 1, "key") < 0)
+            rc = PF_PYERR;
+        else
+            rc = pf_builder_key_done(r->b, &err);
+    }
+    if (rc == 0)
+        rc = pf_builder_open(r->b, type, &err);
+    if (rc < 0) {
+        Py_DECREF(lv);
+        if (rc != PF_PYERR)
+            builder_fail(r, &err, rc);
+        return NULL;
+    }
+    lv->st = r->st;
+    lv->module = Py_NewRef(r->module);
+    lv->root = (BuilderObject *)Py_NewRef(r);
+    lv->depth = self->depth + 1;
+    lv->serial = ++r->next_serial;
+    lv->type = type;
+    r->serials[self->depth] = lv->serial;
+    return (PyObject *)lv;
+}
+
+static PyObject *
+Builder_dict(BuilderObject *self, PyObject *args)
+{
+    return builder_open_level(self, args, PF_DICT);
+}
+
+static PyObject *
+Builder_list(BuilderObject *self, PyObject *args)
+{
+    return builder_open_level(self, args, PF_LIST);
+}
+
+static void
+builder_abandon(BuilderObject *r, int why)
+{
+    if (r->b) {
+        pf_builder_free(r->b);
+        r->b = NULL;
+        r->done = why;
+    }
+}
+
+static PyObject *
+Builder_close(BuilderObject *self, PyObject *Py_UNUSED(ignored))
+{
+    BuilderObject *r = broot(self);
+    if (!r->b && r->done == 1 && !self->root)
+        Py_RETURN_NONE; /* closing twice is harmless */
+    if (self->root && (!r->b || self->depth > pf_builder_depth(r->b) ||
+                       r->serials[self->depth - 1] != self->serial))
+        Py_RETURN_NONE; /* already closed (by its parent going on) */
+    if (builder_ready(self) < 0)
+        return NULL;
+    pf_error err;
+    int rc;
+    r->busy = 1;
+    if (self->root) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = pf_builder_close(r->b, &err);
+        Py_END_ALLOW_THREADS
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        rc = pf_builder_finish(r->b, r->mode, &err);
+        Py_END_ALLOW_THREADS
+    }
+    r->busy = 0;
+    if (rc < 0) {
+        builder_fail(r, &err, rc);
+        if (!self->root)
+            builder_abandon(r, 3);
+        return NULL;
+    }
+    if (!self->root) {
+        pf_builder_free(r->b);
+        r->b = NULL;
+        r->done = 1;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Builder_abort(BuilderObject *self, PyObject *Py_UNUSED(ignored))
+{
+    BuilderObject *r = broot(self);
+    if (r->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "the builder is busy in another thread");
+        return NULL;
+    }
+    builder_abandon(r, 2);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Builder_enter(BuilderObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return Py_NewRef(self);
+}
+
+static PyObject *
+Builder_exit(BuilderObject *self, PyObject *args)
+{
+    PyObject *et = Py_None;
+    if (PyTuple_GET_SIZE(args) > 0)
+        et = PyTuple_GET_ITEM(args, 0);
+    if (et != Py_None) {
+        /* An exception leaves no image: the whole build is abandoned,
+         * from a nested level's with-block too. */
+        BuilderObject *r = broot(self);
+        if (!r->busy)
+            builder_abandon(r, 2);
+        Py_RETURN_FALSE;
+    }
+    PyObject *res = Builder_close(self, NULL);
+    if (!res)
+        return NULL;
+    Py_DECREF(res);
+    Py_RETURN_FALSE;
+}
+
+static PyObject *
+Builder_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"path", "kind", "memory", "_mode", NULL};
+    PyObject *path;
+    const char *kind = "dict";
+    unsigned long long memory = 256ull << 20;
+    int mode = PF_PUBLISH_DEFAULT;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$sKi:Builder", kwlist, &path, &kind,
+                                     &memory, &mode))
+        return NULL;
+    int t;
+    if (strcmp(kind, "dict") == 0)
+        t = PF_DICT;
+    else if (strcmp(kind, "list") == 0)
+        t = PF_LIST;
+    else
+        return PyErr_Format(PyExc_ValueError, "kind must be 'dict' or 'list', not %R",
+                            PyTuple_GET_SIZE(args) > 1 ? PyTuple_GET_ITEM(args, 1)
+                                                       : PyDict_GetItemString(kwds, "kind"));
+    if (memory < (1ull << 20))
+        return PyErr_Format(PyExc_ValueError, "memory must be at least 1 MiB (1048576), not %llu",
+                            memory);
+    PyObject *fspath = NULL;
+    if (!PyUnicode_FSConverter(path, &fspath))
+        return NULL;
+    BuilderObject *self = (BuilderObject *)type->tp_alloc(type, 0);
+    if (!self) {
+        Py_DECREF(fspath);
+        return NULL;
+    }
+    self->st = PyType_GetModuleState(type);
+    self->module = Py_NewRef(PyType_GetModule(type));
+    self->path = Py_NewRef(path);
+    self->fspath = fspath;
+    self->mode = mode;
+    self->depth = 1;
+    self->type = t;
+    self->serials = PyMem_Malloc(8 * sizeof(uint64_t));
+    self->cx.path = PyList_New(0);
+    if (!self->serials || !self->cx.path) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    self->serials_cap = 8;
+    self->serial = ++self->next_serial;
+    self->serials[0] = self->serial;
+    self->cx.st = self->st;
+    pf_error err;
+    int rc;
+    const char *cpath = PyBytes_AS_STRING(fspath);
+    pf_builder *b = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    rc = pf_builder_new(cpath, t, (uint64_t)memory, &b, &err);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        builder_fail(self, &err, rc);
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->b = b;
+    return (PyObject *)self;
+}
+
+static int
+Builder_traverse(BuilderObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->root);
+    Py_VISIT(self->path);
+    return 0;
+}
+
+static int
+Builder_clear(BuilderObject *self)
+{
+    Py_CLEAR(self->root);
+    return 0;
+}
+
+static void
+Builder_dealloc(BuilderObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (!self->root) {
+        builder_abandon(self, 2); /* never closed: nothing is published */
+        ptrmap_free(&self->cx.memo);
+        Py_XDECREF(self->cx.path);
+        PyMem_Free(self->serials);
+    }
+    Py_CLEAR(self->root);
+    Py_XDECREF(self->path);
+    Py_XDECREF(self->fspath);
+    Py_XDECREF(self->module);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+Builder_get_entries(BuilderObject *self, void *Py_UNUSED(c))
+{
+    BuilderObject *r = broot(self);
+    uint64_t n = 0;
+    if (r->b)
+        pf_builder_stats(r->b, &n, NULL);
+    return PyLong_FromUnsignedLongLong(n);
+}
+
+static PyObject *
+Builder_get_bytes(BuilderObject *self, void *Py_UNUSED(c))
+{
+    BuilderObject *r = broot(self);
+    uint64_t n = 0;
+    if (r->b)
+        pf_builder_stats(r->b, NULL, &n);
+    return PyLong_FromUnsignedLongLong(n);
+}
+
+static PyObject *
+Builder_get_closed(BuilderObject *self, void *Py_UNUSED(c))
+{
+    BuilderObject *r = broot(self);
+    int open = r->b && self->depth <= pf_builder_depth(r->b) &&
+               r->serials[self->depth - 1] == self->serial;
+    return PyBool_FromLong(!open);
+}
+
+static PyObject *
+Builder_get_path(BuilderObject *self, void *Py_UNUSED(c))
+{
+    return Py_NewRef(broot(self)->path);
+}
+
+static PyObject *
+Builder_get_kind(BuilderObject *self, void *Py_UNUSED(c))
+{
+    return PyUnicode_FromString(self->type == PF_DICT ? "dict" : "list");
+}
+
+static PyObject *
+Builder_repr(BuilderObject *self)
+{
+    BuilderObject *r = broot(self);
+    uint64_t n = 0;
+    if (r->b)
+        pf_builder_stats(r->b, &n, NULL);
+    const char *state = r->done == 1 ? "published" : !r->b ? "abandoned" : "open";
+    return PyUnicode_FromFormat("<permafrost.Builder of a %s, level %u, %s, %llu entries, %R>",
+                                self->type == PF_DICT ? "dict" : "list", self->depth,
+                                state, (unsigned long long)n, r->path);
+}
+
+static PyMethodDef Builder_methods[] = {
+    {"append", (PyCFunction)Builder_append, METH_O, "append(value): the next item of a list."},
+    {"extend", (PyCFunction)Builder_extend, METH_O, "extend(values): append each value."},
+    {"update", (PyCFunction)(void (*)(void))Builder_update, METH_VARARGS | METH_KEYWORDS,
+     "update([other], **kw): b[k] = v for each pair, as dict.update."},
+    {"dict", (PyCFunction)Builder_dict, METH_VARARGS,
+     "dict(key) (list level: dict()): a nested builder whose dict is the value of key."},
+    {"list", (PyCFunction)Builder_list, METH_VARARGS,
+     "list(key) (list level: list()): a nested builder whose list is the value of key."},
+    {"close", (PyCFunction)Builder_close, METH_NOARGS,
+     "close(): end this level; at the root, finish and publish the image."},
+    {"abort", (PyCFunction)Builder_abort, METH_NOARGS,
+     "abort(): abandon the whole build: no image, no temporary file."},
+    {"__enter__", (PyCFunction)Builder_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)Builder_exit, METH_VARARGS, NULL},
+    {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef Builder_getset[] = {
+    {"entries", (getter)Builder_get_entries, NULL,
+     "Entries written so far, at every level.", NULL},
+    {"bytes_written", (getter)Builder_get_bytes, NULL, "Bytes of image written so far.", NULL},
+    {"closed", (getter)Builder_get_closed, NULL, "Whether this level is closed.", NULL},
+    {"path", (getter)Builder_get_path, NULL, "The image's path.", NULL},
+    {"kind", (getter)Builder_get_kind, NULL, "'dict' or 'list': what this level builds.",
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+static PyType_Slot Builder_slots[] = {
+    {Py_tp_doc, "Builder(path, kind='dict', *, memory=256 MiB): write an image entry by entry."},
+    {Py_tp_new, Builder_new},
+    {Py_tp_dealloc, Builder_dealloc},
+    {Py_tp_traverse, Builder_traverse},
+    {Py_tp_clear, Builder_clear},
+    {Py_tp_methods, Builder_methods},
+    {Py_tp_getset, Builder_getset},
+    {Py_tp_repr, Builder_repr},
+    {Py_mp_ass_subscript, Builder_ass_subscript},
+    {0, NULL}};
+
+static PyType_Spec Builder_spec = {
+    "permafrost.Builder", sizeof(BuilderObject), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, Builder_slots};
 
 /* ------------------------------------------------------------ thaw */
 
@@ -4013,12 +4643,14 @@ module_exec(PyObject *module)
     TYPE(SetView_Type, Set_spec, 1);
     TYPE(FrozenSetView_Type, FrozenSet_spec, 1);
     TYPE(Iter_Type, Iter_spec, 1);
+    TYPE(Builder_Type, Builder_spec, 0);
 #undef TYPE
     if (PyModule_AddType(module, st->Image_Type) < 0 ||
         PyModule_AddType(module, st->DictView_Type) < 0 ||
         PyModule_AddType(module, st->ListView_Type) < 0 ||
         PyModule_AddType(module, st->SetView_Type) < 0 ||
-        PyModule_AddType(module, st->FrozenSetView_Type) < 0)
+        PyModule_AddType(module, st->FrozenSetView_Type) < 0 ||
+        PyModule_AddType(module, st->Builder_Type) < 0)
         return -1;
 
 #define EXC(field, name, base, doc)                                                  \
@@ -4101,6 +4733,7 @@ module_exec(PyObject *module)
     X(SetView_Type) \
     X(FrozenSetView_Type) \
     X(Iter_Type) \
+    X(Builder_Type) \
     X(Error) \
     X(CorruptImageError) \
     X(VersionError) \

@@ -1,0 +1,1525 @@
+/*
+ * build.c -- the streaming builder: writes an image whose root is a dict or
+ * a list one entry at a time, in memory bounded by a budget whatever the
+ * number of entries (docs/DECISIONS.md, "The streaming builder").
+ *
+ * The image file is written front to back: header (filled at the end), the
+ * root container's header (patched at the end), then each record as it
+ * comes. A record is encoded by a pf_writer in record mode (write.c), so
+ * its REFs stay inside it and its bytes can be moved as they are; strings
+ * repeated across records become SREFs into a pool that is appended after
+ * the root (R28: an SREF target may lie anywhere in DATA).
+ *
+ * A dict's slot table (R22) is not built in memory: each record leaves a
+ * (key hash, record offset) pair in a spool, kept in memory up to a share
+ * of the budget and spilled as hash-sorted runs to a nameless scratch file.
+ * At the dict's end the runs are merged in hash order; the home slot
+ * mulhi64(h, nslots) grows with h, so slots are then filled front to back
+ * (linear probing in sorted order: a record goes to its home slot or just
+ * after the previous record), and the few records pushed past the last
+ * slot wrap to the first empty slots. Equal keys meet in the merge (equal
+ * hashes are neighbours): the last value wins, at the first key's place,
+ * as in a dict; the body is then compacted and the table filled again.
+ *
+ * Nested dicts and lists (pf_builder_open) are levels of a stack: a level
+ * is the value of its parent's pending record, written inline, and ends
+ * (pf_builder_close) before its parent goes on.
+ */
+#include <stdlib.h>
+
+#include "internal.h"
+
+#define OUT_CAP (1u << 20)      /* output buffer */
+#define POOL_CAP (1u << 20)     /* pool buffer */
+#define RUN_BUF 4096u           /* items per run reader */
+#define POOL_MAX_ENC 4096u      /* longer strings are not pooled */
+#define MIN_BUDGET (UINT64_C(1) << 20)
+
+enum { ST_IDLE, ST_ITEM, ST_KEY };
+
+/* ------------------------------------------------------------------ spools */
+
+/* An append-only sequence of items of `wpi` u64 words (dict: hash and
+ * record offset; list: record offset): in memory, then spilled in chunks
+ * to the scratch file (dict chunks sorted by hash). */
+typedef struct chunk {
+    uint64_t off, n;
+} chunk;
+
+typedef struct spool {
+    uint64_t *mem;
+    size_t n, cap;          /* items */
+    unsigned wpi;
+    chunk *chunks;
+    size_t nchunks, chunks_cap;
+    uint64_t total;         /* items appended */
+} spool;
+
+typedef struct level {
+    int type;               /* PF_T_DICT or PF_T_LIST */
+    uint64_t hdr, body;     /* file offsets of its header and body */
+    uint64_t count;         /* records */
+    spool items;
+    uint64_t rec_start;     /* the parent's record holding it */
+    uint64_t key_hash;      /* that record's key hash (parent dict) */
+} level;
+
+/* The pool cache: strings met in earlier records (content in `arena`), to
+ * find repeats; a string met a third time is copied to the pool and given
+ * a VALUES index. When the cache is full it starts over (a later repeat
+ * gets a new pool copy: correct, only less compact). */
+typedef struct pent {
+    uint64_t hash;
+    uint64_t idx1;          /* VALUES index + 1, or 0 */
+    uint32_t aoff, len;
+    uint32_t seen;
+} pent;
+
+struct pf_builder {
+    char *path, *tmp;
+    pf_file out;
+    uint8_t *obuf;          /* output bytes [obase, obase + olen) */
+    size_t olen;
+    uint64_t obase;
+    pf_file scratch;
+    uint64_t scratch_end;
+    pf_file poolf;
+    uint8_t *pbuf;
+    size_t plen;
+    uint64_t pbase;         /* pool bytes before pbuf */
+    spool values;           /* pool offsets, relative to the pool start */
+    pent *ents;
+    size_t nents, ents_cap;
+    uint32_t *tab;
+    size_t tab_mask;
+    unsigned tab_bits;
+    uint8_t *arena;
+    size_t alen, acap;
+    pf_writer *w;
+    uint64_t seed;
+    uint8_t id[16];
+    level *levels;
+    size_t depth, levels_cap;
+    int state;
+    uint64_t pending_hash;
+    size_t key_len;
+    uint64_t spool_limit, spool_used;
+    uint64_t entries;
+    int failed, finished;
+};
+
+static int scratch_open(pf_builder *b, pf_error *err)
+{
+    if (b->scratch.open)
+        return PF_OK;
+    return pf_file_temp(b->path, 1, &b->scratch, NULL, err);
+}
+
+/* Stable sort of n (hash, off) pairs by hash: LSD radix, 11 bits a pass,
+ * passes where every key has the same digit skipped. */
+static int sort_pairs(uint64_t *a, size_t n, pf_error *err)
+{
+    if (n < 2)
+        return PF_OK;
+    if (n <= 32) {
+        for (size_t i = 1; i < n; i++) {
+            uint64_t h = a[2 * i], o = a[2 * i + 1];
+            size_t j = i;
+            for (; j > 0 && a[2 * (j - 1)] > h; j--) {
+                a[2 * j] = a[2 * (j - 1)];
+                a[2 * j + 1] = a[2 * (j - 1) + 1];
+            }
+            a[2 * j] = h;
+            a[2 * j + 1] = o;
+        }
+        return PF_OK;
+    }
+    uint64_t *tmp = (uint64_t *)malloc(n * 2 * sizeof(uint64_t));
+    size_t *cnt = (size_t *)calloc(6 * 2048, sizeof(size_t));
+    if (!tmp || !cnt) {
+        free(tmp);
+        free(cnt);
+        return pf_fail(err, PF_ENOMEM, "out of memory to sort key hashes", 0);
+    }
+    for (size_t i = 0; i < n; i++)
+        for (unsigned d = 0; d < 6; d++)
+            cnt[d * 2048 + ((a[2 * i] >> (11 * d)) & 2047)]++;
+    uint64_t *src = a, *dst = tmp;
+    for (unsigned d = 0; d < 6; d++) {
+        size_t *c = cnt + d * 2048;
+        if (c[(a[0] >> (11 * d)) & 2047] == n)
+            continue; /* one digit for all: nothing moves */
+        size_t sum = 0;
+        for (unsigned k = 0; k < 2048; k++) {
+            size_t t = c[k];
+            c[k] = sum;
+            sum += t;
+        }
+        for (size_t i = 0; i < n; i++) {
+            size_t k = c[(src[2 * i] >> (11 * d)) & 2047]++;
+            dst[2 * k] = src[2 * i];
+            dst[2 * k + 1] = src[2 * i + 1];
+        }
+        uint64_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != a)
+        memcpy(a, src, n * 2 * sizeof(uint64_t));
+    free(tmp);
+    free(cnt);
+    return PF_OK;
+}
+
+static int spool_spill(pf_builder *b, spool *s, pf_error *err)
+{
+    if (s->n == 0)
+        return PF_OK;
+    int rc;
+    if ((rc = scratch_open(b, err)) != PF_OK)
+        return rc;
+    if (s->wpi == 2 && (rc = sort_pairs(s->mem, s->n, err)) != PF_OK)
+        return rc;
+    if (s->nchunks == s->chunks_cap) {
+        size_t ncap = s->chunks_cap ? 2 * s->chunks_cap : 8;
+        chunk *nc = (chunk *)realloc(s->chunks, ncap * sizeof(chunk));
+        if (!nc)
+            return pf_fail(err, PF_ENOMEM, "out of memory for spill runs", 0);
+        s->chunks = nc;
+        s->chunks_cap = ncap;
+    }
+    const size_t bytes = s->n * s->wpi * sizeof(uint64_t);
+    if ((rc = pf_file_pwrite(&b->scratch, s->mem, bytes, b->scratch_end,
+                             err)) != PF_OK)
+        return rc;
+    s->chunks[s->nchunks].off = b->scratch_end;
+    s->chunks[s->nchunks].n = s->n;
+    s->nchunks++;
+    b->scratch_end += bytes;
+    s->n = 0;
+    return PF_OK;
+}
+
+PF_INLINE int spool_push(pf_builder *b, spool *s, uint64_t x, uint64_t y,
+                         pf_error *err)
+{
+    if (PF_UNLIKELY(s->n == s->cap)) {
+        /* Grow while the spools together stay within their share of the
+         * budget; else spill what is held. */
+        size_t ncap = s->cap ? 2 * s->cap : 16;
+        uint64_t more = (uint64_t)(ncap - s->cap) * s->wpi * 8;
+        if (s->cap && b->spool_used + more > b->spool_limit) {
+            int rc = spool_spill(b, s, err);
+            if (rc != PF_OK)
+                return rc;
+        } else {
+            uint64_t *nm = (uint64_t *)realloc(s->mem, ncap * s->wpi * 8);
+            if (!nm)
+                return pf_fail(err, PF_ENOMEM, "out of memory for key hashes",
+                               0);
+            s->mem = nm;
+            s->cap = ncap;
+            b->spool_used += more;
+        }
+    }
+    s->mem[s->n * s->wpi] = x;
+    if (s->wpi == 2)
+        s->mem[s->n * 2 + 1] = y;
+    s->n++;
+    s->total++;
+    return PF_OK;
+}
+
+static void spool_free(pf_builder *b, spool *s)
+{
+    b->spool_used -= (uint64_t)s->cap * s->wpi * 8;
+    free(s->mem);
+    free(s->chunks);
+    memset(s, 0, sizeof *s);
+}
+
+/* Reads a spool's items in order: the chunks one after another, then the
+ * items in memory (unsorted order for a dict: used where order does not
+ * matter). */
+typedef struct rdr {
+    uint64_t *buf;          /* RUN_BUF items, or the spool's memory */
+    size_t n, i, wpi;
+    uint64_t off, left;     /* in the scratch file: next read, items left */
+    int own;
+} rdr;
+
+static int rdr_fill(pf_builder *b, rdr *r, pf_error *err)
+{
+    size_t k = r->left < RUN_BUF ? (size_t)r->left : RUN_BUF;
+    int rc = pf_file_pread(&b->scratch, r->buf, k * r->wpi * 8, r->off, err);
+    if (rc != PF_OK)
+        return rc;
+    r->off += k * r->wpi * 8;
+    r->left -= k;
+    r->n = k;
+    r->i = 0;
+    return PF_OK;
+}
+
+/* 1 with the next item, 0 at the end, or an error. */
+PF_INLINE int rdr_next(pf_builder *b, rdr *r, uint64_t *x, uint64_t *y,
+                       pf_error *err)
+{
+    if (r->i == r->n) {
+        if (r->left == 0)
+            return 0;
+        int rc = rdr_fill(b, r, err);
+        if (rc != PF_OK)
+            return rc;
+    }
+    *x = r->buf[r->i * r->wpi];
+    if (r->wpi == 2)
+        *y = r->buf[r->i * 2 + 1];
+    r->i++;
+    return 1;
+}
+
+/* All items of a spool in order (chunks, then memory). */
+typedef struct seq {
+    spool *s;
+    size_t c;               /* next chunk */
+    rdr r;
+    int in_mem;
+} seq;
+
+static int seq_init(seq *q, spool *s, pf_error *err)
+{
+    memset(q, 0, sizeof *q);
+    q->s = s;
+    q->r.wpi = s->wpi;
+    q->r.buf = (uint64_t *)malloc(RUN_BUF * s->wpi * 8);
+    if (!q->r.buf)
+        return pf_fail(err, PF_ENOMEM, "out of memory for a run reader", 0);
+    q->r.own = 1;
+    return PF_OK;
+}
+
+static int seq_next(pf_builder *b, seq *q, uint64_t *x, uint64_t *y,
+                    pf_error *err)
+{
+    for (;;) {
+        if (q->in_mem) {
+            if (q->r.i == q->s->n)
+                return 0;
+            *x = q->s->mem[q->r.i * q->s->wpi];
+            if (q->s->wpi == 2)
+                *y = q->s->mem[q->r.i * 2 + 1];
+            q->r.i++;
+            return 1;
+        }
+        int rc = rdr_next(b, &q->r, x, y, err);
+        if (rc != 0)
+            return rc;
+        if (q->c < q->s->nchunks) {
+            q->r.off = q->s->chunks[q->c].off;
+            q->r.left = q->s->chunks[q->c].n;
+            q->r.n = q->r.i = 0;
+            q->c++;
+        } else {
+            q->in_mem = 1;
+            q->r.i = 0;
+        }
+    }
+}
+
+static void seq_free(seq *q) { free(q->r.buf); }
+
+/* A dict spool's (hash, off) pairs in hash order, ties in offset order:
+ * a heap merge of its sorted chunks and its memory (sorted first). */
+typedef struct merger {
+    rdr *r;
+    size_t nr;
+    size_t *heap;           /* reader indexes; the head of each by (h, off) */
+    uint64_t *hh, *ho;      /* each reader's head */
+    size_t nh;
+} merger;
+
+PF_INLINE int head_less(const merger *m, size_t a, size_t b)
+{
+    return m->hh[a] < m->hh[b] || (m->hh[a] == m->hh[b] && m->ho[a] < m->ho[b]);
+}
+
+static void sift_down(merger *m, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, s = i;
+        if (l < m->nh && head_less(m, m->heap[l], m->heap[s]))
+            s = l;
+        if (l + 1 < m->nh && head_less(m, m->heap[l + 1], m->heap[s]))
+            s = l + 1;
+        if (s == i)
+            return;
+        size_t t = m->heap[i];
+        m->heap[i] = m->heap[s];
+        m->heap[s] = t;
+        i = s;
+    }
+}
+
+static void merger_free(merger *m)
+{
+    if (m->r)
+        for (size_t i = 0; i < m->nr; i++)
+            if (m->r[i].own)
+                free(m->r[i].buf);
+    free(m->r);
+    free(m->heap);
+    free(m->hh);
+    free(m->ho);
+    memset(m, 0, sizeof *m);
+}
+
+static int merger_init(pf_builder *b, merger *m, spool *s, pf_error *err)
+{
+    memset(m, 0, sizeof *m);
+    int rc = sort_pairs(s->mem, s->n, err);
+    if (rc != PF_OK)
+        return rc;
+    size_t nr = s->nchunks + 1;
+    m->r = (rdr *)calloc(nr, sizeof(rdr));
+    m->heap = (size_t *)malloc(nr * sizeof(size_t));
+    m->hh = (uint64_t *)malloc(nr * sizeof(uint64_t));
+    m->ho = (uint64_t *)malloc(nr * sizeof(uint64_t));
+    if (!m->r || !m->heap || !m->hh || !m->ho) {
+        merger_free(m);
+        return pf_fail(err, PF_ENOMEM, "out of memory to merge key hashes", 0);
+    }
+    m->nr = nr;
+    for (size_t i = 0; i < nr; i++) {
+        rdr *r = &m->r[i];
+        r->wpi = 2;
+        if (i < s->nchunks) {
+            r->buf = (uint64_t *)malloc(RUN_BUF * 16);
+            if (!r->buf) {
+                merger_free(m);
+                return pf_fail(err, PF_ENOMEM, "out of memory to merge key "
+                               "hashes", 0);
+            }
+            r->own = 1;
+            r->off = s->chunks[i].off;
+            r->left = s->chunks[i].n;
+        } else {
+            r->buf = s->mem;
+            r->n = s->n;
+        }
+        uint64_t h = 0, o = 0;
+        rc = rdr_next(b, r, &h, &o, err);
+        if (rc < 0) {
+            merger_free(m);
+            return rc;
+        }
+        if (rc == 1) {
+            m->hh[i] = h;
+            m->ho[i] = o;
+            m->heap[m->nh++] = i;
+        }
+    }
+    for (size_t i = m->nh / 2; i-- > 0;)
+        sift_down(m, i);
+    return PF_OK;
+}
+
+static int merger_next(pf_builder *b, merger *m, uint64_t *h, uint64_t *o,
+                       pf_error *err)
+{
+    if (m->nh == 0)
+        return 0;
+    size_t top = m->heap[0];
+    *h = m->hh[top];
+    *o = m->ho[top];
+    int rc = rdr_next(b, &m->r[top], &m->hh[top], &m->ho[top], err);
+    if (rc < 0)
+        return rc;
+    if (rc == 0)
+        m->heap[0] = m->heap[--m->nh];
+    sift_down(m, 0);
+    return 1;
+}
+
+/* ------------------------------------------------------------------ output */
+
+static int out_flush(pf_builder *b, pf_error *err)
+{
+    if (b->olen == 0)
+        return PF_OK;
+    int rc = pf_file_pwrite(&b->out, b->obuf, b->olen, b->obase, err);
+    if (rc != PF_OK)
+        return rc;
+    b->obase += b->olen;
+    b->olen = 0;
+    return PF_OK;
+}
+
+PF_INLINE uint64_t out_pos(const pf_builder *b) { return b->obase + b->olen; }
+
+static int out_write(pf_builder *b, const void *p, size_t n, pf_error *err)
+{
+    if (PF_LIKELY(OUT_CAP - b->olen >= n)) {
+        memcpy(b->obuf + b->olen, p, n);
+        b->olen += n;
+        return PF_OK;
+    }
+    int rc = out_flush(b, err);
+    if (rc != PF_OK)
+        return rc;
+    if (n >= OUT_CAP) {
+        rc = pf_file_pwrite(&b->out, p, n, b->obase, err);
+        if (rc == PF_OK)
+            b->obase += n;
+        return rc;
+    }
+    memcpy(b->obuf, p, n);
+    b->olen = n;
+    return PF_OK;
+}
+
+static int out_zeros(pf_builder *b, uint64_t n, pf_error *err)
+{
+    static const uint8_t zeros[4096];
+    while (n > 0) {
+        size_t k = n < sizeof zeros ? (size_t)n : sizeof zeros;
+        int rc = out_write(b, zeros, k, err);
+        if (rc != PF_OK)
+            return rc;
+        n -= k;
+    }
+    return PF_OK;
+}
+
+/* Overwrites n bytes at file offset off (written before). */
+static int out_patch(pf_builder *b, uint64_t off, const void *p, size_t n,
+                     pf_error *err)
+{
+    if (off >= b->obase && off + n <= b->obase + b->olen) {
+        memcpy(b->obuf + (off - b->obase), p, n);
+        return PF_OK;
+    }
+    int rc = out_flush(b, err);
+    return rc != PF_OK ? rc : pf_file_pwrite(&b->out, p, n, off, err);
+}
+
+/* Reads n bytes at file offset off (written before). */
+static int out_read(pf_builder *b, uint64_t off, void *p, size_t n,
+                    pf_error *err)
+{
+    int rc = out_flush(b, err);
+    return rc != PF_OK ? rc : pf_file_pread(&b->out, p, n, off, err);
+}
+
+static int out_truncate(pf_builder *b, uint64_t len, pf_error *err)
+{
+    int rc = out_flush(b, err);
+    if (rc == PF_OK)
+        rc = pf_file_truncate(&b->out, len, err);
+    if (rc == PF_OK)
+        b->obase = len;
+    return rc;
+}
+
+/* Copies n bytes from file f at off to the end of the output. */
+static int copy_to_out(pf_builder *b, pf_file *f, uint64_t off, uint64_t n,
+                       uint8_t *buf, size_t cap, pf_error *err)
+{
+    while (n > 0) {
+        size_t k = n < cap ? (size_t)n : cap;
+        int rc = pf_file_pread(f, buf, k, off, err);
+        if (rc == PF_OK)
+            rc = out_write(b, buf, k, err);
+        if (rc != PF_OK)
+            return rc;
+        off += k;
+        n -= k;
+    }
+    return PF_OK;
+}
+
+/* ------------------------------------------------------------------ pool */
+
+static int pool_write(pf_builder *b, const void *p, size_t n, pf_error *err)
+{
+    if (POOL_CAP - b->plen < n) {
+        int rc;
+        if (!b->poolf.open &&
+            (rc = pf_file_temp(b->path, 1, &b->poolf, NULL, err)) != PF_OK)
+            return rc;
+        if ((rc = pf_file_pwrite(&b->poolf, b->pbuf, b->plen, b->pbase,
+                                 err)) != PF_OK)
+            return rc;
+        b->pbase += b->plen;
+        b->plen = 0;
+    }
+    memcpy(b->pbuf + b->plen, p, n); /* n <= POOL_MAX_ENC < POOL_CAP */
+    b->plen += n;
+    return PF_OK;
+}
+
+static void cache_clear(pf_builder *b)
+{
+    memset(b->tab, 0, (b->tab_mask + 1) * sizeof *b->tab);
+    b->nents = 0;
+    b->alen = 0;
+}
+
+static int pool_fn(void *ctx, const uint8_t *hdr, unsigned hlen,
+                   const void *data, size_t nbytes, uint64_t hash,
+                   uint64_t *index, pf_error *err)
+{
+    pf_builder *b = (pf_builder *)ctx;
+    const size_t enc = hlen + nbytes;
+    if (enc > POOL_MAX_ENC || !b->tab)
+        return 0;
+    size_t j = (size_t)(hash >> (64 - b->tab_bits));
+    uint32_t e;
+    for (; (e = b->tab[j]) != 0; j = (j + 1) & b->tab_mask) {
+        pent *p = &b->ents[e - 1];
+        if (p->hash != hash || p->len != enc ||
+            memcmp(b->arena + p->aoff, hdr, hlen) != 0 ||
+            (nbytes && memcmp(b->arena + p->aoff + hlen, data, nbytes) != 0))
+            continue;
+        if (p->idx1) {
+            *index = p->idx1 - 1;
+            return 1;
+        }
+        if (++p->seen < 2)
+            return 0;  /* met twice: stored again; a third time: pooled */
+        const uint64_t idx = b->values.total;
+        if (1 + pf_varint_len(idx) >= enc)
+            return 0;
+        int rc = spool_push(b, &b->values, b->pbase + b->plen, 0, err);
+        if (rc == PF_OK)
+            rc = pool_write(b, b->arena + p->aoff, enc, err);
+        if (rc != PF_OK)
+            return rc;
+        p->idx1 = idx + 1;
+        *index = idx;
+        return 1;
+    }
+    if (b->nents == b->ents_cap || b->acap - b->alen < enc) {
+        cache_clear(b);
+        j = (size_t)(hash >> (64 - b->tab_bits));
+    }
+    pent *p = &b->ents[b->nents++];
+    p->hash = hash;
+    p->idx1 = 0;
+    p->aoff = (uint32_t)b->alen;
+    p->len = (uint32_t)enc;
+    p->seen = 0;
+    memcpy(b->arena + b->alen, hdr, hlen);
+    if (nbytes)
+        memcpy(b->arena + b->alen + hlen, data, nbytes);
+    b->alen += enc;
+    b->tab[j] = (uint32_t)b->nents;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ life */
+
+void pf_builder_free(pf_builder *b)
+{
+    if (!b)
+        return;
+    pf_file_close(&b->out);
+    pf_file_close(&b->scratch);
+    pf_file_close(&b->poolf);
+    if (b->tmp && !b->finished)
+        (void)pf_os_remove(b->tmp);
+    for (size_t i = 0; i < b->depth; i++)
+        spool_free(b, &b->levels[i].items);
+    spool_free(b, &b->values);
+    free(b->levels);
+    pf_writer_free(b->w);
+    free(b->obuf);
+    free(b->pbuf);
+    free(b->ents);
+    free(b->tab);
+    free(b->arena);
+    free(b->path);
+    free(b->tmp);
+    free(b);
+}
+
+static int push_level(pf_builder *b, int type, pf_error *err)
+{
+    if (b->depth == b->levels_cap) {
+        size_t ncap = b->levels_cap ? 2 * b->levels_cap : 8;
+        level *nl = (level *)realloc(b->levels, ncap * sizeof(level));
+        if (!nl)
+            return pf_fail(err, PF_ENOMEM, "out of memory for nesting", 0);
+        b->levels = nl;
+        b->levels_cap = ncap;
+    }
+    const unsigned hlen = type == PF_T_LIST ? PF_LIST_HDR_LEN : PF_MAP_HDR_LEN;
+    uint8_t hdr[PF_MAP_HDR_LEN];
+    memset(hdr, 0, sizeof hdr);
+    hdr[0] = (uint8_t)type;
+    level *l = &b->levels[b->depth];
+    memset(l, 0, sizeof *l);
+    l->type = type;
+    l->hdr = out_pos(b);
+    l->body = l->hdr + hlen;
+    l->items.wpi = type == PF_T_LIST ? 1 : 2;
+    int rc = out_write(b, hdr, hlen, err);
+    if (rc != PF_OK)
+        return rc;
+    b->depth++;
+    return PF_OK;
+}
+
+static int container_type(int type)
+{
+    switch (type) {
+    case PF_DICT: case PF_T_DICT: return PF_T_DICT;
+    case PF_LIST: case PF_T_LIST: return PF_T_LIST;
+    default: return 0;
+    }
+}
+
+int pf_builder_new(const char *path, int root_type, uint64_t memory,
+                   pf_builder **out, pf_error *err)
+{
+    if (!out || !path)
+        return pf_fail(err, PF_EINVAL, "no path or no output", 0);
+    *out = NULL;
+    const int type = container_type(root_type);
+    if (!type)
+        return pf_fail(err, PF_EINVAL, "a builder's root is a dict or a list",
+                       0);
+    if (memory < MIN_BUDGET)
+        memory = MIN_BUDGET;
+    pf_builder *b = (pf_builder *)calloc(1, sizeof *b);
+    if (!b)
+        return pf_fail(err, PF_ENOMEM, "out of memory for a builder", 0);
+    size_t plen = strlen(path);
+    b->path = (char *)malloc(plen + 1);
+    b->obuf = (uint8_t *)malloc(OUT_CAP);
+    b->pbuf = (uint8_t *)malloc(POOL_CAP);
+    /* The budget: a quarter for the key-hash spools (a sort may take as
+     * much again for a moment), an eighth for the pool cache's strings and
+     * as much for its entries and table. */
+    b->spool_limit = memory / 4;
+    b->acap = (size_t)(memory / 8 > UINT32_MAX ? UINT32_MAX : memory / 8);
+    b->ents_cap = (size_t)(memory / 8 / (sizeof(pent) + 8));
+    b->tab_bits = 1;
+    while (((size_t)1 << b->tab_bits) < 2 * b->ents_cap)
+        b->tab_bits++;
+    b->tab_mask = ((size_t)1 << b->tab_bits) - 1;
+    b->ents = (pent *)malloc(b->ents_cap * sizeof(pent));
+    b->tab = (uint32_t *)calloc(b->tab_mask + 1, sizeof(uint32_t));
+    b->arena = (uint8_t *)malloc(b->acap);
+    b->values.wpi = 1;
+    int rc;
+    if (!b->path || !b->obuf || !b->pbuf || !b->ents || !b->tab || !b->arena) {
+        rc = pf_fail(err, PF_ENOMEM, "out of memory for a builder", 0);
+        goto fail;
+    }
+    memcpy(b->path, path, plen + 1);
+    uint8_t rnd[24];
+    if ((rc = pf_os_random(rnd, sizeof rnd, err)) != PF_OK)
+        goto fail;
+    memcpy(b->id, rnd, 16);
+    memcpy(&b->seed, rnd + 16, 8);
+    if ((rc = pf_writer_new(&b->w, b->seed, err)) != PF_OK)
+        goto fail;
+    pf_writer_record_mode(b->w, pool_fn, b);
+    if ((rc = pf_file_temp(path, 0, &b->out, &b->tmp, err)) != PF_OK)
+        goto fail;
+    memset(b->obuf, 0, PF_HEADER_LEN); /* the header, written at the end */
+    b->olen = PF_HEADER_LEN;
+    if ((rc = push_level(b, type, err)) != PF_OK)
+        goto fail;
+    *out = b;
+    return PF_OK;
+fail:
+    pf_builder_free(b);
+    return rc;
+}
+
+pf_writer *pf_builder_writer(pf_builder *b) { return b->w; }
+
+int pf_builder_level_type(const pf_builder *b)
+{
+    if (!b->depth || b->finished)
+        return 0;
+    return b->levels[b->depth - 1].type == PF_T_DICT ? PF_DICT : PF_LIST;
+}
+
+unsigned pf_builder_depth(const pf_builder *b)
+{
+    return b->finished ? 0 : (unsigned)b->depth;
+}
+
+void pf_builder_stats(const pf_builder *b, uint64_t *entries, uint64_t *bytes)
+{
+    if (entries)
+        *entries = b->entries;
+    if (bytes)
+        *bytes = out_pos(b) + b->pbase + b->plen;
+}
+
+static int usable(pf_builder *b, pf_error *err)
+{
+    if (b->finished)
+        return pf_fail(err, PF_EINVAL, "the builder is finished", 0);
+    if (b->failed)
+        return pf_fail(err, PF_EINVAL, "the builder failed earlier: its image "
+                       "cannot be completed", 0);
+    return PF_OK;
+}
+
+/* An error that leaves the file inconsistent: nothing more can be done. */
+static int broken(pf_builder *b, int rc)
+{
+    b->failed = 1;
+    return rc;
+}
+
+int pf_builder_begin(pf_builder *b, pf_error *err)
+{
+    int rc = usable(b, err);
+    if (rc != PF_OK)
+        return rc;
+    pf_writer_reset(b->w);
+    const int dict = b->levels[b->depth - 1].type == PF_T_DICT;
+    pf_writer_pool_off(b->w, dict);
+    b->state = ST_ITEM;
+    b->key_len = 0;
+    return PF_OK;
+}
+
+int pf_builder_key_done(pf_builder *b, pf_error *err)
+{
+    int rc = usable(b, err);
+    if (rc != PF_OK)
+        return rc;
+    if (b->state != ST_ITEM || b->levels[b->depth - 1].type != PF_T_DICT)
+        return pf_fail(err, PF_EINVAL, "no key was begun at a dict level", 0);
+    size_t len;
+    const uint8_t *data = pf_writer_data(b->w, &len);
+    (void)data;
+    if (len == 0 || pf_writer_open(b->w))
+        return pf_fail(err, PF_EINVAL, "the key is not one complete ival", 0);
+    uint64_t h, next;
+    pf_range r;
+    memset(&r, 0, sizeof r);
+    r.base = data - PF_HEADER_LEN;
+    r.start = PF_HEADER_LEN;
+    r.end = PF_HEADER_LEN + len;
+    r.seed = b->seed;
+    if ((rc = pf_key_extent(&r, PF_HEADER_LEN, &h, &next, err)) != PF_OK)
+        return rc == PF_ECORRUPT ? pf_fail(err, PF_EINVAL, "the key is not "
+                                           "one complete ival", 0) : rc;
+    if (next != PF_HEADER_LEN + len)
+        return pf_fail(err, PF_EINVAL, "the key is not one ival", 0);
+    /* The value's REFs must not reach into the key: the key of an equal
+     * later record may replace this one's (a different encoding of an
+     * equal key, 1 and 1.0). */
+    pf_writer_forget(b->w);
+    pf_writer_pool_off(b->w, 0);
+    b->pending_hash = h;
+    b->key_len = len;
+    b->state = ST_KEY;
+    return PF_OK;
+}
+
+/* The record [rec_start, out_pos) of the top level is complete. */
+static int record_done(pf_builder *b, uint64_t rec_start, uint64_t hash,
+                       pf_error *err)
+{
+    level *l = &b->levels[b->depth - 1];
+    int rc = spool_push(b, &l->items, l->type == PF_T_DICT ? hash
+                                                          : rec_start - l->body,
+                        rec_start - l->body, err);
+    if (rc != PF_OK)
+        return broken(b, rc);
+    l->count++;
+    b->entries++;
+    b->state = ST_IDLE;
+    return PF_OK;
+}
+
+int pf_builder_end(pf_builder *b, pf_error *err)
+{
+    int rc = usable(b, err);
+    if (rc != PF_OK)
+        return rc;
+    const int dict = b->levels[b->depth - 1].type == PF_T_DICT;
+    if (b->state != (dict ? ST_KEY : ST_ITEM))
+        return pf_fail(err, PF_EINVAL, dict ? "no key was written" :
+                       "no item was begun", 0);
+    size_t len;
+    const uint8_t *data = pf_writer_data(b->w, &len);
+    if (len <= b->key_len || pf_writer_open(b->w))
+        return pf_fail(err, PF_EINVAL, "the value is not one complete ival", 0);
+    const uint64_t start = out_pos(b);
+    if ((rc = out_write(b, data, len, err)) != PF_OK)
+        return broken(b, rc);
+    return record_done(b, start, b->pending_hash, err);
+}
+
+int pf_builder_open(pf_builder *b, int type, pf_error *err)
+{
+    int rc = usable(b, err);
+    if (rc != PF_OK)
+        return rc;
+    const int t = container_type(type);
+    if (!t)
+        return pf_fail(err, PF_EINVAL, "a nested level is a dict or a list",
+                       0);
+    const int dict = b->levels[b->depth - 1].type == PF_T_DICT;
+    size_t len;
+    const uint8_t *data = pf_writer_data(b->w, &len);
+    if (b->state != (dict ? ST_KEY : ST_ITEM) || len != b->key_len ||
+        pf_writer_open(b->w))
+        return pf_fail(err, PF_EINVAL, dict ? "a nested level needs its key "
+                       "written and no value" : "a nested level needs an item "
+                       "begun and nothing written", 0);
+    const uint64_t start = out_pos(b);
+    if ((rc = out_write(b, data, len, err)) != PF_OK ||
+        (rc = push_level(b, t, err)) != PF_OK)
+        return broken(b, rc);
+    level *l = &b->levels[b->depth - 1];
+    l->rec_start = start;
+    l->key_hash = b->pending_hash;
+    b->state = ST_IDLE;
+    return PF_OK;
+}
+
+/* ------------------------------------------------------------------ tables */
+
+static int pick_width(unsigned bits)
+{
+    if (bits <= 16) return 2;
+    if (bits <= 32) return 4;
+    if (bits <= 64) return 8;
+    return 0;
+}
+
+/* A record whose key was replaced or which was dropped (equal keys). */
+typedef struct fixup {
+    uint64_t off, end;      /* the record, relative to the body */
+    uint64_t klen;          /* its key's length */
+    int dead;               /* dropped; else its value is replaced by: */
+    uint64_t vstart, vend;  /* the last equal record's value */
+} fixup;
+
+typedef struct fixes {
+    fixup *f;
+    size_t n, cap;
+    uint64_t *shift;        /* shift[i]: bytes removed before fixup i */
+    uint64_t ndead;
+} fixes;
+
+static void fixes_free(fixes *x)
+{
+    free(x->f);
+    free(x->shift);
+    memset(x, 0, sizeof *x);
+}
+
+/* Index of the first fixup with off >= x. */
+static size_t fix_lower(const fixes *x, uint64_t off)
+{
+    size_t lo = 0, hi = x->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (x->f[mid].off < off)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+typedef struct cands {
+    uint64_t *p;            /* (hash, off) pairs of equal hashes */
+    size_t n, cap;
+} cands;
+
+static int cand_add(cands *c, uint64_t h, uint64_t o, pf_error *err)
+{
+    if (c->n == c->cap) {
+        size_t ncap = c->cap ? 2 * c->cap : 16;
+        uint64_t *np = (uint64_t *)realloc(c->p, ncap * 16);
+        if (!np)
+            return pf_fail(err, PF_ENOMEM, "out of memory for equal keys", 0);
+        c->p = np;
+        c->cap = ncap;
+    }
+    c->p[2 * c->n] = h;
+    c->p[2 * c->n + 1] = o;
+    c->n++;
+    return PF_OK;
+}
+
+/* Writes the slot table of level l (nslots slots; none if 0) after its
+ * body, from its pairs in hash order. fx (NULL: none): skip dropped
+ * records, move offsets. cand (not NULL): collects the pairs whose hash
+ * another pair has. */
+static int fill_slots(pf_builder *b, level *l, uint64_t body_len,
+                      uint64_t nslots, const fixes *fx, cands *cand,
+                      pf_error *err)
+{
+    const int width = pick_width(pf_bitlen64(body_len) + 4);
+    if (!width)
+        return pf_fail(err, PF_ELIMIT, "container body too large", l->hdr);
+    const unsigned ibits = pf_bitlen64(body_len);
+    const unsigned tagbits = 8u * (unsigned)width - ibits;
+    const uint64_t tmask = tagbits >= 64 ? ~0ull : (1ull << tagbits) - 1;
+    const uint64_t table = out_pos(b);
+    merger m;
+    int rc = merger_init(b, &m, &l->items, err);
+    if (rc != PF_OK)
+        return rc;
+    uint64_t next = 0, h, off, ph = 0, po = 0;
+    uint64_t *wrap = NULL;
+    size_t nwrap = 0, wrap_cap = 0;
+    int have = 0;
+    uint8_t e[8];
+    while ((rc = merger_next(b, &m, &h, &off, err)) == 1) {
+        if (cand) {
+            if (have && h == ph) {
+                if ((cand->n == 0 || cand->p[2 * (cand->n - 1)] != h ||
+                     cand->p[2 * (cand->n - 1) + 1] != po) &&
+                    (rc = cand_add(cand, ph, po, err)) != PF_OK)
+                    break;
+                if ((rc = cand_add(cand, h, off, err)) != PF_OK)
+                    break;
+            }
+            ph = h;
+            po = off;
+            have = 1;
+        }
+        if (nslots == 0)
+            continue;
+        if (fx && fx->n) {
+            size_t i = fix_lower(fx, off);
+            if (i < fx->n && fx->f[i].off == off && fx->f[i].dead)
+                continue;
+            off -= fx->shift[i];
+        }
+        const uint64_t slot = ((h & tmask) << ibits) | (off + 1);
+        uint64_t home = pf_mulhi64(h, nslots);
+        uint64_t pos = home > next ? home : next;
+        if (pos >= nslots) {
+            if (nwrap == wrap_cap) {
+                size_t ncap = wrap_cap ? 2 * wrap_cap : 16;
+                uint64_t *nw = (uint64_t *)realloc(wrap, ncap * 8);
+                if (!nw) {
+                    rc = pf_fail(err, PF_ENOMEM, "out of memory for slots", 0);
+                    break;
+                }
+                wrap = nw;
+                wrap_cap = ncap;
+            }
+            wrap[nwrap++] = slot;
+            continue;
+        }
+        if ((rc = out_zeros(b, (pos - next) * (uint64_t)width, err)) != PF_OK)
+            break;
+        pf_stw(e, width, slot);
+        if ((rc = out_write(b, e, (size_t)width, err)) != PF_OK)
+            break;
+        next = pos + 1;
+    }
+    merger_free(&m);
+    if (rc == PF_OK && nslots)
+        rc = out_zeros(b, (nslots - next) * (uint64_t)width, err);
+    /* Records pushed past the last slot wrap around (R22): each to the
+     * first empty slot from slot 0. */
+    uint64_t j = 0;
+    uint8_t buf[4096];
+    size_t inbuf = 0; /* slots in buf, from slot base */
+    uint64_t base = 0;
+    for (size_t k = 0; rc == PF_OK && k < nwrap; k++) {
+        for (;;) {
+            if (j >= nslots) {
+                rc = pf_fail(err, PF_EINVAL, "slot table full", l->hdr);
+                break;
+            }
+            if (j >= base + inbuf) {
+                base = j;
+                inbuf = sizeof buf / (size_t)width;
+                if (inbuf > nslots - j)
+                    inbuf = (size_t)(nslots - j);
+                rc = out_read(b, table + j * (uint64_t)width, buf,
+                              inbuf * (size_t)width, err);
+                if (rc != PF_OK)
+                    break;
+            }
+            if (pf_ldw(buf + (j - base) * (uint64_t)width, width) == 0)
+                break;
+            j++;
+        }
+        if (rc != PF_OK)
+            break;
+        pf_stw(e, width, wrap[k]);
+        memcpy(buf + (j - base) * (uint64_t)width, e, (size_t)width);
+        rc = out_patch(b, table + j * (uint64_t)width, e, (size_t)width, err);
+    }
+    free(wrap);
+    return rc;
+}
+
+/* Reads the key of the record at body offset off (ending by `end`) into a
+ * buffer laid out as a range: 128 bytes, then the key. */
+static int read_key(pf_builder *b, const level *l, uint64_t off, uint64_t end,
+                    uint8_t **kb, uint64_t *klen, uint64_t *hash, pf_error *err)
+{
+    uint64_t want = 256;
+    for (;;) {
+        if (want > end - off)
+            want = end - off;
+        if (want > SIZE_MAX - PF_HEADER_LEN)
+            return pf_fail(err, PF_ELIMIT, "key too large", off);
+        uint8_t *buf = (uint8_t *)malloc(PF_HEADER_LEN + (size_t)want);
+        if (!buf)
+            return pf_fail(err, PF_ENOMEM, "out of memory to compare keys", 0);
+        int rc = out_read(b, l->body + off, buf + PF_HEADER_LEN, (size_t)want,
+                          err);
+        if (rc != PF_OK) {
+            free(buf);
+            return rc;
+        }
+        pf_range r;
+        memset(&r, 0, sizeof r);
+        r.base = buf;
+        r.start = PF_HEADER_LEN;
+        r.end = PF_HEADER_LEN + want;
+        r.seed = b->seed;
+        uint64_t next;
+        pf_error e2;
+        rc = pf_key_extent(&r, PF_HEADER_LEN, hash, &next, &e2);
+        if (rc == PF_OK) {
+            *kb = buf;
+            *klen = next - PF_HEADER_LEN;
+            return PF_OK;
+        }
+        free(buf);
+        if (rc != PF_ECORRUPT || want == end - off)
+            return pf_fail(err, PF_EINVAL, "a stored key cannot be read back",
+                           off);
+        want *= 4;
+    }
+}
+
+static int keys_same(pf_builder *b, const uint8_t *ka, uint64_t la,
+                     const uint8_t *kb, uint64_t lb, int *eq, pf_error *err)
+{
+    uint8_t *buf = (uint8_t *)malloc(PF_HEADER_LEN + la + lb);
+    if (!buf)
+        return pf_fail(err, PF_ENOMEM, "out of memory to compare keys", 0);
+    memcpy(buf + PF_HEADER_LEN, ka + PF_HEADER_LEN, la);
+    memcpy(buf + PF_HEADER_LEN + la, kb + PF_HEADER_LEN, lb);
+    pf_range r;
+    memset(&r, 0, sizeof r);
+    r.base = buf;
+    r.start = PF_HEADER_LEN;
+    r.end = PF_HEADER_LEN + la + lb;
+    r.seed = b->seed;
+    int rc = pf_keys_equal(&r, PF_HEADER_LEN, PF_HEADER_LEN + la, eq, err);
+    free(buf);
+    return rc;
+}
+
+static int fix_add(fixes *x, uint64_t off, int dead, pf_error *err)
+{
+    if (x->n == x->cap) {
+        size_t ncap = x->cap ? 2 * x->cap : 16;
+        fixup *nf = (fixup *)realloc(x->f, ncap * sizeof(fixup));
+        if (!nf)
+            return pf_fail(err, PF_ENOMEM, "out of memory for equal keys", 0);
+        x->f = nf;
+        x->cap = ncap;
+    }
+    fixup *f = &x->f[x->n++];
+    memset(f, 0, sizeof *f);
+    f->off = off;
+    f->dead = dead;
+    return PF_OK;
+}
+
+static int cmp_fixup(const void *a, const void *b)
+{
+    const fixup *x = (const fixup *)a, *y = (const fixup *)b;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* The candidates (pairs of equal hash, in (hash, off) order) -> fixups
+ * in offset order: among records with equal keys the first stays, with
+ * the last one's value; the others are dropped. */
+static int resolve_equal(pf_builder *b, level *l, const uint64_t *cand,
+                         size_t ncand, uint64_t body_len, fixes *x,
+                         pf_error *err)
+{
+    int rc = PF_OK;
+    uint64_t *offs = (uint64_t *)malloc(ncand * sizeof(uint64_t));
+    uint64_t *ends = (uint64_t *)malloc(ncand * sizeof(uint64_t));
+    uint8_t **keys = (uint8_t **)calloc(ncand, sizeof(uint8_t *));
+    uint64_t *klens = (uint64_t *)malloc(ncand * sizeof(uint64_t));
+    size_t *rep = (size_t *)malloc(ncand * sizeof(size_t));
+    fixes sorted = {0};
+    if (!offs || !ends || !keys || !klens || !rep) {
+        rc = pf_fail(err, PF_ENOMEM, "out of memory for equal keys", 0);
+        goto done;
+    }
+    /* A record ends where the next one starts (or at the body's end): one
+     * pass over every record's offset finds the next one of each
+     * candidate (fixup.end 0: none found yet). */
+    for (size_t i = 0; i < ncand && rc == PF_OK; i++) {
+        offs[i] = cand[2 * i + 1];
+        rc = fix_add(&sorted, offs[i], 0, err);
+    }
+    if (rc != PF_OK)
+        goto done;
+    qsort(sorted.f, sorted.n, sizeof(fixup), cmp_fixup);
+    {
+        seq q;
+        if ((rc = seq_init(&q, &l->items, err)) != PF_OK)
+            goto done;
+        uint64_t h, o;
+        while ((rc = seq_next(b, &q, &h, &o, err)) == 1) {
+            size_t i = fix_lower(&sorted, o);
+            if (i > 0 && (sorted.f[i - 1].end == 0 || o < sorted.f[i - 1].end))
+                sorted.f[i - 1].end = o;
+        }
+        seq_free(&q);
+        if (rc < 0)
+            goto done;
+        rc = PF_OK;
+    }
+    for (size_t i = 0; i < ncand && rc == PF_OK; i++) {
+        const fixup *f = &sorted.f[fix_lower(&sorted, offs[i])];
+        ends[i] = f->end ? f->end : body_len;
+        uint64_t h;
+        rc = read_key(b, l, offs[i], ends[i], &keys[i], &klens[i], &h, err);
+    }
+    /* Groups of one hash; within one, records in offset order. */
+    for (size_t g = 0; rc == PF_OK && g < ncand;) {
+        size_t e = g + 1;
+        while (e < ncand && cand[2 * e] == cand[2 * g])
+            e++;
+        for (size_t i = g; i < e && rc == PF_OK; i++) {
+            rep[i] = i;
+            for (size_t k = g; k < i && rc == PF_OK; k++) {
+                if (rep[k] != k)
+                    continue;
+                int eq = 0;
+                rc = keys_same(b, keys[k], klens[k], keys[i], klens[i], &eq,
+                               err);
+                if (eq) {
+                    rep[i] = k;
+                    break;
+                }
+            }
+        }
+        for (size_t k = g; k < e && rc == PF_OK; k++) {
+            if (rep[k] != k)
+                continue;
+            size_t last = k;
+            for (size_t i = k + 1; i < e; i++)
+                if (rep[i] == k)
+                    last = i;
+            if (last == k)
+                continue;
+            if ((rc = fix_add(x, offs[k], 0, err)) != PF_OK)
+                break;
+            fixup *f = &x->f[x->n - 1];
+            f->end = ends[k];
+            f->klen = klens[k];
+            f->vstart = offs[last] + klens[last];
+            f->vend = ends[last];
+            for (size_t i = k + 1; i < e && rc == PF_OK; i++) {
+                if (rep[i] != k)
+                    continue;
+                if ((rc = fix_add(x, offs[i], 1, err)) != PF_OK)
+                    break;
+                x->f[x->n - 1].end = ends[i];
+                x->ndead++;
+            }
+        }
+        g = e;
+    }
+    if (rc != PF_OK || x->n == 0)
+        goto done;
+    qsort(x->f, x->n, sizeof(fixup), cmp_fixup);
+    /* shift[i]: bytes removed before record i's fixup (mod 2^64: a longer
+     * replacement value removes a negative count). */
+    x->shift = (uint64_t *)malloc((x->n + 1) * sizeof(uint64_t));
+    if (!x->shift) {
+        rc = pf_fail(err, PF_ENOMEM, "out of memory for equal keys", 0);
+        goto done;
+    }
+    x->shift[0] = 0;
+    for (size_t i = 0; i < x->n; i++) {
+        const fixup *f = &x->f[i];
+        uint64_t kept = f->dead ? 0 : f->klen + (f->vend - f->vstart);
+        x->shift[i + 1] = x->shift[i] + (f->end - f->off) - kept;
+    }
+done:
+    if (keys)
+        for (size_t i = 0; i < ncand; i++)
+            free(keys[i]);
+    free(keys);
+    free(offs);
+    free(ends);
+    free(klens);
+    free(rep);
+    free(sorted.f);
+    return rc;
+}
+
+/* Rewrites the body of level l without the dropped records and with the
+ * replaced values (through the scratch file); returns the new body
+ * length. */
+static int compact(pf_builder *b, level *l, uint64_t body_len, const fixes *x,
+                   uint64_t *new_len, pf_error *err)
+{
+    int rc = scratch_open(b, err);
+    if (rc != PF_OK)
+        return rc;
+    const size_t cap = 1u << 20;
+    uint8_t *buf = (uint8_t *)malloc(cap);
+    if (!buf)
+        return pf_fail(err, PF_ENOMEM, "out of memory to rewrite a body", 0);
+    if ((rc = out_flush(b, err)) != PF_OK) {
+        free(buf);
+        return rc;
+    }
+    const uint64_t first = x->f[0].off, base = b->scratch_end;
+    uint64_t w = base, cur = first;
+#define COPY_OUT(from, n)                                                     \
+    do {                                                                      \
+        uint64_t o_ = (from), n_ = (n);                                       \
+        while (rc == PF_OK && n_ > 0) {                                       \
+            size_t k_ = n_ < cap ? (size_t)n_ : cap;                          \
+            rc = pf_file_pread(&b->out, buf, k_, l->body + o_, err);          \
+            if (rc == PF_OK)                                                  \
+                rc = pf_file_pwrite(&b->scratch, buf, k_, w, err);            \
+            o_ += k_;                                                         \
+            n_ -= k_;                                                         \
+            w += k_;                                                          \
+        }                                                                     \
+    } while (0)
+    for (size_t i = 0; i < x->n && rc == PF_OK; i++) {
+        const fixup *f = &x->f[i];
+        COPY_OUT(cur, f->off - cur);
+        if (!f->dead) {
+            COPY_OUT(f->off, f->klen);
+            COPY_OUT(f->vstart, f->vend - f->vstart);
+        }
+        cur = f->end;
+    }
+    COPY_OUT(cur, body_len - cur);
+#undef COPY_OUT
+    if (rc == PF_OK)
+        rc = out_truncate(b, l->body + first, err);
+    if (rc == PF_OK)
+        rc = copy_to_out(b, &b->scratch, base, w - base, buf, cap, err);
+    free(buf);
+    if (rc == PF_OK)
+        *new_len = first + (w - base);
+    return rc;
+}
+
+/* Ends level l: its table after its body, then its header. */
+static int finish_level(pf_builder *b, level *l, pf_error *err)
+{
+    uint64_t body_len = out_pos(b) - l->body, count = l->count, nslots = 0;
+    int width, rc = PF_OK;
+    uint8_t hdr[PF_MAP_HDR_LEN];
+    if (l->type == PF_T_LIST) {                                   /* R19 */
+        width = pick_width(body_len ? pf_bitlen64(body_len - 1) : 0);
+        if (!width)
+            return pf_fail(err, PF_ELIMIT, "list body too large", l->hdr);
+        seq q;
+        if ((rc = seq_init(&q, &l->items, err)) != PF_OK)
+            return rc;
+        uint64_t o, unused = 0;
+        uint8_t e[8];
+        while ((rc = seq_next(b, &q, &o, &unused, err)) == 1) {
+            pf_stw(e, width, o);
+            if ((rc = out_write(b, e, (size_t)width, err)) != PF_OK)
+                break;
+        }
+        seq_free(&q);
+        if (rc < 0)
+            return rc;
+    } else {                                                      /* R22 */
+        /* One merge fills the table and finds equal hashes; equal keys
+         * (rare) need the body rewritten and a second fill. */
+        const uint64_t table = out_pos(b);
+        cands c = {0};
+        fixes x = {0};
+        nslots = count > 8 ? count + count * 3 / 17 + 1 : 0;
+        rc = fill_slots(b, l, body_len, nslots, NULL, &c, err);
+        if (rc == PF_OK && c.n)
+            rc = resolve_equal(b, l, c.p, c.n, body_len, &x, err);
+        free(c.p);
+        if (rc == PF_OK && x.n) {
+            rc = out_truncate(b, table, err);
+            if (rc == PF_OK)
+                rc = compact(b, l, body_len, &x, &body_len, err);
+            count -= x.ndead;
+            nslots = count > 8 ? count + count * 3 / 17 + 1 : 0;
+            if (rc == PF_OK && nslots)
+                rc = fill_slots(b, l, body_len, nslots, &x, NULL, err);
+        }
+        fixes_free(&x);
+        if (rc < 0)
+            return rc;
+        width = pick_width(pf_bitlen64(body_len) + 4);
+        if (!width)
+            return pf_fail(err, PF_ELIMIT, "dict body too large", l->hdr);
+    }
+    memset(hdr, 0, sizeof hdr);
+    hdr[0] = (uint8_t)l->type;
+    hdr[1] = (uint8_t)width;
+    pf_st64(hdr + 2, count);
+    pf_st64(hdr + 10, body_len);
+    if (l->type != PF_T_LIST)
+        pf_st64(hdr + 18, nslots);
+    return out_patch(b, l->hdr, hdr, l->type == PF_T_LIST ? PF_LIST_HDR_LEN
+                                                         : PF_MAP_HDR_LEN, err);
+}
+
+int pf_builder_close(pf_builder *b, pf_error *err)
+{
+    int rc = usable(b, err);
+    if (rc != PF_OK)
+        return rc;
+    if (b->depth < 2)
+        return pf_fail(err, PF_EINVAL, "no nested level is open", 0);
+    level *l = &b->levels[b->depth - 1];
+    if ((rc = finish_level(b, l, err)) != PF_OK)
+        return broken(b, rc);
+    const uint64_t start = l->rec_start, hash = l->key_hash;
+    spool_free(b, &l->items);
+    b->depth--;
+    return record_done(b, start, hash, err);
+}
+
+/* ------------------------------------------------------------------ finish */
+
+static int finish(pf_builder *b, int mode, pf_error *err)
+{
+    int rc;
+    while (b->depth > 1)
+        if ((rc = pf_builder_close(b, err)) != PF_OK)
+            return rc;
+    level *root = &b->levels[0];
+    if ((rc = finish_level(b, root, err)) != PF_OK)
+        return rc;
+    /* The pool after the root, then the VALUES table (R28). */
+    const uint64_t pool_start = out_pos(b);
+    uint8_t *buf = (uint8_t *)malloc(1u << 20);
+    if (!buf)
+        return pf_fail(err, PF_ENOMEM, "out of memory to finish the image", 0);
+    if (b->pbase)
+        rc = copy_to_out(b, &b->poolf, 0, b->pbase, buf, 1u << 20, err);
+    if (rc == PF_OK)
+        rc = out_write(b, b->pbuf, b->plen, err);
+    const uint64_t data_end = out_pos(b);
+    const uint64_t nvalues = b->values.total;
+    pf_checksum_state vs;
+    pf_checksum_begin(&vs, nvalues * 8);
+    if (rc == PF_OK && nvalues) {
+        /* in pieces of 4096 entries (a multiple of 32 bytes) */
+        seq q;
+        if ((rc = seq_init(&q, &b->values, err)) == PF_OK) {
+            uint64_t rel, unused = 0;
+            size_t k = 0;
+            uint8_t *piece = buf;
+            while ((rc = seq_next(b, &q, &rel, &unused, err)) == 1) {
+                pf_st64(piece + 8 * k++, pool_start + rel);
+                if (k == 4096) {
+                    pf_checksum_blocks(&vs, piece, 8 * k);
+                    if ((rc = out_write(b, piece, 8 * k, err)) != PF_OK)
+                        break;
+                    k = 0;
+                }
+            }
+            seq_free(&q);
+            if (rc == 0) {
+                rc = out_write(b, piece, 8 * k, err);
+                pf_st64(buf + (1u << 19), pf_checksum_end(&vs, piece, 8 * k));
+            }
+        }
+    }
+    const uint64_t vcheck = nvalues ? pf_ld64(buf + (1u << 19)) : 0;
+    /* The section table. */
+    const uint64_t stab = out_pos(b);
+    const uint32_t nsec = nvalues ? 2 : 1;
+    uint8_t sec[2 * PF_SECTION_ENTRY_LEN];
+    memset(sec, 0, sizeof sec);
+    if (rc == PF_OK) {
+        pf_checksum_state ds;
+        pf_checksum_begin(&ds, data_end - PF_HEADER_LEN);
+        rc = out_flush(b, err);
+        uint64_t at = PF_HEADER_LEN;
+        while (rc == PF_OK) {
+            uint64_t left = data_end - at;
+            size_t k = left < (1u << 20) ? (size_t)left : (1u << 20);
+            if ((rc = pf_file_pread(&b->out, buf, k, at, err)) != PF_OK)
+                break;
+            at += k;
+            if (at == data_end) {
+                pf_st64(sec + 24, pf_checksum_end(&ds, buf, k));
+                break;
+            }
+            pf_checksum_blocks(&ds, buf, k);
+        }
+        pf_st32(sec, PF_SECTION_DATA);
+        pf_st32(sec + 4, PF_SECTION_REQUIRED);
+        pf_st64(sec + 8, PF_HEADER_LEN);
+        pf_st64(sec + 16, data_end - PF_HEADER_LEN);
+        if (nvalues) {
+            uint8_t *v = sec + PF_SECTION_ENTRY_LEN;
+            pf_st32(v, PF_SECTION_VALUES);
+            pf_st32(v + 4, PF_SECTION_REQUIRED);
+            pf_st64(v + 8, data_end);
+            pf_st64(v + 16, nvalues * 8);
+            pf_st64(v + 24, vcheck);
+        }
+        rc = out_write(b, sec, nsec * PF_SECTION_ENTRY_LEN, err);
+    }
+    free(buf);
+    if (rc != PF_OK)
+        return rc;
+    const uint64_t size = out_pos(b);
+    uint8_t h[PF_HEADER_LEN];                          /* header, R3-R9 */
+    memset(h, 0, sizeof h);
+    memcpy(h + PF_H_MAGIC, PF_MAGIC, 8);
+    pf_st16(h + PF_H_VMAJOR, PF_VERSION_MAJOR);
+    pf_st16(h + PF_H_VMINOR, PF_VERSION_MINOR);
+    pf_st32(h + PF_H_HEADER_LEN, PF_HEADER_LEN);
+    memcpy(h + PF_H_ID, b->id, 16);
+    pf_st64(h + PF_H_IMAGE_SIZE, size);
+    pf_st64(h + PF_H_ROOT, root->hdr);
+    pf_st64(h + PF_H_STAB_OFF, stab);
+    pf_st32(h + PF_H_STAB_COUNT, nsec);
+    pf_st64(h + PF_H_SEED, b->seed);
+    pf_st64(h + PF_H_CHECK, pf_hash_bytes(h, PF_H_CHECK, 0));
+    if ((rc = out_patch(b, 0, h, sizeof h, err)) != PF_OK ||
+        (rc = out_flush(b, err)) != PF_OK ||
+        (rc = pf_file_sync(&b->out, err)) != PF_OK)
+        return rc;
+    pf_file_close(&b->out);
+    return pf_publish_file(b->tmp, b->path, b->id, mode, err);
+}
+
+int pf_builder_finish(pf_builder *b, int mode, pf_error *err)
+{
+    int rc = usable(b, err);
+    if (rc != PF_OK)
+        return rc;
+    rc = finish(b, mode, err);
+    if (rc != PF_OK)
+        return broken(b, rc);
+    b->finished = 1;
+    return PF_OK;
+}
