@@ -20,6 +20,7 @@ from ._memory import (
     memory_report,
 )
 from ._binding import (
+    Builder,
     ClosedImageError,
     CorruptImageError,
     DictView,
@@ -39,7 +40,7 @@ from ._binding import (
 )
 
 __all__ = [
-    "freeze", "open", "dumps", "loads", "thaw", "image_of", "Image",
+    "freeze", "open", "dumps", "loads", "thaw", "image_of", "Image", "Builder",
     "share", "cleanup", "verify", "set_limits", "memory_report", "MemoryReport", "ProcessMemory",
     "ImageMapping", "ImageMemory",
     "DictView", "ListView", "SetView", "FrozenSetView",

@@ -3714,7 +3714,7 @@ Builder_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     const char *kind = "dict";
     unsigned long long memory = 256ull << 20;
     int mode = PF_PUBLISH_DEFAULT;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$sKi:Builder", kwlist, &path, &kind,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|s$Ki:Builder", kwlist, &path, &kind,
                                      &memory, &mode))
         return NULL;
     int t;
@@ -3887,7 +3887,23 @@ static PyGetSetDef Builder_getset[] = {
     {NULL, NULL, NULL, NULL, NULL}};
 
 static PyType_Slot Builder_slots[] = {
-    {Py_tp_doc, "Builder(path, kind='dict', *, memory=256 MiB): write an image entry by entry."},
+    {Py_tp_doc,
+     "Builder(path, kind='dict', *, memory=268435456)\n"
+     "\n"
+     "Write an image whose root is a dict (b[key] = value, b.update(...)) or a\n"
+     "list (kind='list': b.append(value), b.extend(...)) one entry at a time,\n"
+     "in about `memory` bytes whatever the number of entries: entries go to\n"
+     "disk as they come and the hash index is built at close() from sorted\n"
+     "runs. Values are anything freeze() accepts. b.dict(key) / b.list(key)\n"
+     "(at a list level: b.dict() / b.list()) return a nested builder whose\n"
+     "container is the value of key, for levels too large to hold; writing\n"
+     "to a level closes the nested ones still open.\n"
+     "\n"
+     "A key written twice keeps its first place and takes its last value, as\n"
+     "in a dict (1, 1.0 and True are one key). close() (or leaving a with\n"
+     "block normally) publishes the image atomically, as freeze() does; an\n"
+     "exception in the with block, abort(), or a builder dropped unclosed\n"
+     "leaves no image and no temporary file."},
     {Py_tp_new, Builder_new},
     {Py_tp_dealloc, Builder_dealloc},
     {Py_tp_traverse, Builder_traverse},
