@@ -2842,6 +2842,8 @@ typedef struct {
     PyObject **keys;
     uint64_t *vals;
     size_t cap, len;
+    size_t first_cap;  /* capacity of the first table: small for the
+                          builder, which empties the memo after each record */
 } ptrmap;
 
 static size_t
@@ -2857,9 +2859,9 @@ ptr_slot(const ptrmap *m, PyObject *k)
 static int
 ptrmap_grow(ptrmap *m)
 {
-    size_t ncap = m->cap ? m->cap * 2 : 1024;
+    size_t ncap = m->cap ? m->cap * 2 : m->first_cap ? m->first_cap : 1024;
     ptrmap n = {PyMem_Calloc(ncap, sizeof(PyObject *)), PyMem_Calloc(ncap, sizeof(uint64_t)),
-                ncap, 0};
+                ncap, 0, m->first_cap};
     if (!n.keys || !n.vals) {
         PyMem_Free(n.keys);
         PyMem_Free(n.vals);
@@ -2916,6 +2918,21 @@ ptrmap_free(ptrmap *m)
     m->keys = NULL;
     m->vals = NULL;
     m->cap = m->len = 0;
+}
+
+/* Empties the memo, keeping a small table for the next record. */
+static void
+ptrmap_clear(ptrmap *m)
+{
+    if (m->len == 0)
+        return;
+    if (m->cap > 64) {
+        ptrmap_free(m);
+        return;
+    }
+    for (size_t i = 0; i < m->cap; i++)
+        Py_CLEAR(m->keys[i]);
+    m->len = 0;
 }
 
 typedef struct {
@@ -3363,7 +3380,7 @@ builder_ready(BuilderObject *self)
 static void
 builder_reset_cx(BuilderObject *r)
 {
-    ptrmap_free(&r->cx.memo);
+    ptrmap_clear(&r->cx.memo);
     r->cx.type_error = 0;
     if (r->cx.path && PyList_GET_SIZE(r->cx.path))
         (void)PyList_SetSlice(r->cx.path, 0, PyList_GET_SIZE(r->cx.path), NULL);
@@ -3511,6 +3528,8 @@ Builder_update(BuilderObject *self, PyObject *args, PyObject *kwds)
             PyObject *items = PyDict_Items(other);
             r = items ? builder_update_pairs(self, items) : -1;
             Py_XDECREF(items);
+        } else if (PyList_CheckExact(other) || PyTuple_CheckExact(other)) {
+            r = builder_update_pairs(self, other); /* no keys() to look for */
         } else {
             PyObject *keys_attr = PyObject_GetAttrString(other, "keys");
             if (!keys_attr) {
@@ -3754,6 +3773,7 @@ Builder_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->serial = ++self->next_serial;
     self->serials[0] = self->serial;
     self->cx.st = self->st;
+    self->cx.memo.first_cap = 16;
     pf_error err;
     int rc;
     const char *cpath = PyBytes_AS_STRING(fspath);
