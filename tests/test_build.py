@@ -222,6 +222,64 @@ def test_a_huge_nested_level_spills_too(tmp_path):
     pf.verify(path)
 
 
+# A program for nested builders: ("set", key, value), ("dict", key) and
+# ("list", key) open a level (at a list level the key is ignored), ("up",)
+# closes the innermost one. Run against the Builder and against plain
+# Python containers, the results must match.
+_small_keys = st.one_of(st.integers(-3, 3), st.sampled_from(["a", "b", "", 1.0, True, (1, "a")]))
+_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("set"), _small_keys, values(max_leaves=4)),
+        st.tuples(st.just("dict"), _small_keys),
+        st.tuples(st.just("list"), _small_keys),
+        st.tuples(st.just("up")),
+    ),
+    max_size=40,
+)
+
+
+def _run_program(path, ops, kind):
+    ref_root = {} if kind == "dict" else []
+    with pf.Builder(path, kind, memory=MIB) as root:
+        stack = [(root, ref_root)]
+        for op in ops:
+            level, ref = stack[-1]
+            if op[0] == "up":
+                if len(stack) > 1:
+                    level.close()
+                    stack.pop()
+                continue
+            if isinstance(ref, dict):
+                key = op[1]
+                if op[0] == "set":
+                    level[key] = op[2]
+                    ref[key] = op[2]
+                    continue
+                sub = level.dict(key) if op[0] == "dict" else level.list(key)
+                new = {} if op[0] == "dict" else []
+                ref[key] = new
+            else:
+                if op[0] == "set":
+                    level.append(op[2])
+                    ref.append(op[2])
+                    continue
+                sub = level.dict() if op[0] == "dict" else level.list()
+                new = {} if op[0] == "dict" else []
+                ref.append(new)
+            stack.append((sub, new))
+    return ref_root
+
+
+@settings(max_examples=80)
+@given(ops=_ops, kind=st.sampled_from(["dict", "list"]))
+def test_programs_of_nested_builders(module_dir, ops, kind):
+    """A key written again at a level replaces the earlier value there,
+    nested levels included (a whole nested dict can be replaced)."""
+    path = module_dir / "prog.pf"
+    ref = _run_program(path, ops, kind)
+    assert_same(read_back(path), ref)
+
+
 # ----------------------------------------------------------------- the API
 
 
