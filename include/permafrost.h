@@ -368,7 +368,8 @@ void pf_builder_free(pf_builder *b);           /* NULL allowed */
 /* PF_DICT or PF_LIST: the innermost open level; 0 once finished. */
 int pf_builder_level_type(const pf_builder *b);
 unsigned pf_builder_depth(const pf_builder *b); /* open levels, root = 1 */
-/* Entries ended at every level, and bytes of image written so far. */
+/* Entries ended at every level, and bytes of image written so far (once
+ * finished: the image size). */
 void pf_builder_stats(const pf_builder *b, uint64_t *entries,
                       uint64_t *bytes);
 

@@ -105,6 +105,7 @@ struct pf_builder {
     size_t key_len;
     uint64_t spool_limit, spool_used;
     uint64_t entries;
+    uint64_t image_size;    /* once finished */
     int failed, finished;
 };
 
@@ -758,7 +759,7 @@ void pf_builder_stats(const pf_builder *b, uint64_t *entries, uint64_t *bytes)
     if (entries)
         *entries = b->entries;
     if (bytes)
-        *bytes = out_pos(b) + b->pbase + b->plen;
+        *bytes = b->finished ? b->image_size : out_pos(b) + b->pbase + b->plen;
 }
 
 static int usable(pf_builder *b, pf_error *err)
@@ -1509,6 +1510,7 @@ static int finish(pf_builder *b, int mode, pf_error *err)
         (rc = pf_file_sync(&b->out, err)) != PF_OK)
         return rc;
     pf_file_close(&b->out);
+    b->image_size = size;
     return pf_publish_file(b->tmp, b->path, b->id, mode, err);
 }
 

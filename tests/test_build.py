@@ -329,8 +329,13 @@ def test_misuse_raises_clear_errors(tmp_path):
     path = tmp_path / "misuse.pf"
     with pytest.raises(ValueError, match="kind"):
         pf.Builder(path, "set")
-    with pytest.raises(ValueError, match="1 MiB"):
-        pf.Builder(path, memory=1000)
+    for bad in (1000, -1, 2**64, 2**64 + 2 * MIB, 2**63):
+        with pytest.raises(ValueError, match="1 MiB"):
+            pf.Builder(path, memory=bad)
+    with pytest.raises(TypeError, match="int"):
+        pf.Builder(path, memory=1.5e9)
+    with pytest.raises(IsADirectoryError):
+        pf.Builder(tmp_path)
     b = pf.Builder(path)
     with pytest.raises(TypeError, match="list"):
         b.append(1)
@@ -344,12 +349,14 @@ def test_misuse_raises_clear_errors(tmp_path):
     with pytest.raises(TypeError, match="no key"):
         lb.list("k")
     lb.abort()
+    b["k"] = "v"
     b.close()
+    assert b.entries == 1 and b.bytes_written == os.path.getsize(path)
     with pytest.raises(ValueError, match="published"):
         b["x"] = 1
     b.close()  # twice is harmless
     assert "published" in repr(b)
-    assert read_back(path) == {}
+    assert read_back(path) == {"k": "v"}
     with pytest.raises(FileNotFoundError):
         pf.Builder(tmp_path / "no" / "such" / "folder.pf")
 

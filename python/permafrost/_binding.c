@@ -14,6 +14,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
 #include <string.h>
 #include "structmember.h"
 
@@ -3321,6 +3322,8 @@ typedef struct BuilderObject {
     int mode;
     int busy;                    /* a call released the GIL */
     int done;                    /* 1 published, 2 abandoned, 3 failed */
+    uint64_t final_entries;      /* the stats when the core builder went */
+    uint64_t final_bytes;
     uint64_t *serials;           /* per open depth */
     size_t serials_cap;
     uint64_t next_serial;
@@ -3642,6 +3645,7 @@ static void
 builder_abandon(BuilderObject *r, int why)
 {
     if (r->b) {
+        pf_builder_stats(r->b, &r->final_entries, &r->final_bytes);
         pf_builder_free(r->b);
         r->b = NULL;
         r->done = why;
@@ -3679,6 +3683,7 @@ Builder_close(BuilderObject *self, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     if (!self->root) {
+        pf_builder_stats(r->b, &r->final_entries, &r->final_bytes);
         pf_builder_free(r->b);
         r->b = NULL;
         r->done = 1;
@@ -3729,13 +3734,27 @@ static PyObject *
 Builder_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"path", "kind", "memory", "_mode", NULL};
-    PyObject *path;
+    PyObject *path, *memobj = NULL;
     const char *kind = "dict";
     unsigned long long memory = 256ull << 20;
     int mode = PF_PUBLISH_DEFAULT;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|s$Ki:Builder", kwlist, &path, &kind,
-                                     &memory, &mode))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|s$Oi:Builder", kwlist, &path, &kind,
+                                     &memobj, &mode))
         return NULL;
+    if (memobj) {
+        if (!PyLong_Check(memobj))
+            return PyErr_Format(PyExc_TypeError, "memory must be an int (bytes), not %.100s",
+                                Py_TYPE(memobj)->tp_name);
+        int overflow = 0;
+        long long m = PyLong_AsLongLongAndOverflow(memobj, &overflow);
+        if (m == -1 && PyErr_Occurred())
+            return NULL;
+        /* up to 2^48 bytes (256 TiB): more cannot be meant */
+        if (overflow || m < (1ll << 20) || m > (1ll << 48))
+            return PyErr_Format(PyExc_ValueError,
+                                "memory must be 1 MiB (1048576) to 2**48 bytes, not %R", memobj);
+        memory = (unsigned long long)m;
+    }
     int t;
     if (strcmp(kind, "dict") == 0)
         t = PF_DICT;
@@ -3745,12 +3764,27 @@ Builder_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return PyErr_Format(PyExc_ValueError, "kind must be 'dict' or 'list', not %R",
                             PyTuple_GET_SIZE(args) > 1 ? PyTuple_GET_ITEM(args, 1)
                                                        : PyDict_GetItemString(kwds, "kind"));
-    if (memory < (1ull << 20))
-        return PyErr_Format(PyExc_ValueError, "memory must be at least 1 MiB (1048576), not %llu",
-                            memory);
     PyObject *fspath = NULL;
     if (!PyUnicode_FSConverter(path, &fspath))
         return NULL;
+    {
+        /* A folder at the path would only fail at the final rename. */
+        PyObject *os = PyImport_ImportModule("os.path");
+        PyObject *isdir = os ? PyObject_CallMethod(os, "isdir", "O", fspath) : NULL;
+        Py_XDECREF(os);
+        int dir = isdir ? PyObject_IsTrue(isdir) : -1;
+        Py_XDECREF(isdir);
+        if (dir != 0) {
+            PyObject *eargs = dir > 0 ? Py_BuildValue("(isO)", EISDIR,
+                                                      "the image path is a folder", path) : NULL;
+            if (eargs) {
+                PyErr_SetObject(PyExc_IsADirectoryError, eargs);
+                Py_DECREF(eargs);
+            }
+            Py_DECREF(fspath);
+            return NULL;
+        }
+    }
     BuilderObject *self = (BuilderObject *)type->tp_alloc(type, 0);
     if (!self) {
         Py_DECREF(fspath);
@@ -3829,7 +3863,7 @@ static PyObject *
 Builder_get_entries(BuilderObject *self, void *Py_UNUSED(c))
 {
     BuilderObject *r = broot(self);
-    uint64_t n = 0;
+    uint64_t n = r->final_entries;
     if (r->b)
         pf_builder_stats(r->b, &n, NULL);
     return PyLong_FromUnsignedLongLong(n);
@@ -3839,7 +3873,7 @@ static PyObject *
 Builder_get_bytes(BuilderObject *self, void *Py_UNUSED(c))
 {
     BuilderObject *r = broot(self);
-    uint64_t n = 0;
+    uint64_t n = r->final_bytes;
     if (r->b)
         pf_builder_stats(r->b, NULL, &n);
     return PyLong_FromUnsignedLongLong(n);
@@ -3870,7 +3904,7 @@ static PyObject *
 Builder_repr(BuilderObject *self)
 {
     BuilderObject *r = broot(self);
-    uint64_t n = 0;
+    uint64_t n = r->final_entries;
     if (r->b)
         pf_builder_stats(r->b, &n, NULL);
     const char *state = r->done == 1 ? "published" : !r->b ? "abandoned" : "open";
