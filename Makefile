@@ -60,7 +60,7 @@ $(SAN_VENV)/.stamp-pkg-test: $(SAN_VENV)/.stamp-venv $(PKG_SOURCES)
 
 # --------------------------------------------------------------- Python
 
-.PHONY: help install demo test pytest pytest-fast pysan pythons bench bench-peers
+.PHONY: help install demo test pytest pytest-fast pysan pythons bench bench-peers bench-build
 
 help:
 	@echo "make demo      build into .venv and run bench/demo.py (DEMO_ARGS=...)"
@@ -76,6 +76,7 @@ help:
 	@echo "make pythons   fast pytest subset on every CPython >= 3.9 in ~/.pyenv (PYTHONS=...)"
 	@echo "make bench     benchmarks (BENCH_ARGS=...)"
 	@echo "make bench-peers  permafrost against LMDB, SQLite, marisa-trie, dbm... (PEERS_ARGS=...)"
+	@echo "make bench-build  the streaming Builder at scale, the 20 GB projection (BUILD_ARGS=...)"
 	@echo "make install   just build and install into .venv"
 	@echo "make clean     remove build outputs, venvs and caches"
 
@@ -92,6 +93,9 @@ bench: $(VENV)/.stamp-pkg-bench
 PEERS_ARGS ?=
 bench-peers: $(VENV)/.stamp-pkg-bench
 	$(VENV_PY) bench/peers.py $(PEERS_ARGS)
+
+bench-build: $(VENV)/.stamp-pkg-bench
+	$(VENV_PY) bench/build.py $(BUILD_ARGS)
 
 # THE test command: C unit tests, then the whole pytest suite.
 test: $(VENV)/.stamp-pkg-test
