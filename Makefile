@@ -60,7 +60,7 @@ $(SAN_VENV)/.stamp-pkg-test: $(SAN_VENV)/.stamp-venv $(PKG_SOURCES)
 
 # --------------------------------------------------------------- Python
 
-.PHONY: help install demo test pytest pytest-fast pysan pythons bench bench-peers bench-build
+.PHONY: help install demo test pytest pytest-fast pysan pythons bench bench-peers bench-build fuzz-python
 
 help:
 	@echo "make demo      build into .venv and run bench/demo.py (DEMO_ARGS=...)"
@@ -72,6 +72,7 @@ help:
 	@echo "make wine      C unit tests cross-built with mingw-w64, run under wine"
 	@echo "make fuzz-replay  the fuzz corpus (fuzz/corpus) replayed under ASan + UBSan"
 	@echo "make fuzz      each libFuzzer target for FUZZ_SECONDS (clang; FUZZ_ARGS=...)"
+	@echo "make fuzz-python  the Python layer: atheris if installed, else corpus mutations"
 	@echo "make fuzz-coverage  line coverage of the reader code reached by the corpus (gcov)"
 	@echo "make pythons   fast pytest subset on every CPython >= 3.9 in ~/.pyenv (PYTHONS=...)"
 	@echo "make bench     benchmarks (BENCH_ARGS=...)"
@@ -93,6 +94,18 @@ bench: $(VENV)/.stamp-pkg-bench
 PEERS_ARGS ?=
 bench-peers: $(VENV)/.stamp-pkg-bench
 	$(VENV_PY) bench/peers.py $(PEERS_ARGS)
+
+# The Python layer under fuzzed images: coverage-guided with atheris when it
+# is installed in the venv, else seeded mutations of the corpus.
+fuzz-python: $(VENV)/.stamp-pkg-test
+	@if $(VENV_PY) -c "import atheris" 2>/dev/null; then \
+		mkdir -p $(FUZZ_DIR)/corpus-python; \
+		cp -n fuzz/corpus/read/* $(FUZZ_DIR)/corpus-python/ 2>/dev/null || true; \
+		$(VENV_PY) fuzz/fuzz_python.py -max_total_time=$(FUZZ_SECONDS) \
+			-print_final_stats=1 $(FUZZ_ARGS) $(FUZZ_DIR)/corpus-python; \
+	else \
+		$(VENV_PY) fuzz/fuzz_python.py --mutate 5000; \
+	fi
 
 bench-build: $(VENV)/.stamp-pkg-bench
 	$(VENV_PY) bench/build.py $(BUILD_ARGS)
