@@ -60,7 +60,7 @@ $(SAN_VENV)/.stamp-pkg-test: $(SAN_VENV)/.stamp-venv $(PKG_SOURCES)
 
 # --------------------------------------------------------------- Python
 
-.PHONY: help install demo test pytest pytest-fast pysan pythons bench bench-peers bench-build fuzz-python
+.PHONY: help install demo test pytest pytest-fast pysan pythons bench bench-peers bench-build bench-stress fuzz-python
 
 help:
 	@echo "make demo      build into .venv and run bench/demo.py (DEMO_ARGS=...)"
@@ -78,6 +78,7 @@ help:
 	@echo "make bench     benchmarks (BENCH_ARGS=...)"
 	@echo "make bench-peers  permafrost against LMDB, SQLite, marisa-trie, dbm... (PEERS_ARGS=...)"
 	@echo "make bench-build  the streaming Builder at scale, the 20 GB projection (BUILD_ARGS=...)"
+	@echo "make bench-stress processes x threads reading one image, every answer checked (STRESS_ARGS=...)"
 	@echo "make install   just build and install into .venv"
 	@echo "make clean     remove build outputs, venvs and caches"
 
@@ -109,6 +110,9 @@ fuzz-python: $(VENV)/.stamp-pkg-test
 
 bench-build: $(VENV)/.stamp-pkg-bench
 	$(VENV_PY) bench/build.py $(BUILD_ARGS)
+
+bench-stress: $(VENV)/.stamp-pkg-bench
+	$(VENV_PY) bench/stress.py $(STRESS_ARGS)
 
 # THE test command: C unit tests, then the whole pytest suite.
 test: $(VENV)/.stamp-pkg-test
