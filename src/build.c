@@ -892,14 +892,6 @@ int pf_builder_open(pf_builder *b, int type, pf_error *err)
 
 /* ------------------------------------------------------------------ tables */
 
-static int pick_width(unsigned bits)
-{
-    if (bits <= 16) return 2;
-    if (bits <= 32) return 4;
-    if (bits <= 64) return 8;
-    return 0;
-}
-
 /* A record whose key was replaced or which was dropped (equal keys). */
 typedef struct fixup {
     uint64_t off, end;      /* the record, relative to the body */
@@ -965,12 +957,10 @@ static int fill_slots(pf_builder *b, level *l, uint64_t body_len,
                       uint64_t nslots, const fixes *fx, cands *cand,
                       pf_error *err)
 {
-    const int width = pick_width(pf_bitlen64(body_len) + 4);
+    const int width = pf_slot_width(body_len);
     if (!width)
         return pf_fail(err, PF_ELIMIT, "container body too large", l->hdr);
-    const unsigned ibits = pf_bitlen64(body_len);
-    const unsigned tagbits = 8u * (unsigned)width - ibits;
-    const uint64_t tmask = tagbits >= 64 ? ~0ull : (1ull << tagbits) - 1;
+    const pf_slot_packing pk = pf_slot_packing_of(body_len, width);
     const uint64_t table = out_pos(b);
     merger m;
     int rc = merger_init(b, &m, &l->items, err);
@@ -1003,7 +993,7 @@ static int fill_slots(pf_builder *b, level *l, uint64_t body_len,
                 continue;
             off -= fx->shift[i];
         }
-        const uint64_t slot = ((h & tmask) << ibits) | (off + 1);
+        const uint64_t slot = pf_slot_pack(pk, h, off);
         uint64_t home = pf_mulhi64(h, nslots);
         uint64_t pos = home > next ? home : next;
         if (pos >= nslots) {
@@ -1334,7 +1324,7 @@ static int finish_level(pf_builder *b, level *l, pf_error *err)
     int width, rc = PF_OK;
     uint8_t hdr[PF_MAP_HDR_LEN];
     if (l->type == PF_T_LIST) {                                   /* R19 */
-        width = pick_width(body_len ? pf_bitlen64(body_len - 1) : 0);
+        width = pf_list_width(body_len);
         if (!width)
             return pf_fail(err, PF_ELIMIT, "list body too large", l->hdr);
         seq q;
@@ -1356,7 +1346,7 @@ static int finish_level(pf_builder *b, level *l, pf_error *err)
         const uint64_t table = out_pos(b);
         cands c = {0};
         fixes x = {0};
-        nslots = count > 8 ? count + count * 3 / 17 + 1 : 0;
+        nslots = pf_slot_count(count);
         rc = fill_slots(b, l, body_len, nslots, NULL, &c, err);
         if (rc == PF_OK && c.n)
             rc = resolve_equal(b, l, c.p, c.n, body_len, &x, err);
@@ -1366,14 +1356,14 @@ static int finish_level(pf_builder *b, level *l, pf_error *err)
             if (rc == PF_OK)
                 rc = compact(b, l, body_len, &x, &body_len, err);
             count -= x.ndead;
-            nslots = count > 8 ? count + count * 3 / 17 + 1 : 0;
+            nslots = pf_slot_count(count);
             if (rc == PF_OK && nslots)
                 rc = fill_slots(b, l, body_len, nslots, &x, NULL, err);
         }
         fixes_free(&x);
         if (rc < 0)
             return rc;
-        width = pick_width(pf_bitlen64(body_len) + 4);
+        width = pf_slot_width(body_len);
         if (!width)
             return pf_fail(err, PF_ELIMIT, "dict body too large", l->hdr);
     }
@@ -1426,6 +1416,7 @@ static int finish(pf_builder *b, int mode, pf_error *err)
         rc = out_write(b, b->pbuf, b->plen, err);
     const uint64_t data_end = out_pos(b);
     const uint64_t nvalues = b->values.total;
+    uint64_t vcheck = 0;
     pf_checksum_state vs;
     pf_checksum_begin(&vs, nvalues * 8);
     if (rc == PF_OK && nvalues) {
@@ -1447,21 +1438,19 @@ static int finish(pf_builder *b, int mode, pf_error *err)
             seq_free(&q);
             if (rc == 0) {
                 rc = out_write(b, piece, 8 * k, err);
-                pf_st64(buf + (1u << 19), pf_checksum_end(&vs, piece, 8 * k));
+                vcheck = pf_checksum_end(&vs, piece, 8 * k);
             }
         }
     }
-    const uint64_t vcheck = nvalues ? pf_ld64(buf + (1u << 19)) : 0;
     /* The section table. */
     const uint64_t stab = out_pos(b);
     const uint32_t nsec = nvalues ? 2 : 1;
     uint8_t sec[2 * PF_SECTION_ENTRY_LEN];
-    memset(sec, 0, sizeof sec);
     if (rc == PF_OK) {
         pf_checksum_state ds;
         pf_checksum_begin(&ds, data_end - PF_HEADER_LEN);
         rc = out_flush(b, err);
-        uint64_t at = PF_HEADER_LEN;
+        uint64_t at = PF_HEADER_LEN, dcheck = 0;
         while (rc == PF_OK) {
             uint64_t left = data_end - at;
             size_t k = left < (1u << 20) ? (size_t)left : (1u << 20);
@@ -1469,42 +1458,25 @@ static int finish(pf_builder *b, int mode, pf_error *err)
                 break;
             at += k;
             if (at == data_end) {
-                pf_st64(sec + 24, pf_checksum_end(&ds, buf, k));
+                dcheck = pf_checksum_end(&ds, buf, k);
                 break;
             }
             pf_checksum_blocks(&ds, buf, k);
         }
-        pf_st32(sec, PF_SECTION_DATA);
-        pf_st32(sec + 4, PF_SECTION_REQUIRED);
-        pf_st64(sec + 8, PF_HEADER_LEN);
-        pf_st64(sec + 16, data_end - PF_HEADER_LEN);
-        if (nvalues) {
-            uint8_t *v = sec + PF_SECTION_ENTRY_LEN;
-            pf_st32(v, PF_SECTION_VALUES);
-            pf_st32(v + 4, PF_SECTION_REQUIRED);
-            pf_st64(v + 8, data_end);
-            pf_st64(v + 16, nvalues * 8);
-            pf_st64(v + 24, vcheck);
-        }
-        rc = out_write(b, sec, nsec * PF_SECTION_ENTRY_LEN, err);
+        pf_put_section(sec, PF_SECTION_DATA, PF_HEADER_LEN,
+                       data_end - PF_HEADER_LEN, dcheck);
+        if (nvalues)
+            pf_put_section(sec + PF_SECTION_ENTRY_LEN, PF_SECTION_VALUES,
+                           data_end, nvalues * 8, vcheck);
+        if (rc == PF_OK)
+            rc = out_write(b, sec, nsec * PF_SECTION_ENTRY_LEN, err);
     }
     free(buf);
     if (rc != PF_OK)
         return rc;
     const uint64_t size = out_pos(b);
-    uint8_t h[PF_HEADER_LEN];                          /* header, R3-R9 */
-    memset(h, 0, sizeof h);
-    memcpy(h + PF_H_MAGIC, PF_MAGIC, 8);
-    pf_st16(h + PF_H_VMAJOR, PF_VERSION_MAJOR);
-    pf_st16(h + PF_H_VMINOR, PF_VERSION_MINOR);
-    pf_st32(h + PF_H_HEADER_LEN, PF_HEADER_LEN);
-    memcpy(h + PF_H_ID, b->id, 16);
-    pf_st64(h + PF_H_IMAGE_SIZE, size);
-    pf_st64(h + PF_H_ROOT, root->hdr);
-    pf_st64(h + PF_H_STAB_OFF, stab);
-    pf_st32(h + PF_H_STAB_COUNT, nsec);
-    pf_st64(h + PF_H_SEED, b->seed);
-    pf_st64(h + PF_H_CHECK, pf_hash_bytes(h, PF_H_CHECK, 0));
+    uint8_t h[PF_HEADER_LEN];
+    pf_put_header(h, b->id, size, root->hdr, stab, nsec, b->seed);
     if ((rc = out_patch(b, 0, h, sizeof h, err)) != PF_OK ||
         (rc = out_flush(b, err)) != PF_OK ||
         (rc = pf_file_sync(&b->out, err)) != PF_OK)

@@ -155,6 +155,60 @@ PF_INLINE unsigned pf_bitlen64(uint64_t v)
 #endif
 }
 
+/* ------------------------------------------------------------------ tables */
+
+/* The smallest table entry width (2, 4 or 8 bytes) holding `bits` bits; 0
+ * if none does. */
+PF_INLINE int pf_table_width(unsigned bits)
+{
+    if (bits <= 16) return 2;
+    if (bits <= 32) return 4;
+    if (bits <= 64) return 8;
+    return 0;
+}
+
+/* R19: a list table's entry width for a body of body_len bytes. */
+PF_INLINE int pf_list_width(uint64_t body_len)
+{
+    return pf_table_width(body_len ? pf_bitlen64(body_len - 1) : 0);
+}
+
+/* R22: a slot's width for a body of body_len bytes: the narrowest with at
+ * least 4 tag bits beside the record offset. */
+PF_INLINE int pf_slot_width(uint64_t body_len)
+{
+    return pf_table_width(pf_bitlen64(body_len) + 4);
+}
+
+/* R22: the slots the version 1.0 writers give `count` keys (a load of
+ * 0.85); 0 for count <= 8, whose records a reader scans. */
+PF_INLINE uint64_t pf_slot_count(uint64_t count)
+{
+    return count > 8 ? count + count * 3 / 17 + 1 : 0;
+}
+
+/* R22: how a writer packs a slot of `width` bytes for a body of body_len
+ * bytes: (hash & tmask) << ibits | (rec_off + 1). */
+typedef struct pf_slot_packing {
+    unsigned ibits;
+    uint64_t tmask;
+} pf_slot_packing;
+
+PF_INLINE pf_slot_packing pf_slot_packing_of(uint64_t body_len, int width)
+{
+    pf_slot_packing p;
+    p.ibits = pf_bitlen64(body_len);
+    const unsigned tagbits = 8u * (unsigned)width - p.ibits;
+    p.tmask = tagbits >= 64 ? ~0ull : (1ull << tagbits) - 1;
+    return p;
+}
+
+PF_INLINE uint64_t pf_slot_pack(pf_slot_packing p, uint64_t hash,
+                                uint64_t rec_off)
+{
+    return ((hash & p.tmask) << p.ibits) | (rec_off + 1);
+}
+
 /* ------------------------------------------------------------------ varints */
 
 /* Decodes an unsigned LEB128 varint at p[0..avail) (R13: at most 10 bytes,
@@ -259,6 +313,14 @@ int pf_range_record_next(const pf_range *r, const pf_val *c, uint64_t *cursor,
 /* Python equality of the keys stored at a and b (verify.c; R21). */
 int pf_keys_equal(const pf_range *r, uint64_t a, uint64_t b, int *eq,
                   pf_error *err);
+
+/* The 128-byte header (R3-R9) and one section table entry (section 3),
+ * as every writer fills them (write.c). */
+void pf_put_header(uint8_t h[PF_HEADER_LEN], const uint8_t id[16],
+                   uint64_t image_size, uint64_t root_off, uint64_t stab_off,
+                   uint32_t nsec, uint64_t seed);
+void pf_put_section(uint8_t *entry, uint32_t kind, uint64_t off, uint64_t len,
+                    uint64_t checksum);
 
 /* pf_checksum (FORMAT section 3) of n bytes given in pieces: every piece
  * but the last a multiple of 32 bytes long. */

@@ -838,15 +838,6 @@ const uint8_t *pf_writer_data(const pf_writer *w, size_t *len)
 
 int pf_writer_open(const pf_writer *w) { return w->nframes != 0; }
 
-/* Smallest table width whose entries can hold `bits` bits (+ min_spare). */
-static int pick_width(unsigned bits)
-{
-    if (bits <= 16) return 2;
-    if (bits <= 32) return 4;
-    if (bits <= 64) return 8;
-    return 0;
-}
-
 int pf_write_end(pf_writer *w, pf_error *err)
 {
     pf_frame *f = top_container(w);
@@ -861,12 +852,11 @@ int pf_write_end(pf_writer *w, pf_error *err)
     int width;
     int rc;
     if (f->kind == PF_T_LIST) {                                   /* R19 */
-        width = pick_width(body_len ? pf_bitlen64(body_len - 1) : 0);
+        width = pf_list_width(body_len);
         nent = count;
     } else {                                                      /* R22 */
-        if (count > 8)
-            nslots = count + count * 3 / 17 + 1;
-        width = pick_width(pf_bitlen64(body_len) + 4);
+        nslots = pf_slot_count(count);
+        width = pf_slot_width(body_len);
         nent = nslots;
     }
     if (!width)
@@ -882,12 +872,10 @@ int pf_write_end(pf_writer *w, pf_error *err)
             pf_stw(table + i * (uint64_t)width, width, f->recs[i]);
     } else if (nslots) {
         memset(table, 0, tlen);
-        const unsigned ibits = pf_bitlen64(body_len);
-        const unsigned tagbits = 8u * (unsigned)width - ibits;
-        const uint64_t tmask = tagbits >= 64 ? ~0ull : (1ull << tagbits) - 1;
+        const pf_slot_packing pk = pf_slot_packing_of(body_len, width);
         for (uint64_t i = 0; i < count; i++) {
             uint64_t h = f->hashes[i];
-            uint64_t slot = ((h & tmask) << ibits) | (f->recs[i] + 1);
+            uint64_t slot = pf_slot_pack(pk, h, f->recs[i]);
             uint64_t j = pf_mulhi64(h, nslots);
             while (pf_ldw(table + j * (uint64_t)width, width) != 0)
                 if (++j == nslots)
@@ -907,6 +895,36 @@ int pf_write_end(pf_writer *w, pf_error *err)
 }
 
 /* ------------------------------------------------------------------ finish */
+
+void pf_put_header(uint8_t h[PF_HEADER_LEN], const uint8_t id[16],
+                   uint64_t image_size, uint64_t root_off, uint64_t stab_off,
+                   uint32_t nsec, uint64_t seed)
+{
+    memset(h, 0, PF_HEADER_LEN);
+    memcpy(h + PF_H_MAGIC, PF_MAGIC, 8);
+    pf_st16(h + PF_H_VMAJOR, PF_VERSION_MAJOR);
+    pf_st16(h + PF_H_VMINOR, PF_VERSION_MINOR);
+    pf_st32(h + PF_H_HEADER_LEN, PF_HEADER_LEN);
+    if (id)
+        memcpy(h + PF_H_ID, id, 16);
+    pf_st64(h + PF_H_IMAGE_SIZE, image_size);
+    pf_st64(h + PF_H_ROOT, root_off);
+    pf_st64(h + PF_H_STAB_OFF, stab_off);
+    pf_st32(h + PF_H_STAB_COUNT, nsec);
+    pf_st64(h + PF_H_SEED, seed);
+    pf_st64(h + PF_H_CHECK, pf_hash_bytes(h, PF_H_CHECK, 0));
+}
+
+void pf_put_section(uint8_t *entry, uint32_t kind, uint64_t off, uint64_t len,
+                    uint64_t checksum)
+{
+    memset(entry, 0, PF_SECTION_ENTRY_LEN);
+    pf_st32(entry, kind);
+    pf_st32(entry + 4, PF_SECTION_REQUIRED);
+    pf_st64(entry + 8, off);
+    pf_st64(entry + 16, len);
+    pf_st64(entry + 24, checksum);
+}
 
 int pf_writer_finish(pf_writer *w, uint64_t root_pos, const uint8_t id[16],
                      uint8_t **out, uint64_t *len, pf_error *err)
@@ -930,36 +948,14 @@ int pf_writer_finish(pf_writer *w, uint64_t root_pos, const uint8_t id[16],
     w->len += vlen;
     const uint64_t stab = w->len;
     uint8_t *s = w->buf + stab;                        /* section table, R11 */
-    pf_st32(s, PF_SECTION_DATA);
-    pf_st32(s + 4, PF_SECTION_REQUIRED);
-    pf_st64(s + 8, PF_HEADER_LEN);
-    pf_st64(s + 16, data_end - PF_HEADER_LEN);
-    pf_st64(s + 24, pf_checksum(w->buf + PF_HEADER_LEN,
-                                (size_t)(data_end - PF_HEADER_LEN)));
-    if (vlen) {
-        s += PF_SECTION_ENTRY_LEN;
-        pf_st32(s, PF_SECTION_VALUES);
-        pf_st32(s + 4, PF_SECTION_REQUIRED);
-        pf_st64(s + 8, data_end);
-        pf_st64(s + 16, vlen);
-        pf_st64(s + 24, pf_checksum(w->buf + data_end, vlen));
-    }
+    pf_put_section(s, PF_SECTION_DATA, PF_HEADER_LEN, data_end - PF_HEADER_LEN,
+                   pf_checksum(w->buf + PF_HEADER_LEN,
+                               (size_t)(data_end - PF_HEADER_LEN)));
+    if (vlen)
+        pf_put_section(s + PF_SECTION_ENTRY_LEN, PF_SECTION_VALUES, data_end,
+                       vlen, pf_checksum(w->buf + data_end, vlen));
     w->len += nsec * PF_SECTION_ENTRY_LEN;
-
-    uint8_t *h = w->buf;                                   /* header, R3-R9 */
-    memset(h, 0, PF_HEADER_LEN);
-    memcpy(h + PF_H_MAGIC, PF_MAGIC, 8);
-    pf_st16(h + PF_H_VMAJOR, PF_VERSION_MAJOR);
-    pf_st16(h + PF_H_VMINOR, PF_VERSION_MINOR);
-    pf_st32(h + PF_H_HEADER_LEN, PF_HEADER_LEN);
-    if (id)
-        memcpy(h + PF_H_ID, id, 16);
-    pf_st64(h + PF_H_IMAGE_SIZE, w->len);
-    pf_st64(h + PF_H_ROOT, root_pos);
-    pf_st64(h + PF_H_STAB_OFF, stab);
-    pf_st32(h + PF_H_STAB_COUNT, nsec);
-    pf_st64(h + PF_H_SEED, w->seed);
-    pf_st64(h + PF_H_CHECK, pf_hash_bytes(h, PF_H_CHECK, 0));
+    pf_put_header(w->buf, id, w->len, root_pos, stab, nsec, w->seed);
 
     uint8_t *b = (uint8_t *)realloc(w->buf, w->len);
     *out = b ? b : w->buf; /* shrinking failed: hand over the larger block */
