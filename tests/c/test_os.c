@@ -9,28 +9,7 @@
  */
 #include "check.h"
 #include "permafrost.h"
-
-#if defined(_WIN32)
-#include <direct.h>
-#include <process.h>
-#define test_getpid() ((long)_getpid())
-#define test_mkdir(p) _mkdir(p)
-#define test_rmdir(p) _rmdir(p)
-#else
-#include <dirent.h>
-#include <sys/stat.h>
-#include <unistd.h>
-#define test_getpid() ((long)getpid())
-#define test_mkdir(p) mkdir((p), 0700)
-#define test_rmdir(p) rmdir(p)
-#endif
-
-static char dir[512];
-
-static void path_in(char *out, size_t cap, const char *name)
-{
-    snprintf(out, cap, "%s/%s", dir, name);
-}
+#include "tmpdir.h"
 
 /* Reads a whole file; returns its length or -1. */
 static long read_file(const char *path, uint8_t *buf, size_t cap)
@@ -51,25 +30,6 @@ static int write_plain(const char *path, const void *data, size_t n)
     size_t w = fwrite(data, 1, n, f);
     fclose(f);
     return w == n ? 0 : -1;
-}
-
-/* Number of entries in dir, "." and ".." excepted (POSIX only: -1 else). */
-static int count_entries(void)
-{
-#if defined(_WIN32)
-    return -1;
-#else
-    DIR *d = opendir(dir);
-    if (!d)
-        return -2;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-            n++;
-    closedir(d);
-    return n;
-#endif
 }
 
 static uint8_t *make_image(const char *text, uint64_t *len)
@@ -467,11 +427,7 @@ static void test_processes(void)
 
 int main(void)
 {
-    const char *base = getenv("TMPDIR");
-    if (!base) base = getenv("TEMP");
-    if (!base) base = ".";
-    snprintf(dir, sizeof dir, "%s/pf_test_os_%ld", base, test_getpid());
-    REQUIRE(test_mkdir(dir) == 0);
+    REQUIRE(tmpdir_make("pf_test_os") == 0);
     test_atomic_write();
     test_open_file();
     test_publish();
