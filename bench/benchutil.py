@@ -1,4 +1,4 @@
-"""Small helpers shared by bench/demo.py and bench/run.py."""
+"""Small helpers shared by the benchmarks under bench/."""
 
 import os
 import platform
@@ -102,6 +102,17 @@ def markdown_table(header, rows):
         if i == 0:
             out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(out)
+
+
+def write_results(out_dir, name, when, text):
+    """Writes a run's report to OUT_DIR/<name>-<date>-<time>.md (UTF-8),
+    says where on stdout, and returns the path."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "%s-%s.md" % (name, when.strftime("%Y-%m-%d-%H%M%S")))
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    print("written to %s" % path)
+    return path
 
 
 def measure_live_workers(ctx, target, args, count, measure, payload=None):

@@ -943,12 +943,8 @@ def main(argv=None):
         print()
         for n in notes:
             print("- " + n)
-        os.makedirs(args.out, exist_ok=True)
-        out_path = os.path.join(args.out, "build-%s.md" % when.strftime("%Y-%m-%d-%H%M%S"))
-        with open(out_path, "w", encoding="utf-8") as fh:
-            fh.write(report)
         print()
-        print("written to %s" % out_path)
+        benchutil.write_results(args.out, "build", when, report)
         return 1 if wrong else 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

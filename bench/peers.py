@@ -217,12 +217,8 @@ def main(argv=None):
     lines += ["- Skipped: %s" % s for s in skipped]
     lines += ["- Whole run: %.0f s." % (time.perf_counter() - started)]
     text = "\n".join(lines) + "\n"
-    os.makedirs(args.out, exist_ok=True)
-    out = os.path.join(args.out, "peers-%s.md" % when.strftime("%Y-%m-%d-%H%M%S"))
-    with open(out, "w") as f:
-        f.write(text)
     print(text)
-    print("written to %s" % out)
+    benchutil.write_results(args.out, "peers", when, text)
     return 0
 
 

@@ -516,12 +516,8 @@ def main(argv=None):
         print()
         for n in notes:
             print("- " + n)
-        os.makedirs(args.out, exist_ok=True)
-        out_path = os.path.join(args.out, "core-%s.md" % when.strftime("%Y-%m-%d-%H%M%S"))
-        with open(out_path, "w", encoding="utf-8") as f:
-            f.write(report)
         print()
-        print("written to %s" % out_path)
+        benchutil.write_results(args.out, "core", when, report)
         return 0 if mem_ok else 1
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

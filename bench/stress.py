@@ -174,20 +174,16 @@ def main(argv=None):
         ]
         table = benchutil.markdown_table(["figure", "value"], rows)
         print(table)
-        os.makedirs(args.out, exist_ok=True)
-        stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M%S")
-        out = os.path.join(args.out, "stress-%s.md" % stamp)
-        with open(out, "w") as f:
-            f.write("# permafrost load: processes x threads, %s\n\n" % stamp)
-            for line in benchutil.machine_description(sys.argv[1:]):
-                f.write("- %s\n" % line)
-            f.write("\n" + table + "\n\n")
-            f.write("- Each thread: 80% lookups of random existing keys, 10% of missing keys "
-                    "(`in` and `get`), 7% list items and 5-item slices, 3% nested lookups; "
-                    "every answer compared with the value computed again.\n")
-            f.write("- Threads of one process share its GIL, so they add checking load, not "
-                    "throughput; the processes share one mapped image.\n")
-        log("written to %s" % out)
+        when = datetime.datetime.now()
+        lines = ["# permafrost load: processes x threads, %s" % when.strftime("%Y-%m-%d %H:%M"), ""]
+        lines += ["- %s" % line for line in benchutil.machine_description(sys.argv[1:])]
+        lines += ["", table, "",
+                  "- Each thread: 80% lookups of random existing keys, 10% of missing keys "
+                  "(`in` and `get`), 7% list items and 5-item slices, 3% nested lookups; "
+                  "every answer compared with the value computed again.",
+                  "- Threads of one process share its GIL, so they add checking load, not "
+                  "throughput; the processes share one mapped image."]
+        benchutil.write_results(args.out, "stress", when, "\n".join(lines) + "\n")
         return 1 if wrong or errors else 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
