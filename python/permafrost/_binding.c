@@ -3489,23 +3489,18 @@ builder_update_pairs(BuilderObject *self, PyObject *pairs)
     Py_ssize_t n = 0;
     while ((item = PyIter_Next(it)) != NULL) {
         int r = -1;
-        if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2) {
-            r = builder_ready(self) < 0 ? -1
-                    : builder_put(self, PyTuple_GET_ITEM(item, 0), PyTuple_GET_ITEM(item, 1));
-        } else {
-            PyObject *t = PySequence_Tuple(item);
-            if (!t || PyTuple_GET_SIZE(t) != 2) {
-                if (t || PyErr_ExceptionMatches(PyExc_TypeError)) {
-                    PyErr_Clear();
-                    PyErr_Format(PyExc_ValueError, "update() sequence element #%zd "
-                                 "is not a (key, value) pair", n);
-                }
-            } else {
-                r = builder_ready(self) < 0 ? -1
-                        : builder_put(self, PyTuple_GET_ITEM(t, 0), PyTuple_GET_ITEM(t, 1));
+        PyObject *t = PyTuple_CheckExact(item) ? Py_NewRef(item) : PySequence_Tuple(item);
+        if (!t || PyTuple_GET_SIZE(t) != 2) {
+            if (t || PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_ValueError, "update() sequence element #%zd "
+                             "is not a (key, value) pair", n);
             }
-            Py_XDECREF(t);
+        } else {
+            r = builder_ready(self) < 0 ? -1
+                    : builder_put(self, PyTuple_GET_ITEM(t, 0), PyTuple_GET_ITEM(t, 1));
         }
+        Py_XDECREF(t);
         Py_DECREF(item);
         if (r < 0) {
             Py_DECREF(it);
