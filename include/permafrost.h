@@ -29,7 +29,7 @@ extern "C" {
 #endif
 
 #define PF_VERSION_MAJOR 1
-#define PF_VERSION_MINOR 0
+#define PF_VERSION_MINOR 1
 #define PF_HEADER_LEN 128u
 #define PF_MAGIC "\x89PFROST\n"
 
@@ -196,8 +196,17 @@ const uint8_t *pf_image_values(const pf_image *img, uint64_t *count);
 
 enum pf_type {
     PF_NONE = 1, PF_FALSE, PF_TRUE, PF_INT, PF_BIGINT, PF_FLOAT, PF_COMPLEX,
-    PF_STR, PF_BYTES, PF_TUPLE, PF_LIST, PF_DICT, PF_SET, PF_FROZENSET
+    PF_STR, PF_BYTES, PF_TUPLE, PF_LIST, PF_DICT, PF_SET, PF_FROZENSET,
+    /* Extension values (FORMAT section 4.3, version 1.1, announced by the
+     * incompat flag PF_INCOMPAT_EXT): */
+    PF_OBJECT,   /* u.tup: count = 1 + fields; item 0 is the shape tuple */
+    PF_PICKLE,   /* u.s: the pickle's bytes */
+    PF_ARRAY     /* u.arr: the aligned data, then one header ival */
 };
+
+/* incompat_flags bit 0 (R6): the image may hold the extension values of
+ * FORMAT section 4.3. A writer sets it only when it wrote one. */
+#define PF_INCOMPAT_EXT UINT64_C(1)
 
 /* A decoded ival header. Nothing is copied: pointers point into the image. */
 typedef struct pf_val {
@@ -217,7 +226,13 @@ typedef struct pf_val {
             int ascii;                      /* str stored as ASCII */
         } s;                                /* PF_STR, PF_BYTES */
         struct { const uint8_t *data; uint64_t n; } big; /* PF_BIGINT */
-        struct { uint64_t count; uint64_t first; } tup;  /* PF_TUPLE: pos of item 0 */
+        struct { uint64_t count; uint64_t first; } tup;  /* PF_TUPLE, PF_OBJECT: pos of item 0 */
+        struct {
+            uint64_t count;                 /* 1: the header ival ... */
+            uint64_t first;                 /* ... at this offset */
+            const uint8_t *data;            /* the array's bytes */
+            uint64_t nbytes;
+        } arr;                              /* PF_ARRAY */
         struct {
             uint64_t count;
             uint64_t body;      /* offset of the body */
@@ -312,6 +327,17 @@ int pf_write_ref(pf_writer *w, uint64_t target, pf_error *err);
 
 /* A tuple header; exactly n ivals must follow. */
 int pf_write_tuple_begin(pf_writer *w, uint64_t n, pf_error *err);
+
+/* Extension values (FORMAT section 4.3); each sets PF_INCOMPAT_EXT.
+ * pf_write_object_begin: an object of `nfields` fields; exactly 1 + nfields
+ * ivals must follow: the shape (a tuple ival, or a REF to one), then the
+ * fields. pf_write_pickle: the n bytes of a pickle. pf_write_array_begin:
+ * the n bytes of an array's data, placed at an image offset that is a
+ * multiple of 64; exactly one ival must follow: its header. */
+int pf_write_object_begin(pf_writer *w, uint64_t nfields, pf_error *err);
+int pf_write_pickle(pf_writer *w, const void *data, size_t n, pf_error *err);
+int pf_write_array_begin(pf_writer *w, const void *data, size_t n,
+                         pf_error *err);
 
 /* Containers. `count` is known up front (R19/R20). Between begin and end:
  *  list: for each element, pf_write_item() then the element's ival;

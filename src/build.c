@@ -1476,7 +1476,8 @@ static int finish(pf_builder *b, int mode, pf_error *err)
         return rc;
     const uint64_t size = out_pos(b);
     uint8_t h[PF_HEADER_LEN];
-    pf_put_header(h, b->id, size, root->hdr, stab, nsec, b->seed);
+    pf_put_header(h, b->id, size, root->hdr, stab, nsec, b->seed,
+                  pf_writer_incompat(b->w));
     if ((rc = out_patch(b, 0, h, sizeof h, err)) != PF_OK ||
         (rc = out_flush(b, err)) != PF_OK ||
         (rc = pf_file_sync(&b->out, err)) != PF_OK)

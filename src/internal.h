@@ -80,6 +80,7 @@ enum {
     PF_T_STR_UCS4 = 0x13, PF_T_BYTES = 0x14, PF_T_TUPLE = 0x18,
     PF_T_TUPLE1 = 0x19, PF_T_TUPLE7 = 0x1F,          /* short tuples, R26 */
     PF_T_LIST = 0x20, PF_T_DICT = 0x21, PF_T_SET = 0x22, PF_T_FROZENSET = 0x23,
+    PF_T_OBJECT = 0x24, PF_T_PICKLE = 0x25, PF_T_ARRAY = 0x26, /* 4.3 */
     PF_T_DEC0 = 0x30, PF_T_DEC9 = 0x39,              /* decimal floats, R25 */
     PF_T_SHORT_STR = 0x80
 };
@@ -318,7 +319,7 @@ int pf_keys_equal(const pf_range *r, uint64_t a, uint64_t b, int *eq,
  * as every writer fills them (write.c). */
 void pf_put_header(uint8_t h[PF_HEADER_LEN], const uint8_t id[16],
                    uint64_t image_size, uint64_t root_off, uint64_t stab_off,
-                   uint32_t nsec, uint64_t seed);
+                   uint32_t nsec, uint64_t seed, uint64_t incompat);
 void pf_put_section(uint8_t *entry, uint32_t kind, uint64_t off, uint64_t len,
                     uint64_t checksum);
 
@@ -350,6 +351,7 @@ void pf_writer_forget(pf_writer *w);
 void pf_writer_pool_off(pf_writer *w, int off);
 const uint8_t *pf_writer_data(const pf_writer *w, size_t *len);
 int pf_writer_open(const pf_writer *w); /* a tuple or container is open */
+uint64_t pf_writer_incompat(const pf_writer *w); /* flags its ivals need */
 int pf_writer_hash_at(const pf_writer *w, uint64_t pos, uint64_t *hash,
                       pf_error *err);
 

@@ -148,6 +148,56 @@ static int decode_rare(const pf_range *r, uint64_t pos, unsigned t,
             return PF_OK;
         }
         return skip_items(r, p + vl, n, &out->end, err);
+    case PF_T_OBJECT:                                              /* R32 */
+        vl = pf_varint_get(base + p, avail, &n);
+        if (!vl)
+            return PF_CORRUPT(err, "bad varint (R13)", p);
+        if (n >= avail - vl) /* the shape and each field take a byte */
+            return PF_CORRUPT(err, "object runs past the DATA section", pos);
+        out->type = PF_OBJECT;
+        out->u.tup.count = n + 1;
+        out->u.tup.first = p + vl;
+        if (shallow) {
+            out->end = 0;
+            return PF_OK;
+        }
+        return skip_items(r, p + vl, n + 1, &out->end, err);
+    case PF_T_PICKLE:                                              /* R33 */
+        vl = pf_varint_get(base + p, avail, &n);
+        if (!vl)
+            return PF_CORRUPT(err, "bad varint (R13)", p);
+        if (n > avail - vl)
+            return PF_CORRUPT(err, "pickle runs past the DATA section", pos);
+        out->type = PF_PICKLE;
+        out->u.s.data = base + p + vl;
+        out->u.s.len = n;
+        out->u.s.width = 1;
+        out->u.s.ascii = 0;
+        out->end = p + vl + n;
+        return PF_OK;
+    case PF_T_ARRAY: {                                             /* R34 */
+        vl = pf_varint_get(base + p, avail, &n);
+        if (!vl)
+            return PF_CORRUPT(err, "bad varint (R13)", p);
+        /* then a pad count < 64, the pad, n data bytes, the header ival */
+        if (avail - vl < 1)
+            return PF_CORRUPT(err, "array runs past the DATA section", pos);
+        const uint64_t pad = base[p + vl];
+        if (pad >= 64 || pad >= avail - vl - 1 ||
+            n >= avail - vl - 1 - pad)
+            return PF_CORRUPT(err, "array runs past the DATA section", pos);
+        const uint64_t data = p + vl + 1 + pad;
+        out->type = PF_ARRAY;
+        out->u.arr.count = 1;
+        out->u.arr.first = data + n;
+        out->u.arr.data = base + data;
+        out->u.arr.nbytes = n;
+        if (shallow) {
+            out->end = 0;
+            return PF_OK;
+        }
+        return skip_items(r, data + n, 1, &out->end, err);
+    }
     default:
         return PF_CORRUPT(err, "reserved type byte (R14)", pos);
     }
@@ -351,7 +401,7 @@ static int skip_items(const pf_range *r, uint64_t first, uint64_t n,
         if (rc != PF_OK)
             return rc;
         pending--;
-        if (v.type == PF_TUPLE) {
+        if (v.type == PF_TUPLE || v.type == PF_OBJECT || v.type == PF_ARRAY) {
             cur = v.u.tup.first;
             pending += v.u.tup.count; /* count <= end - cur: no overflow */
             if (pending > r->end - cur)

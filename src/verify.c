@@ -37,6 +37,11 @@
 #define PREFETCH(p) ((void)(p))
 #endif
 
+/* Values walked item by item, in order, with no body or table: tuples,
+ * and the extension values whose parts are ivals (R32, R34). */
+#define IS_SEQ(t) ((t) == PF_TUPLE || (t) == PF_OBJECT || (t) == PF_ARRAY)
+#define IS_CONTAINER(t) ((t) >= PF_LIST && (t) <= PF_FROZENSET)
+
 typedef struct vframe {
     uint64_t pos;       /* the tuple or container */
     uint64_t next;      /* offset of the next item; 0 while a child tuple
@@ -62,6 +67,7 @@ typedef struct vctx {
     uint64_t depth, cap;
     pf_verify_stats *st;
     pf_error *err;
+    uint64_t img_incompat; /* the header's incompat_flags */
 } vctx;
 
 static int seen_test_set(vctx *v, uint64_t pos)
@@ -399,7 +405,7 @@ static int push(vctx *v, const pf_val *x, int inline_in)
     f->pos = x->pos;
     f->kind = (uint8_t)x->type;
     f->inline_in = (uint8_t)inline_in;
-    if (x->type == PF_TUPLE) {
+    if (IS_SEQ(x->type)) {
         f->count = x->u.tup.count;
         f->next = x->u.tup.first;
         v->st->values++;
@@ -452,9 +458,10 @@ static int queue_slot(vctx *v, vframe *f, uint64_t kp, uint64_t h, int all)
 static int tuple_cycle(const vctx *v, uint64_t t)
 {
     for (uint64_t d = v->depth; d-- > 0;) {
-        if (v->stack[d].kind != PF_TUPLE)
+        /* objects and arrays are decoded eagerly, like tuples */
+        if (!IS_SEQ(v->stack[d].kind))
             return 0;
-        if (v->stack[d].pos == t)
+        if (v->stack[d].kind == PF_TUPLE && v->stack[d].pos == t)
             return 1;
     }
     return 0;
@@ -513,23 +520,28 @@ static int visit(vctx *v, uint64_t q, uint64_t *end)
             return rc;
         q = t;
         inline_in = 0;
-    } else if ((x.type == PF_TUPLE || x.type >= PF_LIST) && seen_test_set(v, q)) {
+    } else if ((IS_SEQ(x.type) || IS_CONTAINER(x.type)) && seen_test_set(v, q)) {
         /* Written here and already walked through an SREF that points
          * forward (R28 allows it): only its end is needed. A tuple's end
          * is found by skipping it; the tuples skipped so are disjoint, so
          * that costs at most the image once. */
-        if (x.type == PF_TUPLE &&
+        if (IS_SEQ(x.type) &&
             (rc = pf_decode_ex(v->r, q, &x, 0, 0, v->err)) != PF_OK)
             return rc;
         *end = x.end;
         return PF_OK;
     }
-    if (x.type == PF_TUPLE) {
+    if (IS_SEQ(x.type) || x.type == PF_PICKLE) {
+        if (!(v->img_incompat & PF_INCOMPAT_EXT) && x.type != PF_TUPLE)
+            return PF_CORRUPT(v->err, "extension value in an image without "
+                              "the incompat flag (R6, R14)", q);
+    }
+    if (IS_SEQ(x.type)) {
         if (inline_in)
             *end = 0;
         return push(v, &x, inline_in);
     }
-    if (x.type >= PF_LIST) {
+    if (IS_CONTAINER(x.type)) {
         if (inline_in)
             *end = x.end;
         return push(v, &x, 0);
@@ -554,7 +566,7 @@ static int step(vctx *v)
             f->ring = NULL;
         }
         const uint64_t end = f->next;
-        if (f->kind != PF_TUPLE && end != f->body + f->body_len)
+        if (!IS_SEQ(f->kind) && end != f->body + f->body_len)
             return PF_CORRUPT(v->err, "container body is not exactly its "
                               "items (R19, R20)", f->pos);
         const int report = f->inline_in;
@@ -564,7 +576,7 @@ static int step(vctx *v)
         return PF_OK;
     }
     const uint64_t q = f->next;
-    if (f->kind != PF_TUPLE && (q < f->body || q >= f->body + f->body_len))
+    if (!IS_SEQ(f->kind) && (q < f->body || q >= f->body + f->body_len))
         return PF_CORRUPT(v->err, "container item outside its body", f->pos);
     if (f->kind == PF_LIST) {
         const uint8_t *tp = v->r->base + f->table + f->i * f->width;
@@ -572,7 +584,15 @@ static int step(vctx *v)
         if (off != q - f->body)
             return PF_CORRUPT(v->err, "list table offset is not its item's "
                               "(R19, R24)", f->table + f->i * f->width);
-    } else if (f->kind != PF_TUPLE && !f->at_value) {
+    } else if ((f->kind == PF_OBJECT || f->kind == PF_ARRAY) && f->i == 0) {
+        pf_val sh;                      /* an object's shape, an array's */
+        if ((rc = pf_decode_ex(v->r, q, &sh, 1, 1, v->err)) != PF_OK)
+            return rc;                  /* header: a tuple (R32, R34) */
+        if (sh.type != PF_TUPLE)
+            return PF_CORRUPT(v->err, f->kind == PF_OBJECT
+                              ? "object shape is not a tuple (R32)"
+                              : "array header is not a tuple (R34)", q);
+    } else if (!IS_SEQ(f->kind) && !f->at_value) {
         uint64_t h;                                       /* a key: R21, R22 */
         if ((rc = key_hash(v, q, &h)) != PF_OK)
             return rc;
@@ -633,6 +653,7 @@ int pf_image_verify(const pf_image *img, pf_verify_stats *stats, pf_error *err)
     vctx v;
     memset(&v, 0, sizeof v);
     v.img = img;
+    v.img_incompat = pf_ld64(pf_image_base(img) + PF_H_INCOMPAT);
     v.r = &img->r;
     v.st = stats ? stats : &local;
     memset(v.st, 0, sizeof *v.st);

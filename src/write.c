@@ -85,6 +85,7 @@ struct pf_writer {
     int pool_off;      /* the builder is writing a key: no pool */
     unsigned in_key;   /* dict/set items whose key is not done yet */
     size_t *dd_fill;   /* record mode: the dd slots in use, to clear them */
+    uint64_t incompat; /* incompat_flags the image needs (R6) */
 };
 
 /* ------------------------------------------------------------------ buffer */
@@ -620,7 +621,32 @@ int pf_write_ref(pf_writer *w, uint64_t target, pf_error *err)
     return PF_OK;
 }
 
-/* ------------------------------------------------------------------ nesting */
+/* ------------------------------------------------------------------ extension values */
+
+#define PF_ARRAY_ALIGN 64
+
+int pf_write_pickle(pf_writer *w, const void *data, size_t n, pf_error *err)
+{
+    if (!data && n)
+        return pf_fail(err, PF_EINVAL, "pickle with no data", 0);
+    if (n > SIZE_MAX - 11)
+        return pf_fail(err, PF_ELIMIT, "pickle too large", 0);
+    int rc = ensure(w, 11 + n, err);
+    if (rc != PF_OK)
+        return rc;
+    uint8_t *p = w->buf + w->len;
+    p[0] = PF_T_PICKLE;
+    size_t hl = 1 + pf_varint_put(p + 1, n);
+    if (n)
+        memcpy(p + hl, data, n);
+    w->len += hl + n;
+    w->incompat |= PF_INCOMPAT_EXT;
+    ival_done(w);
+    return PF_OK;
+}
+
+uint64_t pf_writer_incompat(const pf_writer *w) { return w->incompat; }
+
 
 static int push_frame(pf_writer *w, pf_frame **out, pf_error *err)
 {
@@ -666,6 +692,54 @@ int pf_write_tuple_begin(pf_writer *w, uint64_t n, pf_error *err)
     f->kind = FRAME_TUPLE;
     f->count = n;
     w->nframes++;
+    return PF_OK;
+}
+
+int pf_write_object_begin(pf_writer *w, uint64_t nfields, pf_error *err)
+{
+    pf_frame *f = NULL;
+    if (nfields > UINT64_MAX - 1)
+        return pf_fail(err, PF_EINVAL, "too many object fields", 0);
+    int rc = ensure(w, 11, err);
+    if (rc != PF_OK || (rc = push_frame(w, &f, err)) != PF_OK)
+        return rc;
+    uint8_t *p = w->buf + w->len;
+    p[0] = PF_T_OBJECT;
+    w->len += 1 + pf_varint_put(p + 1, nfields);
+    f->kind = FRAME_TUPLE; /* the shape, then the fields */
+    f->count = nfields + 1;
+    w->nframes++;
+    w->incompat |= PF_INCOMPAT_EXT;
+    return PF_OK;
+}
+
+int pf_write_array_begin(pf_writer *w, const void *data, size_t n,
+                         pf_error *err)
+{
+    pf_frame *f = NULL;
+    if (!data && n)
+        return pf_fail(err, PF_EINVAL, "array with no data", 0);
+    if (n > SIZE_MAX - 12 - PF_ARRAY_ALIGN)
+        return pf_fail(err, PF_ELIMIT, "array too large", 0);
+    int rc = ensure(w, 12 + PF_ARRAY_ALIGN + n, err);
+    if (rc != PF_OK || (rc = push_frame(w, &f, err)) != PF_OK)
+        return rc;
+    uint8_t *p = w->buf + w->len;
+    p[0] = PF_T_ARRAY;
+    size_t hl = 1 + pf_varint_put(p + 1, n);
+    /* then the pad count and pad bytes, so the data starts on a multiple
+     * of 64 (the mapping starts on a page) */
+    size_t pad = (PF_ARRAY_ALIGN - (w->len + hl + 1) % PF_ARRAY_ALIGN) %
+                 PF_ARRAY_ALIGN;
+    p[hl] = (uint8_t)pad;
+    memset(p + hl + 1, 0, pad);
+    if (n)
+        memcpy(p + hl + 1 + pad, data, n);
+    w->len += hl + 1 + pad + n;
+    f->kind = FRAME_TUPLE; /* the header ival */
+    f->count = 1;
+    w->nframes++;
+    w->incompat |= PF_INCOMPAT_EXT;
     return PF_OK;
 }
 
@@ -898,12 +972,15 @@ int pf_write_end(pf_writer *w, pf_error *err)
 
 void pf_put_header(uint8_t h[PF_HEADER_LEN], const uint8_t id[16],
                    uint64_t image_size, uint64_t root_off, uint64_t stab_off,
-                   uint32_t nsec, uint64_t seed)
+                   uint32_t nsec, uint64_t seed, uint64_t incompat)
 {
     memset(h, 0, PF_HEADER_LEN);
     memcpy(h + PF_H_MAGIC, PF_MAGIC, 8);
     pf_st16(h + PF_H_VMAJOR, PF_VERSION_MAJOR);
-    pf_st16(h + PF_H_VMINOR, PF_VERSION_MINOR);
+    /* 1.0 unless a 1.1 feature is used: such images stay readable by
+     * version 1.0 readers, byte for byte as before */
+    pf_st16(h + PF_H_VMINOR, incompat ? PF_VERSION_MINOR : 0);
+    pf_st64(h + PF_H_INCOMPAT, incompat);
     pf_st32(h + PF_H_HEADER_LEN, PF_HEADER_LEN);
     if (id)
         memcpy(h + PF_H_ID, id, 16);
@@ -955,7 +1032,8 @@ int pf_writer_finish(pf_writer *w, uint64_t root_pos, const uint8_t id[16],
         pf_put_section(s + PF_SECTION_ENTRY_LEN, PF_SECTION_VALUES, data_end,
                        vlen, pf_checksum(w->buf + data_end, vlen));
     w->len += nsec * PF_SECTION_ENTRY_LEN;
-    pf_put_header(w->buf, id, w->len, root_pos, stab, nsec, w->seed);
+    pf_put_header(w->buf, id, w->len, root_pos, stab, nsec, w->seed,
+                  w->incompat);
 
     uint8_t *b = (uint8_t *)realloc(w->buf, w->len);
     *out = b ? b : w->buf; /* shrinking failed: hand over the larger block */

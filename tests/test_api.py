@@ -426,31 +426,25 @@ class Color(enum.IntEnum):
 
 Point = collections.namedtuple("Point", "x y")
 
+# No rule stores these (objects, issue 6, store the rest: test_objects.py).
 UNSUPPORTED = {
-    "object": object(),
-    "function": len,
-    "class": int,
-    "bytearray": bytearray(b"x"),
     "memoryview": memoryview(b"x"),
-    "range": range(3),
     "generator": (i for i in range(1)),
     "Ellipsis": Ellipsis,
+    "lambda": lambda: 0,
 }
 SUBCLASSES = {
     "OrderedDict": collections.OrderedDict(a=1),
     "defaultdict": collections.defaultdict(list),
-    "Counter": collections.Counter("ab"),
-    "IntEnum": Color.RED,
-    "MyStr": MyStr("s"),
-    "MyInt": MyInt(1),
-    "MyFloat": MyFloat(1.0),
-    "MyBytes": MyBytes(b"b"),
     "MyList": MyList([1]),
     "MyDict": MyDict(a=1),
-    "MyTuple": MyTuple((1,)),
+}
+# ... and these are stored faithfully now, but cannot be keys.
+NOT_KEYS = {
+    "object": object(),
+    "IntEnum": Color.RED,
+    "MyStr": MyStr("s"),
     "namedtuple": Point(1, 2),
-    "MySet": MySet({1}),
-    "MyFrozenset": MyFrozenset({1}),
 }
 
 
@@ -466,14 +460,22 @@ def test_refused_values(value, clean_dir):
     # clean_dir: no file and no temporary file left
 
 
+@pytest.mark.parametrize("value", list(NOT_KEYS.values()), ids=list(NOT_KEYS))
+def test_objects_are_not_keys(value):
+    with pytest.raises(TypeError, match="cannot be a dict key"):
+        pf.dumps({value: 1})
+    with pytest.raises(TypeError, match="cannot be a dict key"):
+        pf.dumps({(1, value)})
+
+
 @pytest.mark.parametrize(
     "value, path",
     [
-        ({"a": [0, 1, 2, object()]}, "$['a'][3]"),
-        ([[1], [2, bytearray()]], "$[1][1]"),
-        ({1: {"x": object()}}, "$[1]['x']"),
-        (({"k": (1, object())},), "$[0]['k'][1]"),
-        (object(), "$"),
+        ({"a": [0, 1, 2, memoryview(b"")]}, "$['a'][3]"),
+        ([[1], [2, (i for i in ())]], "$[1][1]"),
+        ({1: {"x": memoryview(b"")}}, "$[1]['x']"),
+        (({"k": (1, memoryview(b""))},), "$[0]['k'][1]"),
+        (memoryview(b""), "$"),
     ],
 )
 def test_refusal_names_the_path(value, path):
@@ -503,14 +505,14 @@ def test_failed_freeze_leaves_the_old_file(clean_dir):
     pf.freeze({"version": 1}, path)
     before = path.read_bytes()
     with pytest.raises(TypeError):
-        pf.freeze({"version": 2, "deep": [[[{"x": object()}]]]}, path)
+        pf.freeze({"version": 2, "deep": [[[{"x": memoryview(b"")}]]]}, path)
     assert path.read_bytes() == before
     assert pf.open(path) == {"version": 1}
 
 
 def test_failed_freeze_leaves_no_file(clean_dir):
     with pytest.raises(TypeError):
-        pf.freeze([1, 2, object()], clean_dir.path / "never.pf")
+        pf.freeze([1, 2, memoryview(b"")], clean_dir.path / "never.pf")
 
 
 def test_freeze_over_a_folder(clean_dir):

@@ -314,11 +314,11 @@ def test_a_failed_entry_is_not_written_and_the_build_goes_on(tmp_path):
     path = tmp_path / "goes_on.pf"
     with pf.Builder(path) as b:
         b["a"] = 1
-        with pytest.raises(TypeError, match=r"object at value\[1\]"):
-            b["b"] = [1, object()]
+        with pytest.raises(TypeError, match=r"memoryview.* at value\[1\]"):
+            b["b"] = [1, memoryview(b"")]
         with pytest.raises(TypeError, match="unhashable"):
             b[[1]] = 2
-        with pytest.raises(TypeError, match="cannot freeze"):
+        with pytest.raises(TypeError, match="cannot be a dict key"):
             b[object()] = 2
         b["c"] = 3
         assert b.entries == 2

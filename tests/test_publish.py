@@ -95,7 +95,7 @@ def test_a_failed_freeze_leaves_the_published_image(clean_dir, mode):
     path = clean_dir.file("t.pf")
     publish({"ok": True}, path, mode)
     with pytest.raises(TypeError):
-        publish({"bad": object()}, path, mode)
+        publish({"bad": memoryview(b"")}, path, mode)
     assert pf.open(path) == {"ok": True}
     if mode == POINTER:
         clean_dir.expected.update(_versions(path))

@@ -225,7 +225,7 @@ v.close()
 
 def test_unshareable_object_leaves_nothing(private_registry):
     with pytest.raises(TypeError):
-        pf.share({"a": object()})
+        pf.share({"a": memoryview(b"")})
     assert _registry(private_registry) == []
 
 

@@ -11,7 +11,7 @@ shares one copy of it in memory. See docs/FORMAT.md and docs/DESIGN.md.
 import collections.abc as _abc
 import os as _os
 
-from . import _binding, _shm
+from . import _binding, _objects, _shm
 from ._memory import (
     ImageMapping,
     ImageMemory,
@@ -34,18 +34,19 @@ from ._binding import (
     SharedMemoryError,
     StaleImageError,
     VersionError,
-    dumps,
     image_of,
     thaw,
 )
+from ._objects import ClassNotAllowedError, ClassNotFoundError, PickleNotAllowedError
 
 __all__ = [
     "freeze", "open", "dumps", "loads", "thaw", "image_of", "Image", "Builder",
-    "share", "cleanup", "verify", "set_limits", "memory_report", "MemoryReport", "ProcessMemory",
+    "share", "share_attributes", "cleanup", "verify", "set_limits", "memory_report", "MemoryReport", "ProcessMemory",
     "ImageMapping", "ImageMemory",
     "DictView", "ListView", "SetView", "FrozenSetView",
     "Error", "CorruptImageError", "VersionError", "ClosedImageError",
     "StaleImageError", "LimitError", "SharedMemoryError", "ImageGoneError",
+    "ClassNotAllowedError", "ClassNotFoundError", "PickleNotAllowedError",
 ]
 
 __version__ = "0.1.0"
@@ -53,18 +54,36 @@ __version__ = "0.1.0"
 _KEYS, _VALUES, _ITEMS, _REVERSED = 0, 1, 2, 5
 
 
-def freeze(obj, path):
+def freeze(obj, path, *, allow_pickle=False):
     """Write the image of ``obj`` to ``path`` atomically.
 
     The image goes to a temporary file in the same folder, is flushed to
     disk and renamed over ``path``: a reader never sees a half-written file,
     and a failed freeze leaves no file behind (an existing image at ``path``
     is untouched). Readers that hold the old image keep reading it.
+
+    Instances of user classes (plain, ``__slots__``, dataclasses,
+    NamedTuples, enums), classes and functions are stored by import name and
+    state (see docs/OBJECTS.md); numpy arrays of numeric dtypes are stored
+    aligned and read back without a copy. Objects no such rule covers raise
+    ``TypeError``, or are stored as pickles with ``allow_pickle=True``.
     """
-    _binding.freeze(obj, _os.fspath(path))
+    _binding.freeze(obj, _os.fspath(path), None, bool(allow_pickle))
 
 
-def open(path, *, copy=False, verify=False):  # noqa: A001 - the name users expect
+def dumps(obj, *, allow_pickle=False):
+    """The image of ``obj`` as bytes (``loads`` reads it back)."""
+    return _binding.dumps(obj, bool(allow_pickle))
+
+
+def _with_trust(image, classes, trust, allow_pickle):
+    if classes or trust or allow_pickle:
+        _binding._set_trust(image, _objects.make_trust(classes, trust, allow_pickle))
+    return image
+
+
+def open(path, *, copy=False, verify=False, classes=None, trust=False,  # noqa: A001
+         allow_pickle=False):
     """Map the image at ``path`` and return its root (a view for a container).
 
     O(1) in the image size. The image stays mapped while any view of it is
@@ -79,8 +98,17 @@ def open(path, *, copy=False, verify=False):  # noqa: A001 - the name users expe
 
     With ``verify=True`` the whole image is checked first (see ``verify``),
     O(image size); without it opening checks only the header.
+
+    An image that holds objects names their classes; importing a class runs
+    code, so only these are imported: the classes, functions, modules
+    (``"pkg.mod"`` names a module and its submodules) or ``"pkg.mod:Class"``
+    names given in ``classes``; everything with ``trust=True``. Pickled
+    objects are loaded only with ``allow_pickle=True``. Otherwise reading
+    such an object raises ``ClassNotAllowedError`` or
+    ``PickleNotAllowedError``. Views pickle with these settings, so pool
+    workers read the objects as this process does.
     """
-    image = Image(path, copy=copy)
+    image = _with_trust(Image(path, copy=copy), classes, trust, allow_pickle)
     if verify:
         try:
             image.verify()
@@ -109,9 +137,16 @@ def verify(target):
     return image_of(target).verify()
 
 
-def share(obj):
+def share(obj, *, allow_pickle=False):
     """Freeze ``obj`` into a new named shared-memory segment and return its
-    root (a view for a container), without any file.
+    root (a view for a container; for an object, an instance of its class
+    whose container attributes are views), without any file.
+
+    The classes and functions ``obj`` holds are allowed for every process
+    that reads the segment through a pickled view, and pickled objects
+    (``allow_pickle=True``) are loaded there: the sharer vouches for what it
+    froze. So ``pool.map(share(pipeline), items)`` runs each stage's own
+    code in the workers, on the one shared copy.
 
     This process owns the segment: it is removed when the owner calls
     ``close()`` on the returned view (or on ``image_of(view)``), leaves a
@@ -124,7 +159,30 @@ def share(obj):
     is reserved whole before it is written: where ``/dev/shm`` is too small
     this raises ``SharedMemoryError`` (use ``freeze()`` to a file instead).
     """
-    return _shm.share_image(obj).root
+    return _shm.share_image(obj, allow_pickle).root
+
+
+def share_attributes(obj, *, min_size=1000, allow_pickle=False):
+    """Replace each large container attribute of ``obj`` by a view of one
+    shared image, in place, and return ``obj``.
+
+    The attributes in ``obj.__dict__`` that are dicts, lists, sets,
+    frozensets or tuples of at least ``min_size`` items go into one image
+    (``share()``); ``obj`` itself stays an ordinary object, so its class,
+    identity and other attributes are untouched, and it pickles as before,
+    but its big attributes now pickle by reference.
+    """
+    state = getattr(obj, "__dict__", None)
+    if state is None:
+        raise TypeError("share_attributes() needs an object with a __dict__, not %s"
+                        % type(obj).__name__)
+    big = {k: v for k, v in state.items()
+           if type(v) in (dict, list, set, frozenset, tuple) and len(v) >= min_size}
+    if big:
+        shared = share(big, allow_pickle=allow_pickle)
+        for k in big:
+            setattr(obj, k, shared[k])
+    return obj
 
 
 def cleanup():
@@ -149,11 +207,12 @@ def set_limits(*, work_factor=None, work_base=None):
     return _binding._limits(work_factor, work_base)
 
 
-def loads(buffer):
+def loads(buffer, *, classes=None, trust=False, allow_pickle=False):
     """The root of the image held in ``buffer`` (bytes, bytearray, memoryview,
     mmap...). No copy is made: the buffer is kept alive by the views and must
-    not change while they live."""
-    return Image.from_buffer(buffer).root
+    not change while they live. ``classes``, ``trust`` and ``allow_pickle``
+    are as for ``open()``."""
+    return _with_trust(Image.from_buffer(buffer), classes, trust, allow_pickle).root
 
 
 class _SetOps:

@@ -86,6 +86,14 @@ typedef struct {
     PyObject *view_at;       /* this module's _view_at */
     PyObject *attach;        /* this module's _attach */
     PyObject *from_buffer;   /* Image.from_buffer */
+    /* objects (python/permafrost/_objects.py, _set_object_hooks): */
+    PyObject *obj_describe;  /* describe(obj, allow_pickle) */
+    PyObject *obj_resolve;   /* resolve(trust, shape) */
+    PyObject *obj_setstate;  /* setstate(obj, state) */
+    PyObject *obj_unpickle;  /* unpickle(trust, bytes) */
+    PyObject *obj_array;     /* make_array(image, header, offset, nbytes) */
+    PyObject *no_trust;      /* the trust of an image opened without one */
+    PyObject *empty_tuple;
     uint64_t work_factor;    /* work budget: items per image byte ... */
     uint64_t work_base;      /* ... plus this many (set_limits) */
 } pf_state;
@@ -123,7 +131,19 @@ typedef struct {
     int closed;
     Py_ssize_t nviews;    /* live views and iterators */
     PyObject *weakreflist;
+    /* objects (FORMAT R32): */
+    PyObject *trust;      /* what resolve() may import (_objects.py) */
+    PyObject *shapes;     /* shape offset -> resolve()'s answer, or NULL */
+    struct obj_slot *ocache; /* offset -> weakref to the live instance */
+    size_t ocap, oused;
 } ImageObject;
+
+/* One slot of an image's instance table: the instance decoded from the
+ * object at `pos` while it lives (a weak reference), or ref == NULL. */
+struct obj_slot {
+    uint64_t pos;
+    PyObject *ref;
+};
 
 typedef struct {
     PyObject_HEAD
@@ -315,6 +335,8 @@ static PyObject *decode(ImageObject *im, uint64_t pos);
 #define IS_VIEW(o) (Py_TYPE(o)->tp_dealloc == (destructor)View_dealloc)
 static void View_dealloc(PyObject *vw);
 
+static PyObject *decode_ext(dec_ctx *cx, const pf_val *v);
+
 /* Builds the Python value of a decoded ival. */
 static PyObject *
 decode_val(dec_ctx *cx, const pf_val *v, int via_ref)
@@ -435,6 +457,10 @@ decode_val(dec_ctx *cx, const pf_val *v, int via_ref)
     case PF_SET:
     case PF_FROZENSET:
         return make_view(cx->im, v);
+    case PF_OBJECT:
+    case PF_PICKLE:
+    case PF_ARRAY:
+        return decode_ext(cx, v);
     default:
         return PyErr_Format(st->CorruptImageError,
                             "corrupt image: unknown value type (at offset %llu)",
@@ -675,8 +701,426 @@ decode_at(dec_ctx *cx, uint64_t pos, uint64_t *next)
     int via_ref = v.pos != pos;
     PyObject *r = decode_val(cx, &v, via_ref);
     if (next)
-        *next = (v.type == PF_TUPLE && !via_ref) ? cx->tuple_end : v.next;
+        *next = ((v.type == PF_TUPLE || v.type == PF_OBJECT || v.type == PF_ARRAY) &&
+                 !via_ref) ? cx->tuple_end : v.next;
     return r;
+}
+
+/* ------------------------------------------------------------ objects */
+
+/* The instance decoded from the object at pos while it lives, or NULL
+ * (a new reference). */
+static PyObject *
+ocache_get(ImageObject *im, uint64_t pos)
+{
+    if (!im->ocache)
+        return NULL;
+    const size_t mask = im->ocap - 1;
+    for (size_t i = (size_t)(pos * 0x9E3779B97F4A7C15ull >> 20) & mask;;
+         i = (i + 1) & mask) {
+        struct obj_slot *sl = &im->ocache[i];
+        if (!sl->ref)
+            return NULL;
+        if (sl->pos == pos) {
+#if PY_VERSION_HEX >= 0x030D0000
+            PyObject *o = NULL;
+            if (PyWeakref_GetRef(sl->ref, &o) < 0)
+                PyErr_Clear();
+            return o;
+#else
+            PyObject *o = PyWeakref_GetObject(sl->ref);
+            return o == Py_None ? NULL : Py_NewRef(o);
+#endif
+        }
+    }
+}
+
+static int
+ocache_alive(PyObject *ref)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *o = NULL;
+    int r = PyWeakref_GetRef(ref, &o);
+    Py_XDECREF(o);
+    return r > 0;
+#else
+    return PyWeakref_GetObject(ref) != Py_None;
+#endif
+}
+
+/* Rebuilds the table with its live entries, in `cap` slots. */
+static int
+ocache_rebuild(ImageObject *im, size_t cap)
+{
+    struct obj_slot *n = PyMem_Calloc(cap, sizeof *n);
+    if (!n) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    size_t used = 0;
+    for (size_t j = 0; j < im->ocap; j++) {
+        struct obj_slot *sl = &im->ocache[j];
+        if (!sl->ref)
+            continue;
+        if (!ocache_alive(sl->ref)) {
+            Py_DECREF(sl->ref);
+            continue;
+        }
+        size_t i = (size_t)(sl->pos * 0x9E3779B97F4A7C15ull >> 20) & (cap - 1);
+        while (n[i].ref)
+            i = (i + 1) & (cap - 1);
+        n[i] = *sl;
+        used++;
+    }
+    PyMem_Free(im->ocache);
+    im->ocache = n;
+    im->ocap = cap;
+    im->oused = used;
+    return 0;
+}
+
+/* Remembers o (decoded from pos) while it lives, if it can be weakly
+ * referenced: every later decode of pos gives the same instance, so
+ * identity, cycles and a visited set of nodes work as on the original.
+ * The table holds weak references only: it never keeps an instance alive,
+ * and dead entries go when it fills. */
+static int
+ocache_put(ImageObject *im, uint64_t pos, PyObject *o)
+{
+    if (!PyType_SUPPORTS_WEAKREFS(Py_TYPE(o)))
+        return 0;
+    if ((im->oused + 1) * 2 > im->ocap) {
+        size_t cap = im->ocap ? im->ocap : 64;
+        if (im->ocache) {
+            /* count the live ones first: grow only if they need it */
+            size_t live = 0;
+            for (size_t j = 0; j < im->ocap; j++)
+                live += im->ocache[j].ref && ocache_alive(im->ocache[j].ref);
+            while ((live + 1) * 4 > cap)
+                cap *= 2;
+        }
+        if (ocache_rebuild(im, cap) < 0)
+            return -1;
+    }
+    PyObject *ref = PyWeakref_NewRef(o, NULL);
+    if (!ref)
+        return -1;
+    const size_t mask = im->ocap - 1;
+    size_t i = (size_t)(pos * 0x9E3779B97F4A7C15ull >> 20) & mask;
+    for (;; i = (i + 1) & mask) {
+        struct obj_slot *sl = &im->ocache[i];
+        if (!sl->ref) {
+            sl->pos = pos;
+            sl->ref = ref;
+            im->oused++;
+            return 0;
+        }
+        if (sl->pos == pos) { /* a dead instance of the same object */
+            Py_SETREF(sl->ref, ref);
+            return 0;
+        }
+    }
+}
+
+/* What resolve() said of the shape tuple at spos (borrowed; cached per
+ * image): (kind, target, names, ndict, direct). */
+static PyObject *
+shape_get(ImageObject *im, uint64_t spos)
+{
+    pf_state *st = im->st;
+    if (!st->obj_resolve)
+        return PyErr_Format(PyExc_RuntimeError, "permafrost._objects is not loaded");
+    if (!im->shapes && !(im->shapes = PyDict_New()))
+        return NULL;
+    PyObject *key = PyLong_FromUnsignedLongLong(spos);
+    if (!key)
+        return NULL;
+    PyObject *r = PyDict_GetItemWithError(im->shapes, key);
+    if (r || PyErr_Occurred()) {
+        Py_DECREF(key);
+        return r;
+    }
+    PyObject *shape = decode(im, spos);
+    if (!shape) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    r = PyObject_CallFunctionObjArgs(st->obj_resolve, im->trust, shape, NULL);
+    Py_DECREF(shape);
+    if (r && (!PyTuple_CheckExact(r) || PyTuple_GET_SIZE(r) != 5 ||
+              !PyLong_Check(PyTuple_GET_ITEM(r, 0)) ||
+              !PyTuple_CheckExact(PyTuple_GET_ITEM(r, 2)) ||
+              !PyLong_Check(PyTuple_GET_ITEM(r, 3)) ||
+              !PyBytes_Check(PyTuple_GET_ITEM(r, 4)))) {
+        Py_DECREF(r);
+        r = NULL;
+        PyErr_SetString(PyExc_RuntimeError, "resolve() gave a bad answer");
+    }
+    if (!r || PyDict_SetItem(im->shapes, key, r) < 0) {
+        Py_DECREF(key);
+        Py_XDECREF(r);
+        return NULL;
+    }
+    Py_DECREF(key);
+    Py_DECREF(r);
+    return r; /* the dict holds it */
+}
+
+enum { K_ATTRS = 1, K_REDUCE = 2, K_CALL = 3, K_GLOBAL = 4, K_SETSTATE = 5 };
+
+/* How the fields of an object are read: views (decode) or copies (thaw). */
+typedef struct {
+    PyObject *(*field)(void *ctx, uint64_t pos, uint64_t *next);
+    int (*keep)(void *ctx, uint64_t pos, PyObject *o); /* before its fields */
+    void *ctx;
+} obj_reader;
+
+static PyObject *
+obj_corrupt(ImageObject *im, const char *what, uint64_t pos)
+{
+    return PyErr_Format(im->st->CorruptImageError, "corrupt image: %s (at offset %llu)",
+                        what, (unsigned long long)pos);
+}
+
+/* Builds the object `v` (PF_OBJECT, R32): its shape is resolved (trust is
+ * checked there), the instance made, kept (so that a cycle through its
+ * fields comes back to it), then its fields read and set. *end: where the
+ * object's encoding ends. */
+static PyObject *
+build_object(ImageObject *im, const pf_val *v, const obj_reader *rd, uint64_t *end)
+{
+    pf_state *st = im->st;
+    pf_val sv;
+    pf_error err;
+    int rc = pf_read(im->img, v->u.tup.first, &sv, &err);
+    if (rc < 0)
+        return fail(st, &err, rc);
+    if (sv.type != PF_TUPLE)
+        return obj_corrupt(im, "object shape is not a tuple (R32)", v->pos);
+    PyObject *res = shape_get(im, sv.pos);
+    if (!res)
+        return NULL;
+    const long kind = PyLong_AsLong(PyTuple_GET_ITEM(res, 0));
+    PyObject *target = PyTuple_GET_ITEM(res, 1);
+    PyObject *names = PyTuple_GET_ITEM(res, 2);
+    const uint64_t nfields = v->u.tup.count - 1;
+    uint64_t p = sv.next;
+    PyObject *obj = NULL, *f = NULL, *g = NULL;
+    if (Py_EnterRecursiveCall(" while reading an object"))
+        return NULL;
+    switch (kind) {
+    case K_GLOBAL:
+        if (nfields != 0)
+            goto bad_fields;
+        obj = Py_NewRef(target);
+        break;
+    case K_CALL:
+        if (nfields != 1)
+            goto bad_fields;
+        if (!(f = rd->field(rd->ctx, p, &p)))
+            goto error;
+        if (!PyTuple_CheckExact(f)) {
+            obj_corrupt(im, "object arguments are not a tuple (R32)", v->pos);
+            goto error;
+        }
+        obj = PyObject_Call(target, f, NULL);
+        break;
+    case K_REDUCE: {
+        if (nfields != 2)
+            goto bad_fields;
+        if (!(f = rd->field(rd->ctx, p, &p)))
+            goto error;
+        if (!PyTuple_CheckExact(f)) {
+            obj_corrupt(im, "object arguments are not a tuple (R32)", v->pos);
+            goto error;
+        }
+        PyTypeObject *tp = (PyTypeObject *)target;
+        if (!tp->tp_new) {
+            PyErr_Format(PyExc_TypeError, "cannot create '%.100s' instances", tp->tp_name);
+            goto error;
+        }
+        obj = tp->tp_new(tp, f, NULL); /* cls.__new__(cls, *args) */
+        if (!obj || rd->keep(rd->ctx, v->pos, obj) < 0)
+            goto error;
+        if (!(g = rd->field(rd->ctx, p, &p)))
+            goto error;
+        if (g != Py_None) {
+            PyObject *r = PyObject_CallFunctionObjArgs(st->obj_setstate, obj, g, NULL);
+            if (!r)
+                goto error;
+            Py_DECREF(r);
+        }
+        break;
+    }
+    case K_ATTRS:
+    case K_SETSTATE: {
+        const Py_ssize_t n = PyTuple_GET_SIZE(names);
+        if (nfields != (uint64_t)n)
+            goto bad_fields;
+        const Py_ssize_t ndict = PyLong_AsSsize_t(PyTuple_GET_ITEM(res, 3));
+        const char *direct = PyBytes_AS_STRING(PyTuple_GET_ITEM(res, 4));
+        PyTypeObject *tp = (PyTypeObject *)target;
+        if (!tp->tp_new) {
+            PyErr_Format(PyExc_TypeError, "cannot create '%.100s' instances", tp->tp_name);
+            goto error;
+        }
+        obj = tp->tp_new(tp, st->empty_tuple, NULL); /* cls.__new__(cls) */
+        if (!obj || rd->keep(rd->ctx, v->pos, obj) < 0)
+            goto error;
+        PyObject *dict = NULL;
+        if (kind == K_SETSTATE && (!(f = PyDict_New()) || !(g = PyDict_New())))
+            goto error;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *name = PyTuple_GET_ITEM(names, i);
+            PyObject *val = rd->field(rd->ctx, p, &p);
+            if (!val)
+                goto error;
+            int r;
+            if (kind == K_SETSTATE) {
+                r = PyDict_SetItem(i < ndict ? f : g, name, val);
+            } else if (i < ndict && direct[i]) {
+                if (!dict && !(dict = PyObject_GenericGetDict(obj, NULL))) {
+                    Py_DECREF(val);
+                    goto error;
+                }
+                r = PyDict_SetItem(dict, name, val);
+            } else {
+                r = PyObject_GenericSetAttr(obj, name, val);
+            }
+            Py_DECREF(val);
+            if (r < 0) {
+                Py_XDECREF(dict);
+                goto error;
+            }
+        }
+        Py_XDECREF(dict);
+        if (kind == K_SETSTATE) {
+            PyObject *state = PyDict_GET_SIZE(g) ? PyTuple_Pack(2, PyDict_GET_SIZE(f) ? f : Py_None, g)
+                                                 : Py_NewRef(f);
+            PyObject *r = state ? PyObject_CallFunctionObjArgs(st->obj_setstate, obj, state, NULL)
+                                : NULL;
+            Py_XDECREF(state);
+            if (!r)
+                goto error;
+            Py_DECREF(r);
+        }
+        break;
+    }
+    default:
+        obj_corrupt(im, "unknown object kind (R32)", v->pos);
+        goto error;
+    }
+    Py_LeaveRecursiveCall();
+    Py_XDECREF(f);
+    Py_XDECREF(g);
+    *end = p;
+    return obj;
+bad_fields:
+    obj_corrupt(im, "object field count does not match its shape (R32)", v->pos);
+error:
+    Py_LeaveRecursiveCall();
+    Py_XDECREF(obj);
+    Py_XDECREF(f);
+    Py_XDECREF(g);
+    return NULL;
+}
+
+static PyObject *
+decode_pickle(ImageObject *im, const pf_val *v)
+{
+    if (v->u.s.len > (uint64_t)PY_SSIZE_T_MAX)
+        return PyErr_NoMemory();
+    PyObject *b = PyBytes_FromStringAndSize((const char *)v->u.s.data,
+                                            (Py_ssize_t)v->u.s.len);
+    if (!b)
+        return NULL;
+    PyObject *r = PyObject_CallFunctionObjArgs(im->st->obj_unpickle, im->trust, b, NULL);
+    Py_DECREF(b);
+    return r;
+}
+
+/* A numpy array over the image's bytes (R34): no copy. */
+static PyObject *
+build_array(ImageObject *im, const pf_val *v, const obj_reader *rd, uint64_t *end)
+{
+    uint64_t p = v->u.arr.first;
+    PyObject *hdr = rd->field(rd->ctx, p, &p);
+    if (!hdr)
+        return NULL;
+    PyObject *r = PyObject_CallFunction(im->st->obj_array, "OOKK", (PyObject *)im, hdr,
+                                        (unsigned long long)(v->u.arr.data - im->base),
+                                        (unsigned long long)v->u.arr.nbytes);
+    Py_DECREF(hdr);
+    *end = p;
+    return r;
+}
+
+static PyObject *
+dec_field(void *ctx, uint64_t pos, uint64_t *next)
+{
+    return decode_at((dec_ctx *)ctx, pos, next);
+}
+
+static int
+dec_keep(void *ctx, uint64_t pos, PyObject *o)
+{
+    dec_ctx *cx = (dec_ctx *)ctx;
+    if (PyType_SUPPORTS_WEAKREFS(Py_TYPE(o)))
+        return ocache_put(cx->im, pos, o);
+    /* no weak reference: remembered for this decode only (cycles) */
+    if (!cx->memo && !(cx->memo = PyDict_New()))
+        return -1;
+    PyObject *k = PyLong_FromUnsignedLongLong(pos);
+    if (!k)
+        return -1;
+    int r = PyDict_SetItem(cx->memo, k, o);
+    Py_DECREF(k);
+    return r;
+}
+
+/* decode_val of an object, a pickle or an array; sets cx->tuple_end. */
+static PyObject *
+decode_ext(dec_ctx *cx, const pf_val *v)
+{
+    ImageObject *im = cx->im;
+    obj_reader rd = {dec_field, dec_keep, cx};
+    uint64_t end = v->end;
+    if (v->type == PF_PICKLE) {
+        cx->tuple_end = v->end;
+        return decode_pickle(im, v);
+    }
+    if (v->type == PF_ARRAY) {
+        PyObject *r = build_array(im, v, &rd, &end);
+        cx->tuple_end = end;
+        return r;
+    }
+    PyObject *o = ocache_get(im, v->pos);
+    if (!o && cx->memo) {
+        PyObject *k = PyLong_FromUnsignedLongLong(v->pos);
+        if (!k)
+            return NULL;
+        o = PyDict_GetItemWithError(cx->memo, k);
+        Py_DECREF(k);
+        if (!o && PyErr_Occurred())
+            return NULL;
+        Py_XINCREF(o);
+    }
+    if (o) {
+        /* Fields not walked this time: find the end (inline objects
+         * inside tuples or objects only). */
+        pf_val full;
+        pf_error err;
+        int rc = pf_read(im->img, v->pos, &full, &err);
+        if (rc < 0) {
+            Py_DECREF(o);
+            return fail(im->st, &err, rc);
+        }
+        cx->tuple_end = full.end;
+        return o;
+    }
+    o = build_object(im, v, &rd, &end);
+    cx->tuple_end = end;
+    return o;
 }
 
 /* A stored dict key or set item must be hashable (R21): a damaged image
@@ -1085,6 +1529,10 @@ image_alloc(pf_state *st, PyObject *module)
     im->closed = 0;
     im->nviews = 0;
     im->weakreflist = NULL;
+    im->trust = Py_NewRef(st->no_trust ? st->no_trust : Py_None);
+    im->shapes = NULL;
+    im->ocache = NULL;
+    im->ocap = im->oused = 0;
     PyObject_GC_Track(im);
     return im;
 }
@@ -1115,9 +1563,23 @@ sref_cache_clear(ImageObject *im)
 }
 
 static void
+ocache_clear(ImageObject *im)
+{
+    struct obj_slot *c = im->ocache;
+    size_t n = im->ocap;
+    im->ocache = NULL;
+    im->ocap = im->oused = 0;
+    for (size_t i = 0; i < n; i++)
+        Py_XDECREF(c[i].ref);
+    PyMem_Free(c);
+}
+
+static void
 image_release(ImageObject *im)
 {
     sref_cache_clear(im);
+    ocache_clear(im);
+    Py_CLEAR(im->shapes);
     if (im->img) {
         pf_image_close(im->img);
         im->img = NULL;
@@ -1244,6 +1706,8 @@ Image_traverse(ImageObject *im, visitproc visit, void *arg)
     Py_VISIT(im->shm_name);
     Py_VISIT(im->root_tuple);
     Py_VISIT(im->bufobj);
+    Py_VISIT(im->trust);
+    Py_VISIT(im->shapes);
     return 0;
 }
 
@@ -1253,6 +1717,7 @@ Image_clear(ImageObject *im)
     /* The buffer exporter is released with the mapping, never before. */
     Py_CLEAR(im->path);
     Py_CLEAR(im->root_tuple);
+    Py_CLEAR(im->shapes);
     return 0;
 }
 
@@ -1268,6 +1733,7 @@ Image_dealloc(ImageObject *im)
     Py_CLEAR(im->shm_name);
     Py_CLEAR(im->path);
     Py_CLEAR(im->root_tuple);
+    Py_CLEAR(im->trust);
     Py_CLEAR(im->module);
     tp->tp_free((PyObject *)im);
     Py_DECREF(tp);
@@ -1404,12 +1870,32 @@ Image_reduce_ex(ImageObject *im, PyObject *proto_obj)
         PyObject *id = Image_get_id(im, NULL);
         if (!id)
             return NULL;
+        /* The trust it was opened with travels too (only when it allows
+         * something, so that plain images pickle as before). */
+        const int trusted = im->trust && im->trust != st->no_trust &&
+                            PyTuple_CheckExact(im->trust);
         PyObject *r = im->shm_name
-            ? Py_BuildValue("O(OO)", st->attach_shm, im->shm_name, id)
+            ? (trusted ? Py_BuildValue("O(OOO)", st->attach_shm, im->shm_name, id, im->trust)
+                       : Py_BuildValue("O(OO)", st->attach_shm, im->shm_name, id))
+            : trusted ? Py_BuildValue("O(OOOO)", st->attach, im->path, id,
+                                      im->copied ? Py_True : Py_False, im->trust)
             : im->copied ? Py_BuildValue("O(OOO)", st->attach, im->path, id, Py_True)
             : Py_BuildValue("O(OO)", st->attach, im->path, id);
         Py_DECREF(id);
         return r;
+    }
+    if (im->trust && im->trust != st->no_trust && PyTuple_CheckExact(im->trust)) {
+        PyObject *mv = PyMemoryView_FromObject((PyObject *)im);
+        PyObject *b = !mv ? NULL : proto < 5 ? PyBytes_FromObject(mv) : PyPickleBuffer_FromObject(mv);
+        Py_XDECREF(mv);
+        if (!b)
+            return NULL;
+        PyObject *fb = PyObject_GetAttrString(im->module, "_from_buffer");
+        if (!fb) {
+            Py_DECREF(b);
+            return NULL;
+        }
+        return Py_BuildValue("N(NO)", fb, b, im->trust);
     }
     /* An image in a caller's buffer: its bytes travel (out of band with
      * protocol 5, as a PickleBuffer over them; a bytes copy before). */
@@ -2942,6 +3428,12 @@ typedef struct {
     ptrmap memo;
     PyObject *path;   /* list of path segments, innermost first, on TypeError */
     int type_error;   /* the pending TypeError is ours: add path segments */
+    int allow_pickle; /* objects no rule covers may be pickled (R33) */
+    int used_pickle;  /* one was */
+    PyObject *names;  /* set of "module:qualname" the image names, or NULL */
+    uint64_t *tup;    /* open tuples: (offset, container depth) pairs */
+    size_t ntup, captup;
+    uint64_t cdepth;  /* containers open */
 } enc_ctx;
 
 static int encode(enc_ctx *cx, PyObject *o, int key);
@@ -3027,6 +3519,162 @@ unsupported(enc_ctx *cx, PyObject *o)
         PyErr_Format(PyExc_TypeError, "cannot freeze object of type %.100s", tp->tp_name);
     cx->type_error = 1;
     return -1;
+}
+
+/* An open tuple (for the rule of R18 through objects): its offset and the
+ * container depth it was opened at. */
+static int
+tstack_push(enc_ctx *cx, uint64_t pos)
+{
+    if (cx->ntup == cx->captup) {
+        size_t ncap = cx->captup ? cx->captup * 2 : 32;
+        uint64_t *n = PyMem_Realloc(cx->tup, ncap * 2 * sizeof(uint64_t));
+        if (!n) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        cx->tup = n;
+        cx->captup = ncap;
+    }
+    cx->tup[2 * cx->ntup] = pos;
+    cx->tup[2 * cx->ntup + 1] = cx->cdepth;
+    cx->ntup++;
+    return 0;
+}
+
+/* A REF to the tuple at pos, written at this point: refused if the tuple
+ * is still open with no container in between (only objects): a reader
+ * builds objects eagerly and could not make that tuple (R18). */
+static int
+tuple_ref_ok(enc_ctx *cx, uint64_t pos)
+{
+    for (size_t i = cx->ntup; i-- > 0;) {
+        if (cx->tup[2 * i + 1] != cx->cdepth)
+            return 1;
+        if (cx->tup[2 * i] == pos) {
+            PyErr_SetString(PyExc_ValueError,
+                            "cannot freeze a tuple that contains itself through "
+                            "the attributes of objects (no container in the cycle)");
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* A value with no built-in encoding: _objects.describe() says how it is
+ * stored (R32-R34), or raises TypeError. */
+static int
+encode_object(enc_ctx *cx, PyObject *o)
+{
+    pf_state *st = cx->st;
+    pf_error err;
+    int rc;
+    uint64_t prev;
+    if (ptrmap_get(&cx->memo, o, &prev)) {
+        rc = pf_write_ref(cx->w, prev, &err);
+        return rc < 0 ? enc_fail(cx, &err, rc) : 0;
+    }
+    if (!st->obj_describe) {
+        PyErr_SetString(PyExc_RuntimeError, "permafrost._objects is not loaded");
+        return -1;
+    }
+    PyObject *d = PyObject_CallFunctionObjArgs(st->obj_describe, o,
+                                               cx->allow_pickle ? Py_True : Py_False, NULL);
+    if (!d) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError))
+            cx->type_error = 1;
+        return -1;
+    }
+    if (!PyTuple_CheckExact(d) || PyTuple_GET_SIZE(d) < 2) {
+        Py_DECREF(d);
+        PyErr_SetString(PyExc_RuntimeError, "describe() gave a bad answer");
+        return -1;
+    }
+    const long kind = PyLong_AsLong(PyTuple_GET_ITEM(d, 0));
+    const Py_ssize_t dn = PyTuple_GET_SIZE(d);
+    int r = -1;
+    if (ptrmap_put(&cx->memo, o, pf_writer_pos(cx->w)) < 0)
+        goto done;
+    if (Py_EnterRecursiveCall(" while freezing an object")) {
+        Py_DECREF(d);
+        return -1;
+    }
+    if (kind == 5) { /* a pickle */
+        PyObject *b = PyTuple_GET_ITEM(d, 1);
+        if (!PyBytes_Check(b))
+            goto bad;
+        cx->used_pickle = 1;
+        rc = pf_write_pickle(cx->w, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b), &err);
+        r = rc < 0 ? enc_fail(cx, &err, rc) : 0;
+    } else if (kind == 6 && dn == 3) { /* an array: data, header */
+        Py_buffer view;
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(d, 1), &view, PyBUF_SIMPLE) < 0)
+            goto leave;
+        rc = pf_write_array_begin(cx->w, view.buf, (size_t)view.len, &err);
+        PyBuffer_Release(&view);
+        if (rc < 0) {
+            r = enc_fail(cx, &err, rc);
+            goto leave;
+        }
+        r = encode(cx, PyTuple_GET_ITEM(d, 2), 0);
+    } else if (kind >= 1 && kind <= 4) {
+        /* (kind, shape, fields...): 1 object: (values); 2 reduce: args,
+         * state; 3 call: args; 4 global: none */
+        PyObject *shape = PyTuple_GET_ITEM(d, 1);
+        if (!PyTuple_CheckExact(shape) || PyTuple_GET_SIZE(shape) < 3)
+            goto bad;
+        PyObject *fields;
+        if (kind == 1) {
+            if (dn != 3 || !PyTuple_CheckExact(PyTuple_GET_ITEM(d, 2)))
+                goto bad;
+            fields = Py_NewRef(PyTuple_GET_ITEM(d, 2));
+        } else {
+            fields = PyTuple_GetSlice(d, 2, dn);
+            if (!fields)
+                goto leave;
+        }
+        if (cx->names) {
+            PyObject *nm = PyUnicode_FromFormat("%S:%S", PyTuple_GET_ITEM(shape, 1),
+                                                PyTuple_GET_ITEM(shape, 2));
+            if (!nm || PySet_Add(cx->names, nm) < 0) {
+                Py_XDECREF(nm);
+                Py_DECREF(fields);
+                goto leave;
+            }
+            Py_DECREF(nm);
+        }
+        const Py_ssize_t n = PyTuple_GET_SIZE(fields);
+        rc = pf_write_object_begin(cx->w, (uint64_t)n, &err);
+        if (rc < 0) {
+            Py_DECREF(fields);
+            r = enc_fail(cx, &err, rc);
+            goto leave;
+        }
+        r = encode(cx, shape, 0);
+        for (Py_ssize_t i = 0; r == 0 && i < n; i++) {
+            PyObject *item = Py_NewRef(PyTuple_GET_ITEM(fields, i));
+            r = encode(cx, item, 0);
+            Py_DECREF(item);
+            if (r < 0) {
+                if (kind == 1 && i + 4 < PyTuple_GET_SIZE(shape))
+                    enc_path(cx, ".%S", PyTuple_GET_ITEM(shape, 4 + i));
+                else
+                    enc_path(cx, kind == 2 && i == 1 ? ".__getstate__()" : ".__reduce__()",
+                             NULL);
+            }
+        }
+        Py_DECREF(fields);
+    } else {
+        goto bad;
+    }
+    goto leave;
+bad:
+    PyErr_SetString(PyExc_RuntimeError, "describe() gave a bad answer");
+leave:
+    Py_LeaveRecursiveCall();
+done:
+    Py_DECREF(d);
+    return r;
 }
 
 static int
@@ -3154,18 +3802,24 @@ encode(enc_ctx *cx, PyObject *o, int key)
         /* A tuple reachable twice is stored once; one that only its
          * container holds (and our caller) cannot be reached twice. */
         if (n > 0 && Py_REFCNT(o) > 2 && ptrmap_get(&cx->memo, o, &prev)) {
+            if (!tuple_ref_ok(cx, prev))
+                return -1;
             rc = pf_write_ref(cx->w, prev, &err);
             return rc < 0 ? enc_fail(cx, &err, rc) : 0;
         }
         if (Py_EnterRecursiveCall(" while freezing a tuple"))
             return -1;
-        if (n > 0 && Py_REFCNT(o) > 2 && ptrmap_put(&cx->memo, o, pf_writer_pos(cx->w)) < 0) {
+        const uint64_t tpos = pf_writer_pos(cx->w);
+        const size_t ntup = cx->ntup; /* restored on the way out */
+        if (n > 0 && Py_REFCNT(o) > 2 && (ptrmap_put(&cx->memo, o, tpos) < 0 ||
+                                          tstack_push(cx, tpos) < 0)) {
             Py_LeaveRecursiveCall();
             return -1;
         }
         rc = pf_write_tuple_begin(cx->w, (uint64_t)n, &err);
         if (rc < 0) {
             Py_LeaveRecursiveCall();
+            cx->ntup = ntup;
             return enc_fail(cx, &err, rc);
         }
         for (Py_ssize_t i = 0; i < n; i++) {
@@ -3181,10 +3835,12 @@ encode(enc_ctx *cx, PyObject *o, int key)
                     Py_DECREF(idx);
                 }
                 Py_LeaveRecursiveCall();
+                cx->ntup = ntup;
                 return -1;
             }
         }
         Py_LeaveRecursiveCall();
+        cx->ntup = ntup;
         return 0;
     }
     if (o == Py_None) {
@@ -3213,8 +3869,24 @@ encode(enc_ctx *cx, PyObject *o, int key)
         type = PF_SET;
     else if (tp == &PyFrozenSet_Type)
         type = PF_FROZENSET;
-    if (!type)
-        return unsupported(cx, o);
+    if (!type) {
+        if (IS_VIEW(o))
+            return unsupported(cx, o);
+        if (key) {
+            PyErr_Format(PyExc_TypeError, "an object of type %.100s cannot be a dict "
+                         "key or set item in an image", tp->tp_name);
+            cx->type_error = 1;
+            return -1;
+        }
+        int r = encode_object(cx, o);
+        if (r < 0 && cx->type_error && !cx->allow_pickle &&
+            (PyDict_Check(o) || PyList_Check(o) || PyAnySet_Check(o)) &&
+            PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();   /* the message that names the base type */
+            return unsupported(cx, o);
+        }
+        return r;
+    }
     if (key && type != PF_FROZENSET) {
         PyErr_Format(PyExc_TypeError, "unhashable type: '%.100s'", tp->tp_name);
         return -1;
@@ -3226,7 +3898,9 @@ encode(enc_ctx *cx, PyObject *o, int key)
     }
     if (Py_EnterRecursiveCall(" while freezing a container"))
         return -1;
+    cx->cdepth++;
     int r = encode_container(cx, o, type);
+    cx->cdepth--;
     Py_LeaveRecursiveCall();
     return r;
 }
@@ -3262,7 +3936,8 @@ enc_add_path(enc_ctx *cx, const char *root)
 
 /* Freezes `obj` into a malloc'd image buffer. */
 static int
-freeze_to_buffer(pf_state *st, PyObject *obj, uint8_t **out, uint64_t *len)
+freeze_to_buffer(pf_state *st, PyObject *obj, uint8_t **out, uint64_t *len,
+                 int allow_pickle, PyObject *names)
 {
     pf_error err;
     uint8_t rnd[24];
@@ -3276,6 +3951,8 @@ freeze_to_buffer(pf_state *st, PyObject *obj, uint8_t **out, uint64_t *len)
     enc_ctx cx;
     memset(&cx, 0, sizeof cx);
     cx.st = st;
+    cx.allow_pickle = allow_pickle;
+    cx.names = names;
     cx.path = PyList_New(0);
     if (!cx.path)
         return -1;
@@ -3294,6 +3971,7 @@ freeze_to_buffer(pf_state *st, PyObject *obj, uint8_t **out, uint64_t *len)
     }
     pf_writer_free(cx.w);
     ptrmap_free(&cx.memo);
+    PyMem_Free(cx.tup);
     if (r < 0)
         enc_add_path(&cx, "$");
     Py_DECREF(cx.path);
@@ -3843,6 +4521,7 @@ Builder_dealloc(BuilderObject *self)
     if (!self->root) {
         builder_abandon(self, 2); /* never closed: nothing is published */
         ptrmap_free(&self->cx.memo);
+        PyMem_Free(self->cx.tup);
         Py_XDECREF(self->cx.path);
         PyMem_Free(self->serials);
     }
@@ -4003,6 +4682,21 @@ busy_forbidden(const thaw_ctx *tx, uint64_t pos)
         if (tx->busy[i] == pos)
             return 1;
     return 0;
+}
+
+static PyObject *thaw_at(thaw_ctx *tx, uint64_t pos, uint64_t *next);
+static int memo_put(thaw_ctx *tx, uint64_t pos, PyObject *o);
+
+static PyObject *
+thaw_field(void *ctx, uint64_t pos, uint64_t *next)
+{
+    return thaw_at((thaw_ctx *)ctx, pos, next);
+}
+
+static int
+thaw_keep(void *ctx, uint64_t pos, PyObject *o)
+{
+    return memo_put((thaw_ctx *)ctx, pos, o);
 }
 
 /* thaw_at for an item of a list or a dict value: a cycle may close here. */
@@ -4177,6 +4871,28 @@ thaw_at(thaw_ctx *tx, uint64_t pos, uint64_t *next)
         Py_LeaveRecursiveCall();
         return r;
     }
+    if (v.type == PF_OBJECT || v.type == PF_ARRAY) {
+        PyObject *seen = memo_get(tx, v.pos);
+        if (seen)
+            return Py_NewRef(seen);
+        if (PyErr_Occurred())
+            return NULL;
+        obj_reader rd = {thaw_field, thaw_keep, tx};
+        uint64_t end;
+        if (v.type == PF_OBJECT)
+            return build_object(im, &v, &rd, &end);
+        PyObject *a = build_array(im, &v, &rd, &end);
+        if (!a)
+            return NULL;
+        /* a copy of its own, writable, as thaw gives of everything */
+        PyObject *c = PyObject_CallMethod(a, "copy", NULL);
+        Py_DECREF(a);
+        if (c && memo_put(tx, v.pos, c) < 0)
+            Py_CLEAR(c);
+        return c;
+    }
+    if (v.type == PF_PICKLE)
+        return decode_pickle(im, &v);
     dec_ctx cx;
     cx.im = im;
     cx.depth = 0;
@@ -4320,10 +5036,13 @@ mod_freeze(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     pf_state *st = PyModule_GetState(module);
     /* A third argument, for the tests, picks the publish mode (a
      * PF_PUBLISH_* number): the pointer files of Win32 on every OS. */
-    if (nargs != 2 && nargs != 3)
-        return PyErr_Format(PyExc_TypeError, "freeze(obj, path) takes 2 arguments");
+    if (nargs < 2 || nargs > 4)
+        return PyErr_Format(PyExc_TypeError, "freeze(obj, path[, mode, allow_pickle])");
     int mode = PF_PUBLISH_DEFAULT;
-    if (nargs == 3) {
+    int allow_pickle = nargs == 4 ? PyObject_IsTrue(args[3]) : 0;
+    if (allow_pickle < 0)
+        return NULL;
+    if (nargs >= 3 && args[2] != Py_None) {
         long m = PyLong_AsLong(args[2]);
         if (m == -1 && PyErr_Occurred())
             return NULL;
@@ -4334,7 +5053,7 @@ mod_freeze(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     uint8_t *buf = NULL;
     uint64_t len = 0;
-    if (freeze_to_buffer(st, args[0], &buf, &len) < 0) {
+    if (freeze_to_buffer(st, args[0], &buf, &len, allow_pickle, NULL) < 0) {
         Py_DECREF(path);
         return NULL;
     }
@@ -4359,12 +5078,17 @@ mod_freeze(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
-mod_dumps(PyObject *module, PyObject *obj)
+mod_dumps(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     pf_state *st = PyModule_GetState(module);
+    if (nargs < 1 || nargs > 2)
+        return PyErr_Format(PyExc_TypeError, "dumps(obj[, allow_pickle])");
+    int allow_pickle = nargs == 2 ? PyObject_IsTrue(args[1]) : 0;
+    if (allow_pickle < 0)
+        return NULL;
     uint8_t *buf = NULL;
     uint64_t len = 0;
-    if (freeze_to_buffer(st, obj, &buf, &len) < 0)
+    if (freeze_to_buffer(st, args[0], &buf, &len, allow_pickle, NULL) < 0)
         return NULL;
     PyObject *b = len <= (uint64_t)PY_SSIZE_T_MAX
                       ? PyBytes_FromStringAndSize((const char *)buf, (Py_ssize_t)len)
@@ -4443,11 +5167,16 @@ image_open_shm(pf_state *st, PyObject *module, PyObject *name)
 enum { ATTACH_PATH, ATTACH_COPY, ATTACH_SHM };
 
 static PyObject *
-attach(PyObject *module, PyObject *where, PyObject *want_id, int how)
+attach(PyObject *module, PyObject *where, PyObject *want_id, int how, PyObject *trust)
 {
     pf_state *st = PyModule_GetState(module);
     const int shm = how == ATTACH_SHM;
-    PyObject *key = shm ? PyTuple_Pack(3, where, want_id, Py_None)
+    if (trust && (!PyTuple_CheckExact(trust) || PyTuple_GET_SIZE(trust) != 4))
+        return PyErr_Format(PyExc_TypeError, "_attach: bad trust");
+    /* An image attached with another trust is another Image object. */
+    PyObject *key = trust ? PyTuple_Pack(4, where, want_id, shm ? Py_None
+                                         : how == ATTACH_COPY ? Py_True : Py_False, trust)
+                  : shm ? PyTuple_Pack(3, where, want_id, Py_None)
                   : how == ATTACH_COPY ? PyTuple_Pack(3, where, want_id, Py_True)
                   : PyTuple_Pack(2, where, want_id);
     if (!key)
@@ -4479,6 +5208,8 @@ attach(PyObject *module, PyObject *where, PyObject *want_id, int how)
                          "(image id %s expected)", where, "differs");
         goto fail;
     }
+    if (trust)
+        Py_SETREF(im->trust, Py_NewRef(trust));
     if (PyDict_SetItem(st->registry, key, (PyObject *)im) < 0)
         goto fail;
     Py_DECREF(key);
@@ -4492,22 +5223,23 @@ fail:
 static PyObject *
 mod_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 2 || nargs > 3 || !PyBytes_Check(args[1]) ||
+    if (nargs < 2 || nargs > 4 || !PyBytes_Check(args[1]) ||
         PyBytes_GET_SIZE(args[1]) != 16)
-        return PyErr_Format(PyExc_TypeError, "_attach(path, id: 16 bytes[, copy])");
-    int copy = nargs == 3 ? PyObject_IsTrue(args[2]) : 0;
+        return PyErr_Format(PyExc_TypeError, "_attach(path, id: 16 bytes[, copy, trust])");
+    int copy = nargs >= 3 ? PyObject_IsTrue(args[2]) : 0;
     if (copy < 0)
         return NULL;
-    return attach(module, args[0], args[1], copy ? ATTACH_COPY : ATTACH_PATH);
+    return attach(module, args[0], args[1], copy ? ATTACH_COPY : ATTACH_PATH,
+                  nargs == 4 ? args[3] : NULL);
 }
 
 static PyObject *
 mod_attach_shm(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyBytes_Check(args[1]) ||
+    if (nargs < 2 || nargs > 3 || !PyUnicode_Check(args[0]) || !PyBytes_Check(args[1]) ||
         PyBytes_GET_SIZE(args[1]) != 16)
-        return PyErr_Format(PyExc_TypeError, "_attach_shm(name: str, id: 16 bytes)");
-    return attach(module, args[0], args[1], ATTACH_SHM);
+        return PyErr_Format(PyExc_TypeError, "_attach_shm(name: str, id: 16 bytes[, trust])");
+    return attach(module, args[0], args[1], ATTACH_SHM, nargs == 3 ? args[2] : NULL);
 }
 
 /* _share(obj, name): freezes obj into the new shared-memory segment `name`
@@ -4516,20 +5248,42 @@ static PyObject *
 mod_share(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     pf_state *st = PyModule_GetState(module);
-    if (nargs != 2 || !PyUnicode_Check(args[1]))
-        return PyErr_Format(PyExc_TypeError, "_share(obj, name: str)");
+    if (nargs < 2 || nargs > 3 || !PyUnicode_Check(args[1]))
+        return PyErr_Format(PyExc_TypeError, "_share(obj, name: str[, allow_pickle])");
     const char *name = PyUnicode_AsUTF8(args[1]);
     if (!name)
         return NULL;
+    int allow_pickle = nargs == 3 ? PyObject_IsTrue(args[2]) : 0;
+    if (allow_pickle < 0)
+        return NULL;
     uint8_t *buf = NULL;
     uint64_t len = 0;
-    if (freeze_to_buffer(st, args[0], &buf, &len) < 0)
+    PyObject *names = PySet_New(NULL);
+    if (!names)
         return NULL;
-    ImageObject *im = image_alloc(st, module);
-    if (!im) {
+    if (freeze_to_buffer(st, args[0], &buf, &len, allow_pickle, names) < 0) {
+        Py_DECREF(names);
+        return NULL;
+    }
+    /* The sharer allows what it froze itself: every process that attaches
+     * through a pickled view may import those names (and unpickle, if it
+     * allowed pickles). */
+    PyObject *fnames = PyFrozenSet_New(names);
+    Py_DECREF(names);
+    PyObject *trust = fnames ? Py_BuildValue("(OONO)", Py_False, allow_pickle ? Py_True : Py_False,
+                                             fnames, st->empty_tuple)
+                             : NULL;
+    if (!trust) {
         pf_free(buf);
         return NULL;
     }
+    ImageObject *im = image_alloc(st, module);
+    if (!im) {
+        Py_DECREF(trust);
+        pf_free(buf);
+        return NULL;
+    }
+    Py_SETREF(im->trust, trust);
     pf_image *img = NULL;
     pf_error err;
     int rc;
@@ -4625,6 +5379,52 @@ mod_view_at(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return make_view(im, &v);
 }
 
+/* _set_object_hooks(describe, resolve, setstate, unpickle, make_array,
+ * no_trust): python/permafrost/_objects.py, at import. */
+static PyObject *
+mod_set_object_hooks(PyObject *module, PyObject *args)
+{
+    pf_state *st = PyModule_GetState(module);
+    PyObject *a, *b, *c, *d, *e, *f;
+    if (!PyArg_ParseTuple(args, "OOOOOO!", &a, &b, &c, &d, &e, &PyTuple_Type, &f))
+        return NULL;
+    Py_XSETREF(st->obj_describe, Py_NewRef(a));
+    Py_XSETREF(st->obj_resolve, Py_NewRef(b));
+    Py_XSETREF(st->obj_setstate, Py_NewRef(c));
+    Py_XSETREF(st->obj_unpickle, Py_NewRef(d));
+    Py_XSETREF(st->obj_array, Py_NewRef(e));
+    Py_XSETREF(st->no_trust, Py_NewRef(f));
+    Py_RETURN_NONE;
+}
+
+/* _from_buffer(buf, trust): Image.from_buffer, with a trust (unpickling). */
+static PyObject *
+mod_from_buffer(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    pf_state *st = PyModule_GetState(module);
+    if (nargs != 2 || !PyTuple_CheckExact(args[1]) || PyTuple_GET_SIZE(args[1]) != 4)
+        return PyErr_Format(PyExc_TypeError, "_from_buffer(buf, trust)");
+    ImageObject *im = image_open_buffer(st, module, args[0]);
+    if (im)
+        Py_SETREF(im->trust, Py_NewRef(args[1]));
+    return (PyObject *)im;
+}
+
+/* _set_trust(image, trust): what the image's objects may import (a tuple
+ * made by _objects.make_trust); resolved shapes are forgotten. */
+static PyObject *
+mod_set_trust(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    pf_state *st = PyModule_GetState(module);
+    if (nargs != 2 || Py_TYPE(args[0]) != st->Image_Type || !PyTuple_CheckExact(args[1]) ||
+        PyTuple_GET_SIZE(args[1]) != 4)
+        return PyErr_Format(PyExc_TypeError, "_set_trust(image, trust: 4-tuple)");
+    ImageObject *im = (ImageObject *)args[0];
+    Py_SETREF(im->trust, Py_NewRef(args[1]));
+    Py_CLEAR(im->shapes);
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 mod_set_view_classes(PyObject *module, PyObject *args)
 {
@@ -4666,7 +5466,8 @@ mod_limits(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyMethodDef module_methods[] = {
     {"freeze", (PyCFunction)(void (*)(void))mod_freeze, METH_FASTCALL,
      "freeze(obj, path): write the image of obj to path, atomically."},
-    {"dumps", (PyCFunction)mod_dumps, METH_O, "dumps(obj) -> bytes: the image of obj."},
+    {"dumps", (PyCFunction)(void (*)(void))mod_dumps, METH_FASTCALL,
+     "dumps(obj[, allow_pickle]) -> bytes: the image of obj."},
     {"thaw", (PyCFunction)mod_thaw, METH_O,
      "thaw(x): a deep copy of a view (or a tuple holding views) into plain objects."},
     {"image_of", (PyCFunction)mod_image_of, METH_O, "image_of(view) -> the view's Image."},
@@ -4678,6 +5479,9 @@ static PyMethodDef module_methods[] = {
     {"_set_shm_hook", (PyCFunction)mod_set_shm_hook, METH_O, NULL},
     {"_view_at", (PyCFunction)(void (*)(void))mod_view_at, METH_FASTCALL, NULL},
     {"_set_view_classes", (PyCFunction)mod_set_view_classes, METH_VARARGS, NULL},
+    {"_set_object_hooks", (PyCFunction)mod_set_object_hooks, METH_VARARGS, NULL},
+    {"_set_trust", (PyCFunction)(void (*)(void))mod_set_trust, METH_FASTCALL, NULL},
+    {"_from_buffer", (PyCFunction)(void (*)(void))mod_from_buffer, METH_FASTCALL, NULL},
     {"_limits", (PyCFunction)(void (*)(void))mod_limits, METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL}};
 
@@ -4767,6 +5571,9 @@ module_exec(PyObject *module)
     st->registry = PyDict_New();
     if (!st->registry)
         return -1;
+    st->empty_tuple = PyTuple_New(0);
+    if (!st->empty_tuple)
+        return -1;
     PyObject *ospath = PyImport_ImportModule("os.path");
     if (!ospath)
         return -1;
@@ -4819,7 +5626,14 @@ module_exec(PyObject *module)
     X(signed_kw) \
     X(view_at) \
     X(attach) \
-    X(from_buffer)
+    X(from_buffer) \
+    X(obj_describe) \
+    X(obj_resolve) \
+    X(obj_setstate) \
+    X(obj_unpickle) \
+    X(obj_array) \
+    X(no_trust) \
+    X(empty_tuple)
 
 static int
 module_traverse(PyObject *module, visitproc visit, void *arg)

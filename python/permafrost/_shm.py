@@ -182,7 +182,7 @@ def _new_name():
     return "/pf-%x-%s" % (_os.getpid() & 0xFFFFFFFF, _secrets.token_hex(8))
 
 
-def share_image(obj):
+def share_image(obj, allow_pickle=False):
     """Freeze ``obj`` into a new shared-memory segment; its ``Image``,
     owned by this process."""
     global _atexit_done
@@ -190,7 +190,7 @@ def share_image(obj):
     name = _new_name()
     _register(name)  # first: a kill right after creating cannot leak it
     try:
-        image = _binding._share(obj, name)
+        image = _binding._share(obj, name, bool(allow_pickle))
     except BaseException:
         _unregister(name)
         raise

@@ -394,7 +394,16 @@ static void named(const image *im)
     CHECK_RC(pf_image_open_buffer(b, im->len, &img, &e), PF_ECORRUPT);
     CHECK_EQ_U64(e.offset, 120);
     RESET();
-    b[16] = 1; /* incompat_flags (R6) */
+    b[16] = 2; /* incompat_flags: a bit this reader does not know (R6) */
+    fix_header(b);
+    CHECK_RC(pf_image_open_buffer(b, im->len, &img, &e), PF_EVERSION);
+    RESET();
+    b[16] = 1; /* PF_INCOMPAT_EXT: known since 1.1 */
+    fix_header(b);
+    CHECK_RC(pf_image_open_buffer(b, im->len, &img, &e), PF_OK);
+    pf_image_close(img);
+    RESET();
+    b[23] = 0x80; /* the top bit */
     fix_header(b);
     CHECK_RC(pf_image_open_buffer(b, im->len, &img, &e), PF_EVERSION);
     RESET();
@@ -486,7 +495,7 @@ static void crafted(void)
     memset(b + 129, 0x80, 3);
     CHECK_RC(pf_read(img, 128, &v, &e), PF_ECORRUPT);
     /* Reserved type bytes (R14). */
-    const uint8_t reserved[] = {0x07, 0x15, 0x16, 0x17, 0x24, 0x2F, 0x3A,
+    const uint8_t reserved[] = {0x07, 0x15, 0x16, 0x17, 0x27, 0x2F, 0x3A,
                                 0x3F, 0x40, 0x7F};
     for (size_t i = 0; i < sizeof reserved; i++) {
         b[128] = reserved[i];
