@@ -147,7 +147,31 @@ def values():
         "deep_lists": _deep(60),
     }
     out.update(_cycles())
+    out.update(_objects())
     return out
+
+
+def _objects():
+    """Objects (format 1.1, R32-R33), of standard library classes so that
+    the corpus needs no module of its own."""
+    import datetime
+    import fractions
+    import functools
+    import types
+    import uuid
+    from collections import OrderedDict
+    third = fractions.Fraction(1, 3)
+    ns = types.SimpleNamespace(name="ns", items=[1, 2], pair=(third, third))
+    ns.me = ns
+    return {
+        "obj_call": [third, third, range(2, 9, 3), bytearray(b"ba")],
+        "obj_call_state": [ns, functools.partial(max, 3)],
+        "obj_nested": datetime.datetime(2020, 1, 2, 3, 4, 5,
+                                        tzinfo=datetime.timezone.utc),
+        "obj_reduce": {"id": uuid.UUID(int=12345), "when": datetime.date(1999, 12, 31)},
+        "obj_global": [len, os.path.join, fractions.Fraction, third],
+        "obj_pickle": [OrderedDict(a=1), OrderedDict(b=2)],
+    }
 
 
 def _deep(n):
@@ -245,10 +269,11 @@ def _same_value(path, data):
     """Whether the image at path loads to a value equal to that of `data`
     (the new image: compared through thaw on both sides, so that what thaw
     does with a cycle is the same on both)."""
-    value = permafrost.thaw(permafrost.loads(data))
+    value = permafrost.thaw(permafrost.loads(data, trust=True, allow_pickle=True))
     try:
         with open(path, "rb") as f:
-            old = permafrost.thaw(permafrost.loads(f.read()))
+            old = permafrost.thaw(permafrost.loads(f.read(), trust=True,
+                                                   allow_pickle=True))
     except (permafrost.Error, ValueError, OSError):
         return False
     if type(old) is not type(value):
@@ -288,7 +313,7 @@ def main(argv=None):
     changed, total = [], 0
     for name, value in sorted(values().items()):
         path = os.path.join(READ_DIR, name + ".pfi")
-        data = permafrost.dumps(value)
+        data = permafrost.dumps(value, allow_pickle=name == "obj_pickle")
         if len(data) > MAX_FILE:
             sys.exit("make_corpus: %s is %d bytes (limit %d)"
                      % (name, len(data), MAX_FILE))

@@ -37,7 +37,12 @@ from ._binding import (
     image_of,
     thaw,
 )
-from ._objects import ClassNotAllowedError, ClassNotFoundError, PickleNotAllowedError
+from ._objects import (
+    ClassNotAllowedError,
+    ClassNotFoundError,
+    ObjectStateError,
+    PickleNotAllowedError,
+)
 
 __all__ = [
     "freeze", "open", "dumps", "loads", "thaw", "image_of", "Image", "Builder",
@@ -46,7 +51,7 @@ __all__ = [
     "DictView", "ListView", "SetView", "FrozenSetView",
     "Error", "CorruptImageError", "VersionError", "ClosedImageError",
     "StaleImageError", "LimitError", "SharedMemoryError", "ImageGoneError",
-    "ClassNotAllowedError", "ClassNotFoundError", "PickleNotAllowedError",
+    "ClassNotAllowedError", "ClassNotFoundError", "ObjectStateError", "PickleNotAllowedError",
 ]
 
 __version__ = "0.1.0"

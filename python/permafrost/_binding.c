@@ -93,6 +93,7 @@ typedef struct {
     PyObject *obj_unpickle;  /* unpickle(trust, bytes) */
     PyObject *obj_array;     /* make_array(image, header, offset, nbytes) */
     PyObject *no_trust;      /* the trust of an image opened without one */
+    PyObject *ObjectStateError; /* _objects.ObjectStateError */
     PyObject *empty_tuple;
     uint64_t work_factor;    /* work budget: items per image byte ... */
     uint64_t work_base;      /* ... plus this many (set_limits) */
@@ -882,6 +883,73 @@ obj_corrupt(ImageObject *im, const char *what, uint64_t pos)
                         what, (unsigned long long)pos);
 }
 
+/* A part of an object's state: a dict is read into a real dict now, in
+ * this decode (a class's __setstate__ expects one, and an instance without
+ * weak reference support that its own state refers to is found again only
+ * within one decode); anything else as a field. */
+static PyObject *
+state_part(ImageObject *im, const obj_reader *rd, uint64_t pos, uint64_t *next)
+{
+    pf_val sv;
+    pf_error err;
+    int rc = pf_read(im->img, pos, &sv, &err);
+    if (rc < 0)
+        return fail(im->st, &err, rc);
+    if (sv.type != PF_DICT)
+        return rd->field(rd->ctx, pos, next);
+    PyObject *d = PyDict_New();
+    if (!d)
+        return NULL;
+    uint64_t cursor = 0, kp, vp;
+    while ((rc = pf_record_next(im->img, &sv, &cursor, &kp, &vp, &err)) == 1) {
+        PyObject *k = rd->field(rd->ctx, kp, NULL);
+        PyObject *v = k ? rd->field(rd->ctx, vp, NULL) : NULL;
+        int r = v ? PyDict_SetItem(d, k, v) : -1;
+        Py_XDECREF(k);
+        Py_XDECREF(v);
+        if (r < 0) {
+            Py_DECREF(d);
+            return NULL;
+        }
+    }
+    if (rc < 0) {
+        Py_DECREF(d);
+        return fail(im->st, &err, rc);
+    }
+    *next = sv.next;
+    return d;
+}
+
+/* An object's state (pickle's BUILD argument): a dict, or a short tuple
+ * of parts ((dict or None, slots dict), partial's (func, args, kwds,
+ * dict)...), each read with state_part; else a field. */
+static PyObject *
+read_state(ImageObject *im, const obj_reader *rd, uint64_t pos, uint64_t *next)
+{
+    pf_val sv;
+    pf_error err;
+    int rc = pf_read_ex(im->img, pos, PF_READ_SHALLOW, &sv, &err);
+    if (rc < 0)
+        return fail(im->st, &err, rc);
+    if (sv.type != PF_TUPLE || sv.u.tup.count > 16 || sv.pos != pos)
+        return state_part(im, rd, pos, next);
+    const Py_ssize_t n = (Py_ssize_t)sv.u.tup.count;
+    PyObject *t = PyTuple_New(n);
+    if (!t)
+        return NULL;
+    uint64_t q = sv.u.tup.first;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *x = state_part(im, rd, q, &q);
+        if (!x) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, x);
+    }
+    *next = q;
+    return t;
+}
+
 /* Builds the object `v` (PF_OBJECT, R32): its shape is resolved (trust is
  * checked there), the instance made, kept (so that a cycle through its
  * fields comes back to it), then its fields read and set. *end: where the
@@ -915,7 +983,7 @@ build_object(ImageObject *im, const pf_val *v, const obj_reader *rd, uint64_t *e
         obj = Py_NewRef(target);
         break;
     case K_CALL:
-        if (nfields != 1)
+        if (nfields != 1 && nfields != 2)
             goto bad_fields;
         if (!(f = rd->field(rd->ctx, p, &p)))
             goto error;
@@ -924,6 +992,18 @@ build_object(ImageObject *im, const pf_val *v, const obj_reader *rd, uint64_t *e
             goto error;
         }
         obj = PyObject_Call(target, f, NULL);
+        if (!obj)
+            goto error;
+        if (nfields == 2) { /* cls(*args), then its state */
+            if (rd->keep(rd->ctx, v->pos, obj) < 0 || !(g = read_state(im, rd, p, &p)))
+                goto error;
+            if (g != Py_None) {
+                PyObject *r = PyObject_CallFunctionObjArgs(st->obj_setstate, obj, g, NULL);
+                if (!r)
+                    goto error;
+                Py_DECREF(r);
+            }
+        }
         break;
     case K_REDUCE: {
         if (nfields != 2)
@@ -942,7 +1022,7 @@ build_object(ImageObject *im, const pf_val *v, const obj_reader *rd, uint64_t *e
         obj = tp->tp_new(tp, f, NULL); /* cls.__new__(cls, *args) */
         if (!obj || rd->keep(rd->ctx, v->pos, obj) < 0)
             goto error;
-        if (!(g = rd->field(rd->ctx, p, &p)))
+        if (!(g = read_state(im, rd, p, &p)))
             goto error;
         if (g != Py_None) {
             PyObject *r = PyObject_CallFunctionObjArgs(st->obj_setstate, obj, g, NULL);
@@ -1022,6 +1102,38 @@ error:
     Py_XDECREF(obj);
     Py_XDECREF(f);
     Py_XDECREF(g);
+    /* The class's own code refused what the image holds (its __new__,
+     * __setstate__, constructor, an attribute): the class changed since
+     * freezing, or the image is damaged. Said so, with the cause. */
+    if (st->ObjectStateError && PyErr_Occurred() &&
+        !PyErr_ExceptionMatches(st->Error) && !PyErr_ExceptionMatches(PyExc_MemoryError) &&
+        !PyErr_ExceptionMatches(PyExc_RecursionError) &&
+        !PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        PyErr_NormalizeException(&et, &ev, &tb);
+        if (tb && ev)
+            PyException_SetTraceback(ev, tb);
+        PyObject *mod = PyObject_GetAttrString(target, "__module__");
+        PyObject *qual = mod ? PyObject_GetAttrString(target, "__qualname__") : NULL;
+        PyErr_Clear();
+        PyErr_Format(st->ObjectStateError,
+                     "cannot rebuild a %S.%S from the image (at offset %llu): %R; "
+                     "did the class change since the image was frozen?",
+                     mod ? mod : Py_None, qual ? qual : Py_None,
+                     (unsigned long long)v->pos, ev ? ev : Py_None);
+        Py_XDECREF(mod);
+        Py_XDECREF(qual);
+        PyObject *et2, *ev2, *tb2;
+        PyErr_Fetch(&et2, &ev2, &tb2);
+        PyErr_NormalizeException(&et2, &ev2, &tb2);
+        if (ev2 && ev)
+            PyException_SetCause(ev2, Py_NewRef(ev));
+        PyErr_Restore(et2, ev2, tb2);
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(tb);
+    }
     return NULL;
 }
 
@@ -5385,9 +5497,10 @@ static PyObject *
 mod_set_object_hooks(PyObject *module, PyObject *args)
 {
     pf_state *st = PyModule_GetState(module);
-    PyObject *a, *b, *c, *d, *e, *f;
-    if (!PyArg_ParseTuple(args, "OOOOOO!", &a, &b, &c, &d, &e, &PyTuple_Type, &f))
+    PyObject *a, *b, *c, *d, *e, *f, *g;
+    if (!PyArg_ParseTuple(args, "OOOOOO!O", &a, &b, &c, &d, &e, &PyTuple_Type, &f, &g))
         return NULL;
+    Py_XSETREF(st->ObjectStateError, Py_NewRef(g));
     Py_XSETREF(st->obj_describe, Py_NewRef(a));
     Py_XSETREF(st->obj_resolve, Py_NewRef(b));
     Py_XSETREF(st->obj_setstate, Py_NewRef(c));
@@ -5633,6 +5746,7 @@ module_exec(PyObject *module)
     X(obj_unpickle) \
     X(obj_array) \
     X(no_trust) \
+    X(ObjectStateError) \
     X(empty_tuple)
 
 static int

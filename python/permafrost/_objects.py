@@ -16,7 +16,8 @@ its instances of one class and one set of attribute names:
   slots), as ``object.__setattr__`` would;
 - ``(2, module, qualname)``: fields ``args, state``: ``cls.__new__(cls,
   *args)``, then the state applied as pickle applies it;
-- ``(3, module, qualname)``: field ``args``: ``cls(*args)`` (enum members);
+- ``(3, module, qualname)``: field ``args`` (and ``state``): ``cls(*args)``
+  (enum members, ``range``...), then the state applied if there is one;
 - ``(4, module, qualname)``: no field: the class or function itself.
 
 Importing a class named in an image runs code, so a reader resolves a name
@@ -56,6 +57,13 @@ class ClassNotAllowedError(Error):
 class ClassNotFoundError(Error):
     """An image names a class (or function) that cannot be imported any
     more: it was moved or renamed since the image was frozen."""
+
+
+class ObjectStateError(Error):
+    """The class of an object in an image refused the state stored for it
+    (its ``__new__``, ``__setstate__`` or constructor raised): the class
+    changed since the image was frozen, or the image is damaged. The
+    class's own exception is the ``__cause__``."""
 
 
 class PickleNotAllowedError(Error):
@@ -320,9 +328,11 @@ def _describe_reduce(obj, tp):
                 return (D_OBJECT, _shape(K_ATTRS, module, qualname, ndict, names),
                         values)
         return (D_REDUCE, _shape(K_REDUCE, module, qualname), args, state)
-    if isinstance(func, type) and func is tp and state is None:
+    if isinstance(func, type) and func is tp:
         module, qualname = _class_name(func)
-        return (D_CALL, _shape(K_CALL, module, qualname), args)
+        if state is None:
+            return (D_CALL, _shape(K_CALL, module, qualname), args)
+        return (D_CALL, _shape(K_CALL, module, qualname), args, state)
     raise _no_rule(tp, "it reduces through %r" % (func,))
 
 
@@ -404,4 +414,4 @@ def make_array(image, header, offset, nbytes):
 
 
 _binding._set_object_hooks(describe, resolve, setstate, unpickle, make_array,
-                           NO_TRUST)
+                           NO_TRUST, ObjectStateError)
