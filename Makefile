@@ -60,7 +60,7 @@ $(SAN_VENV)/.stamp-pkg-test: $(SAN_VENV)/.stamp-venv $(PKG_SOURCES)
 
 # --------------------------------------------------------------- Python
 
-.PHONY: help install demo test pytest pytest-fast pysan pythons bench bench-peers bench-build bench-stress fuzz-python
+.PHONY: help install demo test pytest pytest-fast pysan pythons bench bench-peers bench-build bench-stress bench-objects fuzz-python
 
 help:
 	@echo "make demo      build into .venv and run bench/demo.py (DEMO_ARGS=...)"
@@ -79,6 +79,7 @@ help:
 	@echo "make bench-peers  permafrost against LMDB, SQLite, marisa-trie, dbm... (PEERS_ARGS=...)"
 	@echo "make bench-build  the streaming Builder at scale, the 20 GB projection (BUILD_ARGS=...)"
 	@echo "make bench-stress processes x threads reading one image, every answer checked (STRESS_ARGS=...)"
+	@echo "make bench-objects a Python trie and a numpy array frozen, vs objects and pickled copies (OBJECTS_ARGS=...)"
 	@echo "make install   just build and install into .venv"
 	@echo "make clean     remove build outputs, venvs and caches"
 
@@ -113,6 +114,14 @@ bench-build: $(VENV)/.stamp-pkg-bench
 
 bench-stress: $(VENV)/.stamp-pkg-bench
 	$(VENV_PY) bench/stress.py $(STRESS_ARGS)
+
+# Objects and arrays (issue 6): a pure-Python trie of user class instances
+# and a numpy array, frozen, against the same as Python objects and pickled
+# copies (bench/objects.py; OBJECTS_ARGS=--quick, --words N, --array-mb M).
+# numpy comes with the test extra, which the bench extra does not have.
+OBJECTS_ARGS ?=
+bench-objects: $(VENV)/.stamp-pkg-test
+	$(VENV_PY) bench/objects.py $(OBJECTS_ARGS)
 
 # THE test command: C unit tests, then the whole pytest suite.
 test: $(VENV)/.stamp-pkg-test
