@@ -409,7 +409,7 @@ def bench_array(pf, args, tmp, wrong):
     log("array: %s float64 (%s) made in %.1f s; freeze %.2f s, pickle.dump %.2f s"
         % (format(n, ","), benchutil.fmt_bytes(arr.nbytes), f["gen_s"], f["freeze_ns"] / 1e9,
            f["dump_ns"] / 1e9))
-    del d, arr
+    d = arr = None  # drop both (dump() above closed over d)
     gc.collect()
 
     # Fresh workers, one at a time: the first access.

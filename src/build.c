@@ -96,6 +96,7 @@ struct pf_builder {
     uint8_t *arena;
     size_t alen, acap;
     pf_writer *w;
+    uint64_t incompat;  /* incompat_flags of the records ended (R6) */
     uint64_t seed;
     uint8_t id[16];
     level *levels;
@@ -859,6 +860,7 @@ int pf_builder_end(pf_builder *b, pf_error *err)
     const uint64_t start = out_pos(b);
     if ((rc = out_write(b, data, len, err)) != PF_OK)
         return broken(b, rc);
+    b->incompat |= pf_writer_incompat(b->w); /* an entry begun again does not count */
     return record_done(b, start, b->pending_hash, err);
 }
 
@@ -1477,7 +1479,7 @@ static int finish(pf_builder *b, int mode, pf_error *err)
     const uint64_t size = out_pos(b);
     uint8_t h[PF_HEADER_LEN];
     pf_put_header(h, b->id, size, root->hdr, stab, nsec, b->seed,
-                  pf_writer_incompat(b->w));
+                  b->incompat);
     if ((rc = out_patch(b, 0, h, sizeof h, err)) != PF_OK ||
         (rc = out_flush(b, err)) != PF_OK ||
         (rc = pf_file_sync(&b->out, err)) != PF_OK)

@@ -53,6 +53,7 @@ typedef struct vframe {
     uint8_t width;
     uint8_t at_value;   /* dict: record i's key is done, its value is next */
     uint8_t inline_in;  /* written inline in the parent: gives its end */
+    uint8_t objkind;    /* an object: its shape's kind (R32), else 0 */
     uint64_t *ring;     /* slot table: RING (key pos, hash) pairs waiting */
     uint32_t ring_head, ring_n;
     uint64_t small_hash[8]; /* containers without a slot table: key hashes */
@@ -453,6 +454,21 @@ static int queue_slot(vctx *v, vframe *f, uint64_t kp, uint64_t h, int all)
     return PF_OK;
 }
 
+/* Is the object at t an object of kind 2 or 3 whose arguments (its first
+ * field, read before the object exists) are being walked, by a chain of
+ * eagerly built frames ending at the top (R32)? */
+static int args_cycle(const vctx *v, uint64_t t)
+{
+    for (uint64_t d = v->depth; d-- > 0;) {
+        const vframe *f = &v->stack[d];
+        if (!IS_SEQ(f->kind))
+            return 0;
+        if (f->pos == t && f->kind == PF_OBJECT)
+            return (f->objkind == 2 || f->objkind == 3) && f->i == 2;
+    }
+    return 0;
+}
+
 /* Is the tuple at t being walked by a chain of tuple frames ending at the
  * top (R18)? */
 static int tuple_cycle(const vctx *v, uint64_t t)
@@ -514,6 +530,9 @@ static int visit(vctx *v, uint64_t q, uint64_t *end)
                 v->r->base[t] <= PF_T_TUPLE7 && tuple_cycle(v, t))
                 return PF_CORRUPT(v->err, "REF inside a tuple back to that "
                                   "tuple (R18)", q);
+            if (v->depth && v->r->base[t] == PF_T_OBJECT && args_cycle(v, t))
+                return PF_CORRUPT(v->err, "REF inside an object's arguments "
+                                  "back to that object (R32)", q);
             return PF_OK;
         }
         if ((rc = pf_decode_ex(v->r, t, &x, 0, 1, v->err)) != PF_OK)
@@ -535,6 +554,15 @@ static int visit(vctx *v, uint64_t q, uint64_t *end)
         if (!(v->img_incompat & PF_INCOMPAT_EXT) && x.type != PF_TUPLE)
             return PF_CORRUPT(v->err, "extension value in an image without "
                               "the incompat flag (R6, R14)", q);
+    }
+    if (x.type == PF_ARRAY) {                    /* R34: the pad is zeros */
+        const uint8_t *base = v->r->base;
+        uint64_t n;
+        const unsigned vl = pf_varint_get(base + q + 1, v->r->end - q - 1, &n);
+        const uint64_t data = (uint64_t)(x.u.arr.data - base);
+        for (uint64_t k = q + 1 + vl + 1; k < data; k++)
+            if (base[k] != 0)
+                return PF_CORRUPT(v->err, "array pad byte not zero (R34)", k);
     }
     if (IS_SEQ(x.type)) {
         if (inline_in)
@@ -592,6 +620,21 @@ static int step(vctx *v)
             return PF_CORRUPT(v->err, f->kind == PF_OBJECT
                               ? "object shape is not a tuple (R32)"
                               : "array header is not a tuple (R34)", q);
+        /* a shape holds ints and strs only (R32): nothing in it can lead
+         * back to an object */
+        uint64_t cur = sh.u.tup.first;
+        for (uint64_t k = 0; f->kind == PF_OBJECT && k < sh.u.tup.count; k++) {
+            pf_val it;
+            if ((rc = pf_decode_ex(v->r, cur, &it, 1, 1, v->err)) != PF_OK)
+                return rc;
+            if (it.type != PF_INT && it.type != PF_STR)
+                return PF_CORRUPT(v->err, "object shape holds a value other than "
+                                  "an int or a str (R32)", cur);
+            if (k == 0)
+                f->objkind = it.type == PF_INT && it.u.i > 0 && it.u.i < 256
+                                 ? (uint8_t)it.u.i : 0;
+            cur = it.next;
+        }
     } else if (!IS_SEQ(f->kind) && !f->at_value) {
         uint64_t h;                                       /* a key: R21, R22 */
         if ((rc = key_hash(v, q, &h)) != PF_OK)

@@ -900,6 +900,7 @@ void pf_writer_reset(pf_writer *w)
     w->in_key = 0;
     w->pool_off = 0;
     w->last_pos = 0;
+    w->incompat = 0;
 }
 
 void pf_writer_pool_off(pf_writer *w, int off) { w->pool_off = off; }

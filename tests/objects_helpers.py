@@ -272,3 +272,60 @@ def item_of(args):
 
     view, key = args
     return pf.thaw(view[key])
+
+
+class WithState:
+    """__getstate__/__setstate__ of its own: the state goes through them."""
+
+    def __init__(self, v):
+        self.v = v
+        self.cache = {"derived": v}
+
+    def __getstate__(self):
+        return {"v": self.v}
+
+    def __setstate__(self, state):
+        self.v = state["v"]
+        self.cache = {"derived": state["v"], "restored": True}
+
+    def __eq__(self, other):
+        return type(other) is WithState and self.v == other.v
+
+
+class Doubled:
+    """A data descriptor named as an instance attribute: pickle writes the
+    attribute straight into __dict__, past the property's setter."""
+
+    def __init__(self, a):
+        self.__dict__["a"] = a
+
+    @property
+    def a(self):
+        return ("doubled", self.__dict__["a"])
+
+    @a.setter
+    def a(self, value):
+        raise AttributeError("read-only")
+
+
+class NewArgs:
+    """__new__ takes an argument (given back by __getnewargs__)."""
+
+    def __new__(cls, n):
+        self = super().__new__(cls)
+        self.n = n
+        return self
+
+    def __getnewargs__(self):
+        return (self.n,)
+
+
+@dataclasses.dataclass(slots=True)
+class SlotsPoint:
+    x: typing.Any
+    y: typing.Any = 0
+
+
+@dataclasses.dataclass(slots=True, weakref_slot=True)
+class WeakSlotsPoint:
+    x: typing.Any

@@ -94,6 +94,9 @@ typedef struct {
     PyObject *obj_array;     /* make_array(image, header, offset, nbytes) */
     PyObject *no_trust;      /* the trust of an image opened without one */
     PyObject *ObjectStateError; /* _objects.ObjectStateError */
+    PyObject *plain_types;   /* class -> (module, qualname): instances are
+                                their __dict__ (encode_plain) */
+    PyObject *plain_shapes;  /* (class, *names) -> shape tuple */
     PyObject *empty_tuple;
     uint64_t work_factor;    /* work budget: items per image byte ... */
     uint64_t work_base;      /* ... plus this many (set_limits) */
@@ -137,6 +140,9 @@ typedef struct {
     PyObject *shapes;     /* shape offset -> resolve()'s answer, or NULL */
     struct obj_slot *ocache; /* offset -> weakref to the live instance */
     size_t ocap, oused;
+    int in_shape;         /* a shape is being decoded (shape_get) */
+    uint64_t args_of[64]; /* objects whose arguments are being read */
+    unsigned nargs_of;
 } ImageObject;
 
 /* One slot of an image's instance table: the instance decoded from the
@@ -841,7 +847,17 @@ shape_get(ImageObject *im, uint64_t spos)
         Py_DECREF(key);
         return r;
     }
+    /* A shape holds ints and strs (R32): an object inside one, which a
+     * hostile image may make lead back to the object, is corrupt. */
+    if (im->in_shape) {
+        Py_DECREF(key);
+        return PyErr_Format(st->CorruptImageError,
+                            "corrupt image: an object inside an object's shape (R32, "
+                            "at offset %llu)", (unsigned long long)spos);
+    }
+    im->in_shape = 1;
     PyObject *shape = decode(im, spos);
+    im->in_shape = 0;
     if (!shape) {
         Py_DECREF(key);
         return NULL;
@@ -869,12 +885,41 @@ shape_get(ImageObject *im, uint64_t spos)
 
 enum { K_ATTRS = 1, K_REDUCE = 2, K_CALL = 3, K_GLOBAL = 4, K_SETSTATE = 5 };
 
+typedef struct obj_reader obj_reader;
+static PyObject *read_args(ImageObject *im, const obj_reader *rd, uint64_t obj,
+                           uint64_t pos, uint64_t *next);
+
 /* How the fields of an object are read: views (decode) or copies (thaw). */
-typedef struct {
+struct obj_reader {
     PyObject *(*field)(void *ctx, uint64_t pos, uint64_t *next);
     int (*keep)(void *ctx, uint64_t pos, PyObject *o); /* before its fields */
     void *ctx;
-} obj_reader;
+};
+
+/* The arguments of object `obj` (kinds 2 and 3): a tuple, read before the
+ * object exists, so nothing in them may lead back to it (as R18 for
+ * tuples): such an image is corrupt, not an endless recursion. */
+static PyObject *
+read_args(ImageObject *im, const obj_reader *rd, uint64_t obj, uint64_t pos, uint64_t *next)
+{
+    for (unsigned i = 0; i < im->nargs_of && i < 64; i++)
+        if (im->args_of[i] == obj)
+            return PyErr_Format(im->st->CorruptImageError,
+                                "corrupt image: an object inside its own constructor "
+                                "arguments (R32, at offset %llu)", (unsigned long long)obj);
+    if (im->nargs_of < 64)
+        im->args_of[im->nargs_of] = obj;
+    im->nargs_of++;
+    PyObject *a = rd->field(rd->ctx, pos, next);
+    im->nargs_of--;
+    if (a && !PyTuple_CheckExact(a)) {
+        Py_DECREF(a);
+        return PyErr_Format(im->st->CorruptImageError,
+                            "corrupt image: object arguments are not a tuple (R32, at "
+                            "offset %llu)", (unsigned long long)obj);
+    }
+    return a;
+}
 
 static PyObject *
 obj_corrupt(ImageObject *im, const char *what, uint64_t pos)
@@ -985,17 +1030,20 @@ build_object(ImageObject *im, const pf_val *v, const obj_reader *rd, uint64_t *e
     case K_CALL:
         if (nfields != 1 && nfields != 2)
             goto bad_fields;
-        if (!(f = rd->field(rd->ctx, p, &p)))
+        if (!(f = read_args(im, rd, v->pos, p, &p)))
             goto error;
-        if (!PyTuple_CheckExact(f)) {
-            obj_corrupt(im, "object arguments are not a tuple (R32)", v->pos);
+        /* bytearray is allowed without a list: only as the writer stores
+         * it, from bytes (bytearray(n) would allocate what an image asks) */
+        if (target == (PyObject *)&PyByteArray_Type &&
+            (PyTuple_GET_SIZE(f) != 1 || !PyBytes_CheckExact(PyTuple_GET_ITEM(f, 0)))) {
+            obj_corrupt(im, "bytearray arguments are not one bytes value (R32)", v->pos);
             goto error;
         }
         obj = PyObject_Call(target, f, NULL);
-        if (!obj)
+        if (!obj || rd->keep(rd->ctx, v->pos, obj) < 0)
             goto error;
         if (nfields == 2) { /* cls(*args), then its state */
-            if (rd->keep(rd->ctx, v->pos, obj) < 0 || !(g = read_state(im, rd, p, &p)))
+            if (!(g = read_state(im, rd, p, &p)))
                 goto error;
             if (g != Py_None) {
                 PyObject *r = PyObject_CallFunctionObjArgs(st->obj_setstate, obj, g, NULL);
@@ -1008,12 +1056,8 @@ build_object(ImageObject *im, const pf_val *v, const obj_reader *rd, uint64_t *e
     case K_REDUCE: {
         if (nfields != 2)
             goto bad_fields;
-        if (!(f = rd->field(rd->ctx, p, &p)))
+        if (!(f = read_args(im, rd, v->pos, p, &p)))
             goto error;
-        if (!PyTuple_CheckExact(f)) {
-            obj_corrupt(im, "object arguments are not a tuple (R32)", v->pos);
-            goto error;
-        }
         PyTypeObject *tp = (PyTypeObject *)target;
         if (!tp->tp_new) {
             PyErr_Format(PyExc_TypeError, "cannot create '%.100s' instances", tp->tp_name);
@@ -1156,7 +1200,17 @@ static PyObject *
 build_array(ImageObject *im, const pf_val *v, const obj_reader *rd, uint64_t *end)
 {
     uint64_t p = v->u.arr.first;
+    pf_val hv;
+    pf_error err;
+    int rc = pf_read_ex(im->img, p, PF_READ_SHALLOW, &hv, &err);
+    if (rc < 0)
+        return fail(im->st, &err, rc);
+    if (hv.type != PF_TUPLE) /* also: no REF back to the array itself */
+        return obj_corrupt(im, "array header is not a tuple (R34)", v->pos);
+    if (Py_EnterRecursiveCall(" while reading an array"))
+        return NULL;
     PyObject *hdr = rd->field(rd->ctx, p, &p);
+    Py_LeaveRecursiveCall();
     if (!hdr)
         return NULL;
     PyObject *r = PyObject_CallFunction(im->st->obj_array, "OOKK", (PyObject *)im, hdr,
@@ -1645,6 +1699,8 @@ image_alloc(pf_state *st, PyObject *module)
     im->shapes = NULL;
     im->ocache = NULL;
     im->ocap = im->oused = 0;
+    im->in_shape = 0;
+    im->nargs_of = 0;
     PyObject_GC_Track(im);
     return im;
 }
@@ -3673,6 +3729,115 @@ tuple_ref_ok(enc_ctx *cx, uint64_t pos)
     return 1;
 }
 
+/* An instance of a class that describe() found plain (its state is its
+ * __dict__ of str keys, nothing else): encoded here without calling
+ * describe, as describe would. info: (module, qualname, "module:qualname").
+ * 1 done, 0 not plain after all (the caller asks describe), -1 error. */
+static int
+encode_plain(enc_ctx *cx, PyObject *o, PyObject *info)
+{
+    pf_state *st = cx->st;
+    pf_error err;
+    int rc, r = -1;
+    PyObject *dict = PyObject_GenericGetDict(o, NULL);
+    if (!dict)
+        return -1;
+    if (!PyDict_CheckExact(dict)) {
+        Py_DECREF(dict);
+        return 0;
+    }
+    const Py_ssize_t n = PyDict_GET_SIZE(dict);
+    PyObject *key = PyTuple_New(n + 1), *k, *val, *shape = NULL;
+    if (!key) {
+        Py_DECREF(dict);
+        return -1;
+    }
+    PyTuple_SET_ITEM(key, 0, Py_NewRef(Py_TYPE(o)));
+    Py_ssize_t i = 0, ppos = 0;
+    while (PyDict_Next(dict, &ppos, &k, &val)) {
+        if (!PyUnicode_CheckExact(k) || i >= n) {
+            Py_DECREF(key);
+            Py_DECREF(dict);
+            return 0;
+        }
+        PyTuple_SET_ITEM(key, ++i, Py_NewRef(k));
+    }
+    shape = PyDict_GetItemWithError(st->plain_shapes, key);
+    if (shape) {
+        Py_INCREF(shape);
+    } else if (!PyErr_Occurred()) {
+        shape = PyTuple_New(n + 4);
+        if (shape) {
+            PyTuple_SET_ITEM(shape, 0, PyLong_FromLong(1));
+            PyTuple_SET_ITEM(shape, 1, Py_NewRef(PyTuple_GET_ITEM(info, 0)));
+            PyTuple_SET_ITEM(shape, 2, Py_NewRef(PyTuple_GET_ITEM(info, 1)));
+            PyTuple_SET_ITEM(shape, 3, PyLong_FromSsize_t(n));
+            for (Py_ssize_t j = 0; j < n; j++)
+                PyTuple_SET_ITEM(shape, 4 + j, Py_NewRef(PyTuple_GET_ITEM(key, 1 + j)));
+            if (!PyTuple_GET_ITEM(shape, 0) || !PyTuple_GET_ITEM(shape, 3) ||
+                PyDict_SetItem(st->plain_shapes, key, shape) < 0)
+                Py_CLEAR(shape);
+        }
+    }
+    Py_DECREF(key);
+    if (!shape)
+        goto done;
+    if (cx->names && PySet_Add(cx->names, PyTuple_GET_ITEM(info, 2)) < 0)
+        goto done; /* share() allows what it froze */
+    if (ptrmap_put(&cx->memo, o, pf_writer_pos(cx->w)) < 0)
+        goto done;
+    if ((rc = pf_write_object_begin(cx->w, (uint64_t)n, &err)) < 0) {
+        enc_fail(cx, &err, rc);
+        goto done;
+    }
+    uint64_t prev; /* the shape: stored once, then REFs */
+    if (ptrmap_get(&cx->memo, shape, &prev)) {
+        rc = pf_write_ref(cx->w, prev, &err);
+        if (rc < 0) {
+            enc_fail(cx, &err, rc);
+            goto done;
+        }
+    } else {
+        const uint64_t spos = pf_writer_pos(cx->w);
+        if (encode(cx, shape, 0) < 0)
+            goto done;
+        if (!ptrmap_get(&cx->memo, shape, &prev) && ptrmap_put(&cx->memo, shape, spos) < 0)
+            goto done;
+    }
+    if (Py_EnterRecursiveCall(" while freezing an object"))
+        goto done;
+    i = 0;
+    ppos = 0;
+    r = 1;
+    while (PyDict_Next(dict, &ppos, &k, &val)) {
+        if (i++ >= n || PyDict_GET_SIZE(dict) != n) {
+            PyErr_SetString(PyExc_RuntimeError, "an object's __dict__ changed size during freeze");
+            r = -1;
+            break;
+        }
+        Py_INCREF(k);
+        Py_INCREF(val);
+        int e = encode(cx, val, 0);
+        if (e < 0)
+            enc_path(cx, ".%S", k);
+        Py_DECREF(k);
+        Py_DECREF(val);
+        if (e < 0) {
+            r = -1;
+            break;
+        }
+    }
+    if (r == 1 && i != n) {
+        PyErr_SetString(PyExc_RuntimeError, "an object's __dict__ changed size during freeze");
+        r = -1;
+    }
+    Py_LeaveRecursiveCall();
+done:
+    Py_XDECREF(shape);
+    Py_DECREF(dict);
+    return r;
+}
+
 /* A value with no built-in encoding: _objects.describe() says how it is
  * stored (R32-R34), or raises TypeError. */
 static int
@@ -3688,6 +3853,16 @@ encode_object(enc_ctx *cx, PyObject *o)
     }
     if (!st->obj_describe) {
         PyErr_SetString(PyExc_RuntimeError, "permafrost._objects is not loaded");
+        return -1;
+    }
+    PyObject *info = PyDict_GetItemWithError(st->plain_types, (PyObject *)Py_TYPE(o));
+    if (info) {
+        Py_INCREF(info);
+        int pr = encode_plain(cx, o, info);
+        Py_DECREF(info);
+        if (pr != 0)
+            return pr < 0 ? -1 : 0;
+    } else if (PyErr_Occurred()) {
         return -1;
     }
     PyObject *d = PyObject_CallFunctionObjArgs(st->obj_describe, o,
@@ -3737,8 +3912,14 @@ encode_object(enc_ctx *cx, PyObject *o)
             goto bad;
         PyObject *fields;
         if (kind == 1) {
-            if (dn != 3 || !PyTuple_CheckExact(PyTuple_GET_ITEM(d, 2)))
+            if ((dn != 3 && dn != 4) || !PyTuple_CheckExact(PyTuple_GET_ITEM(d, 2)))
                 goto bad;
+            /* (1, shape, values, (module, qualname)): every instance of
+             * this class is its __dict__: the next ones go by encode_plain */
+            PyObject *pinfo = dn == 4 ? PyTuple_GET_ITEM(d, 3) : NULL;
+            if (pinfo && PyTuple_CheckExact(pinfo) && PyTuple_GET_SIZE(pinfo) == 3 &&
+                PyDict_SetItem(st->plain_types, (PyObject *)Py_TYPE(o), pinfo) < 0)
+                goto leave;
             fields = Py_NewRef(PyTuple_GET_ITEM(d, 2));
         } else {
             fields = PyTuple_GetSlice(d, 2, dn);
@@ -5685,7 +5866,9 @@ module_exec(PyObject *module)
     if (!st->registry)
         return -1;
     st->empty_tuple = PyTuple_New(0);
-    if (!st->empty_tuple)
+    st->plain_types = PyDict_New();
+    st->plain_shapes = PyDict_New();
+    if (!st->empty_tuple || !st->plain_types || !st->plain_shapes)
         return -1;
     PyObject *ospath = PyImport_ImportModule("os.path");
     if (!ospath)
@@ -5747,6 +5930,8 @@ module_exec(PyObject *module)
     X(obj_array) \
     X(no_trust) \
     X(ObjectStateError) \
+    X(plain_types) \
+    X(plain_shapes) \
     X(empty_tuple)
 
 static int

@@ -326,7 +326,8 @@ def _describe_reduce(obj, tp):
             if attrs is not None:
                 ndict, names, values = attrs
                 return (D_OBJECT, _shape(K_ATTRS, module, qualname, ndict, names),
-                        values)
+                        values, _plain(cls) and (module, qualname,
+                                                 "%s:%s" % (module, qualname)))
         return (D_REDUCE, _shape(K_REDUCE, module, qualname), args, state)
     if isinstance(func, type) and func is tp:
         module, qualname = _class_name(func)
@@ -334,6 +335,30 @@ def _describe_reduce(obj, tp):
             return (D_CALL, _shape(K_CALL, module, qualname), args)
         return (D_CALL, _shape(K_CALL, module, qualname), args, state)
     raise _no_rule(tp, "it reduces through %r" % (func,))
+
+
+_STATE_DEFAULT = getattr(object, "__getstate__", None)
+
+
+def _plain(cls):
+    """Whether every instance of cls reduces to its ``__dict__`` and
+    nothing else (what the C encoder then reads itself, without calling
+    describe): object's own reduce and state, no slots, no copyreg entry."""
+    import copyreg
+    if cls in copyreg.dispatch_table:
+        return False
+    if cls.__reduce_ex__ is not object.__reduce_ex__ or \
+            cls.__reduce__ is not object.__reduce__:
+        return False
+    if getattr(cls, "__getstate__", None) is not _STATE_DEFAULT:
+        return False
+    for name in ("__getnewargs__", "__getnewargs_ex__", "__setstate__"):
+        if getattr(cls, name, None) is not None:
+            return False
+    for base in cls.__mro__[:-1]:
+        if "__slots__" in base.__dict__:
+            return False
+    return "__dict__" in dir(cls) or hasattr(cls, "__dict__")
 
 
 def _attrs_state(state):
@@ -376,7 +401,8 @@ def _describe_array(a, allow_pickle):
     fortran = a.ndim > 1 and a.flags.f_contiguous and not a.flags.c_contiguous
     data = np.asfortranarray(a).T if fortran else np.ascontiguousarray(a)
     header = (dt.str, tuple(int(n) for n in a.shape), fortran)
-    return (D_ARRAY, memoryview(data).cast("B"), header)
+    buf = memoryview(data.reshape(-1)).cast("B") if a.size else b""
+    return (D_ARRAY, buf, header)
 
 
 def make_array(image, header, offset, nbytes):

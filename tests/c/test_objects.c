@@ -1053,7 +1053,8 @@ static void test_cycles(void)
         CHECK(r.end > pf_image_root(img));
         pf_image_close(img);
         if (which < CY_OK) {
-            if (!verify_corrupt(&im, "(R18)")) {
+            /* a shape that holds the object breaks R32 first */
+            if (!verify_corrupt(&im, which == CY_TUPLE_OBJ_SHAPE ? "(R32)" : "(R18)")) {
                 fprintf(stderr, "    cycle %d\n", which);
                 CHECK(0);
             }
