@@ -1607,3 +1607,40 @@ def test_builder_flags_only_what_it_published(tmp_path):
     assert struct.unpack_from("<H", head, 10)[0] == 1
     assert struct.unpack_from("<Q", head, 16)[0] == 1
     assert pf.open(path, classes=[oh.Point])["a"] == oh.Point(1, 2)
+
+
+def test_buffer_of_bytes_and_arrays_is_zero_copy(tmp_path):
+    """buffer_of(view, key) is a read-only memoryview over the image's own
+    bytes (a bytes value, an array's data), and keeps the image mapped."""
+    path = tmp_path / "buf.pf"
+    blob = bytes(range(256)) * 40
+    value = {"blob": blob, "list": [b"", b"xy", 7]}
+    if np is not None:
+        value["arr"] = np.arange(12, dtype="<i4").reshape(3, 4)
+    pf.freeze(value, path)
+    root = pf.open(path)
+    m = pf.buffer_of(root, "blob")
+    assert m.readonly and m.tobytes() == blob and len(m) == len(blob)
+    with pytest.raises(TypeError):
+        m[0] = 1
+    assert pf.buffer_of(root["list"], 1).tobytes() == b"xy"
+    assert pf.buffer_of(root["list"], -2).tobytes() == b"xy"
+    assert pf.buffer_of(root["list"], 0).tobytes() == b""
+    if np is not None:
+        a = root["arr"]
+        assert pf.buffer_of(root, "arr").tobytes() == a.tobytes()
+        assert np.frombuffer(pf.buffer_of(root, "arr"), "<i4").sum() == 66
+    with pytest.raises(KeyError):
+        pf.buffer_of(root, "nope")
+    with pytest.raises(IndexError):
+        pf.buffer_of(root["list"], 3)
+    with pytest.raises(TypeError, match="not bytes"):
+        pf.buffer_of(root["list"], 2)
+    with pytest.raises(TypeError):
+        pf.buffer_of(blob, 0)
+    # the memoryview alone keeps the image mapped
+    image = pf.image_of(root)
+    del root, image
+    gc.collect()
+    assert m[:3].tobytes() == blob[:3]
+    m.release()

@@ -46,7 +46,7 @@ from ._objects import (
 
 __all__ = [
     "freeze", "open", "dumps", "loads", "thaw", "image_of", "Image", "Builder",
-    "share", "share_attributes", "cleanup", "verify", "set_limits", "memory_report", "MemoryReport", "ProcessMemory",
+    "share", "share_attributes", "buffer_of", "cleanup", "verify", "set_limits", "memory_report", "MemoryReport", "ProcessMemory",
     "ImageMapping", "ImageMemory",
     "DictView", "ListView", "SetView", "FrozenSetView",
     "Error", "CorruptImageError", "VersionError", "ClosedImageError",
@@ -165,6 +165,15 @@ def share(obj, *, allow_pickle=False):
     this raises ``SharedMemoryError`` (use ``freeze()`` to a file instead).
     """
     return _shm.share_image(obj, allow_pickle).root
+
+
+def buffer_of(view, key):
+    """A read-only ``memoryview`` over the bytes of ``view[key]`` inside the
+    image, with no copy: a ``bytes`` value, or a numpy array's data.
+    ``view`` is a dict view (``key`` a key) or a list view (``key`` an
+    index). The memoryview keeps the image mapped while it lives."""
+    image, offset, length = _binding._value_span(view, key)
+    return memoryview(image)[offset:offset + length]
 
 
 def share_attributes(obj, *, min_size=1000, allow_pickle=False):

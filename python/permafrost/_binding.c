@@ -5691,6 +5691,60 @@ mod_set_object_hooks(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* _value_span(view, key) -> (image, offset, length): where the bytes of
+ * view[key] lie in the image, for a bytes value or an array's data
+ * (permafrost.buffer_of makes the memoryview). */
+static PyObject *
+mod_value_span(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2 || !IS_VIEW(args[0]))
+        return PyErr_Format(PyExc_TypeError, "buffer_of(view, key) takes a dict or list "
+                            "view and a key or index");
+    ViewObject *vw = (ViewObject *)args[0];
+    ImageObject *im = vw->image;
+    if (image_check_open(im) < 0)
+        return NULL;
+    uint64_t vp = 0;
+    if (vw->v.type == PF_DICT) {
+        int r = view_lookup(vw, args[1], NULL, &vp);
+        if (r < 0)
+            return NULL;
+        if (r == 0) {
+            PyErr_SetObject(PyExc_KeyError, args[1]);
+            return NULL;
+        }
+    } else if (vw->v.type == PF_LIST) {
+        Py_ssize_t i = PyNumber_AsSsize_t(args[1], PyExc_IndexError);
+        if (i == -1 && PyErr_Occurred())
+            return NULL;
+        if (list_index(vw, i, &vp) < 0)
+            return NULL;
+    } else {
+        return PyErr_Format(PyExc_TypeError, "buffer_of() takes a dict or list view, not "
+                            "%.100s", Py_TYPE(vw)->tp_name);
+    }
+    pf_val v;
+    pf_error err;
+    int rc = pf_read(im->img, vp, &v, &err);
+    if (rc < 0)
+        return fail(im->st, &err, rc);
+    const uint8_t *data;
+    uint64_t n;
+    if (v.type == PF_BYTES) {
+        data = v.u.s.data;
+        n = v.u.s.len;
+    } else if (v.type == PF_ARRAY) {
+        data = v.u.arr.data;
+        n = v.u.arr.nbytes;
+    } else {
+        return PyErr_Format(PyExc_TypeError, "buffer_of(): the value at %R is not bytes "
+                            "or an array", args[1]);
+    }
+    return Py_BuildValue("(OKK)", (PyObject *)im, (unsigned long long)(data - im->base),
+                         (unsigned long long)n);
+}
+
 /* _from_buffer(buf, trust): Image.from_buffer, with a trust (unpickling). */
 static PyObject *
 mod_from_buffer(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -5776,6 +5830,7 @@ static PyMethodDef module_methods[] = {
     {"_set_object_hooks", (PyCFunction)mod_set_object_hooks, METH_VARARGS, NULL},
     {"_set_trust", (PyCFunction)(void (*)(void))mod_set_trust, METH_FASTCALL, NULL},
     {"_from_buffer", (PyCFunction)(void (*)(void))mod_from_buffer, METH_FASTCALL, NULL},
+    {"_value_span", (PyCFunction)(void (*)(void))mod_value_span, METH_FASTCALL, NULL},
     {"_limits", (PyCFunction)(void (*)(void))mod_limits, METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL}};
 
