@@ -812,6 +812,7 @@ int pf_builder_key_done(pf_builder *b, pf_error *err)
     r.start = PF_HEADER_LEN;
     r.end = PF_HEADER_LEN + len;
     r.seed = b->seed;
+    r.ext = 1;
     if ((rc = pf_key_extent(&r, PF_HEADER_LEN, &h, &next, err)) != PF_OK)
         return rc == PF_ECORRUPT ? pf_fail(err, PF_EINVAL, "the key is not "
                                            "one complete ival", 0) : rc;
@@ -1084,6 +1085,8 @@ static int read_key(pf_builder *b, const level *l, uint64_t off, uint64_t end,
         r.start = PF_HEADER_LEN;
         r.end = PF_HEADER_LEN + want;
         r.seed = b->seed;
+        r.ext = 1;
+    r.ext = 1;
         uint64_t next;
         pf_error e2;
         rc = pf_key_extent(&r, PF_HEADER_LEN, hash, &next, &e2);
@@ -1114,6 +1117,7 @@ static int keys_same(pf_builder *b, const uint8_t *ka, uint64_t la,
     r.start = PF_HEADER_LEN;
     r.end = PF_HEADER_LEN + la + lb;
     r.seed = b->seed;
+    r.ext = 1;
     int rc = pf_keys_equal(&r, PF_HEADER_LEN, PF_HEADER_LEN + la, eq, err);
     free(buf);
     return rc;

@@ -96,6 +96,7 @@ static int check_image(const uint8_t *base, uint64_t avail, int exact,
     img->r.seed = pf_ld64(base + PF_H_SEED);
     img->r.vtab = base + values_off;
     img->r.vcount = values_count;
+    img->r.ext = (pf_ld64(base + PF_H_INCOMPAT) & PF_INCOMPAT_EXT) != 0;
     img->size = size;
     img->root = root;
     memcpy(img->id, base + PF_H_ID, 16);

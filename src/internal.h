@@ -265,6 +265,7 @@ typedef struct pf_range {
     uint64_t seed;        /* hash_seed */
     const uint8_t *vtab;  /* VALUES table (R28): vcount u64 LE offsets */
     uint64_t vcount;
+    int ext;              /* extension values allowed (PF_INCOMPAT_EXT) */
 } pf_range;
 
 struct pf_image {

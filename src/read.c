@@ -149,6 +149,8 @@ static int decode_rare(const pf_range *r, uint64_t pos, unsigned t,
         }
         return skip_items(r, p + vl, n, &out->end, err);
     case PF_T_OBJECT:                                              /* R32 */
+        if (!r->ext)
+            goto no_ext;
         vl = pf_varint_get(base + p, avail, &n);
         if (!vl)
             return PF_CORRUPT(err, "bad varint (R13)", p);
@@ -163,6 +165,8 @@ static int decode_rare(const pf_range *r, uint64_t pos, unsigned t,
         }
         return skip_items(r, p + vl, n + 1, &out->end, err);
     case PF_T_PICKLE:                                              /* R33 */
+        if (!r->ext)
+            goto no_ext;
         vl = pf_varint_get(base + p, avail, &n);
         if (!vl)
             return PF_CORRUPT(err, "bad varint (R13)", p);
@@ -176,6 +180,8 @@ static int decode_rare(const pf_range *r, uint64_t pos, unsigned t,
         out->end = p + vl + n;
         return PF_OK;
     case PF_T_ARRAY: {                                             /* R34 */
+        if (!r->ext)
+            goto no_ext;
         vl = pf_varint_get(base + p, avail, &n);
         if (!vl)
             return PF_CORRUPT(err, "bad varint (R13)", p);
@@ -201,6 +207,9 @@ static int decode_rare(const pf_range *r, uint64_t pos, unsigned t,
     default:
         return PF_CORRUPT(err, "reserved type byte (R14)", pos);
     }
+no_ext: /* a 1.1 type in an image that did not announce it (R6, R14) */
+    return PF_CORRUPT(err, "extension value in an image without the "
+                      "incompat flag (R6, R14)", pos);
 }
 
 /* A list, dict, set or frozenset header (R19-R22); t is its type byte. */

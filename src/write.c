@@ -854,7 +854,7 @@ int pf_writer_hash_at(const pf_writer *w, uint64_t kp, uint64_t *hash,
         return PF_OK;
     }
     pf_range r = {w->buf, PF_HEADER_LEN, w->len, w->seed,
-                  w->pool_fn ? NULL : w->vtab, w->pool_fn ? 0 : w->vcount};
+                  w->pool_fn ? NULL : w->vtab, w->pool_fn ? 0 : w->vcount, 1};
     pf_error e2;
     int rc = pf_hash_range(&r, kp, hash, &e2);
     if (rc != PF_OK) {

@@ -27,6 +27,7 @@ prefixes)``, a plain tuple so that it hashes and pickles as it is.
 
 import importlib as _importlib
 import pickle as _pickle
+import re as _re
 import sys as _sys
 
 from . import _binding
@@ -414,6 +415,11 @@ def make_array(image, header, offset, nbytes):
             not isinstance(header[2], bool) or
             not all(type(n) is int and n >= 0 for n in header[1])):
         raise _binding.CorruptImageError("corrupt image: bad array header (R34)")
+    # Only what _describe_array writes (numpy parses much more than that,
+    # comma strings included, with its own errors).
+    if not _re.fullmatch(r"[<>|=][biufc][0-9]{1,2}", header[0]):
+        raise _binding.CorruptImageError("corrupt image: bad array dtype %r (R34)"
+                                         % (header[0],))
     try:
         dt = np.dtype(header[0])
     except TypeError:
