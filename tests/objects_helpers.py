@@ -320,12 +320,39 @@ class NewArgs:
         return (self.n,)
 
 
-@dataclasses.dataclass(slots=True)
+# What dataclass(slots=True) (3.10+) and weakref_slot=True (3.11+) make,
+# written out so that every supported Python has them.
 class SlotsPoint:
-    x: typing.Any
-    y: typing.Any = 0
+    __slots__ = ("x", "y")
+
+    def __init__(self, x, y=0):
+        self.x = x
+        self.y = y
+
+    def __eq__(self, other):
+        return type(other) is type(self) and (self.x, self.y) == (other.x, other.y)
+
+    __hash__ = None
+
+    def __repr__(self):
+        return "SlotsPoint(x=%r, y=%r)" % (self.x, self.y)
 
 
-@dataclasses.dataclass(slots=True, weakref_slot=True)
 class WeakSlotsPoint:
-    x: typing.Any
+    __slots__ = ("x", "__weakref__")
+
+    def __init__(self, x):
+        self.x = x
+
+    def __eq__(self, other):
+        return type(other) is type(self) and self.x == other.x
+
+    __hash__ = None
+
+    def __repr__(self):
+        return "WeakSlotsPoint(x=%r)" % (self.x,)
+
+
+def default_value():
+    """A default factory of a defaultdict (tests/test_objects.py)."""
+    return "default"

@@ -434,8 +434,6 @@ UNSUPPORTED = {
     "lambda": lambda: 0,
 }
 SUBCLASSES = {
-    "OrderedDict": collections.OrderedDict(a=1),
-    "defaultdict": collections.defaultdict(list),
     "MyList": MyList([1]),
     "MyDict": MyDict(a=1),
 }

@@ -157,6 +157,8 @@ typedef struct {
     ImageObject *image;
     pf_val v;             /* container header */
     Py_hash_t hash;       /* FrozenSetView: cached, -1 until computed */
+    PyObject *missing;    /* DictView of a defaultdict or a Counter (R32
+                             kind 6): called for a missing key, or NULL */
 } ViewObject;
 
 enum { IT_KEYS, IT_VALUES, IT_ITEMS, IT_LIST, IT_LIST_REV, IT_REC_REV };
@@ -883,7 +885,7 @@ shape_get(ImageObject *im, uint64_t spos)
     return r; /* the dict holds it */
 }
 
-enum { K_ATTRS = 1, K_REDUCE = 2, K_CALL = 3, K_GLOBAL = 4, K_SETSTATE = 5 };
+enum { K_ATTRS = 1, K_REDUCE = 2, K_CALL = 3, K_GLOBAL = 4, K_SETSTATE = 5, K_MAPPING = 6 };
 
 typedef struct obj_reader obj_reader;
 static PyObject *read_args(ImageObject *im, const obj_reader *rd, uint64_t obj,
@@ -1127,6 +1129,33 @@ build_object(ImageObject *im, const pf_val *v, const obj_reader *rd, uint64_t *e
             if (!r)
                 goto error;
             Py_DECREF(r);
+        }
+        break;
+    }
+    case K_MAPPING: {
+        /* OrderedDict, defaultdict, Counter: fields (the dict, the default
+         * factory). Read: a dict view that answers a missing key as
+         * __missing__ would (without storing it); thawed: the class. */
+        if (nfields != 2)
+            goto bad_fields;
+        const long mode = PyLong_AsLong(PyTuple_GET_ITEM(res, 3)); /* 0, 1 factory, 2 int */
+        if (!(f = rd->field(rd->ctx, p, &p)) || !(g = rd->field(rd->ctx, p, &p)))
+            goto error;
+        PyObject *missing = mode == 1 && g != Py_None ? g
+                          : mode == 2 ? (PyObject *)&PyLong_Type : NULL;
+        if (IS_VIEW(f) && ((ViewObject *)f)->v.type == PF_DICT) {
+            if (missing && !PyCallable_Check(missing)) {
+                obj_corrupt(im, "default factory is not callable (R32)", v->pos);
+                goto error;
+            }
+            Py_XSETREF(((ViewObject *)f)->missing, Py_XNewRef(missing));
+            obj = Py_NewRef(f);
+        } else if (PyDict_Check(f)) {
+            obj = mode == 1 ? PyObject_CallFunctionObjArgs(target, g, f, NULL)
+                            : PyObject_CallOneArg(target, f);
+        } else {
+            obj_corrupt(im, "mapping object without a dict (R32)", v->pos);
+            goto error;
         }
         break;
     }
@@ -2241,6 +2270,7 @@ make_view(ImageObject *im, const pf_val *v)
     vw->image = (ImageObject *)Py_NewRef(im);
     vw->v = *v;
     vw->hash = -1;
+    vw->missing = NULL;
     im->nviews++;
     PyObject_GC_Track(vw);
     return (PyObject *)vw;
@@ -2251,6 +2281,7 @@ View_traverse(ViewObject *vw, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(vw));
     Py_VISIT(vw->image);
+    Py_VISIT(vw->missing);
     return 0;
 }
 
@@ -2260,6 +2291,7 @@ View_dealloc(PyObject *self)
     ViewObject *vw = (ViewObject *)self;
     PyTypeObject *tp = Py_TYPE(vw);
     PyObject_GC_UnTrack(vw);
+    Py_CLEAR(vw->missing);
     ImageObject *im = vw->image;
     if (im) {
         if (--im->nviews == 0 && im->closed)
@@ -2474,6 +2506,9 @@ View_reduce(ViewObject *vw, PyObject *unused)
     ImageObject *im = vw->image;
     if (!im->img)
         return PyErr_Format(im->st->ClosedImageError, "the image is closed");
+    if (vw->missing)
+        return Py_BuildValue("O(OKiO)", im->st->view_at, (PyObject *)im,
+                             (unsigned long long)vw->v.pos, vw->v.type, vw->missing);
     return Py_BuildValue("O(OKi)", im->st->view_at, (PyObject *)im,
                          (unsigned long long)vw->v.pos, vw->v.type);
 }
@@ -2697,6 +2732,8 @@ Dict_subscript(ViewObject *vw, PyObject *key)
     if (r < 0)
         return NULL;
     if (r == 0) {
+        if (vw->missing) /* as defaultdict's __missing__, without storing */
+            return PyObject_CallNoArgs(vw->missing);
         PyErr_SetObject(PyExc_KeyError, key);
         return NULL;
     }
@@ -3904,7 +3941,7 @@ encode_object(enc_ctx *cx, PyObject *o)
             goto leave;
         }
         r = encode(cx, PyTuple_GET_ITEM(d, 2), 0);
-    } else if (kind >= 1 && kind <= 4) {
+    } else if ((kind >= 1 && kind <= 4) || kind == 7) {
         /* (kind, shape, fields...): 1 object: (values); 2 reduce: args,
          * state; 3 call: args; 4 global: none */
         PyObject *shape = PyTuple_GET_ITEM(d, 1);
@@ -5649,8 +5686,8 @@ static PyObject *
 mod_view_at(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     pf_state *st = PyModule_GetState(module);
-    if (nargs != 3 || Py_TYPE(args[0]) != st->Image_Type)
-        return PyErr_Format(PyExc_TypeError, "_view_at(image, pos, type)");
+    if ((nargs != 3 && nargs != 4) || Py_TYPE(args[0]) != st->Image_Type)
+        return PyErr_Format(PyExc_TypeError, "_view_at(image, pos, type[, missing])");
     ImageObject *im = (ImageObject *)args[0];
     if (image_check_open(im) < 0)
         return NULL;
@@ -5669,7 +5706,10 @@ mod_view_at(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         !(type == PF_DICT || type == PF_LIST || type == PF_SET || type == PF_FROZENSET))
         return PyErr_Format(st->CorruptImageError,
                             "no container of the pickled type at offset %llu", pos);
-    return make_view(im, &v);
+    PyObject *r = make_view(im, &v);
+    if (r && nargs == 4 && args[3] != Py_None && type == PF_DICT)
+        ((ViewObject *)r)->missing = Py_NewRef(args[3]);
+    return r;
 }
 
 /* _set_object_hooks(describe, resolve, setstate, unpickle, make_array,

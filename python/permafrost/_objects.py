@@ -33,8 +33,8 @@ import sys as _sys
 from . import _binding
 from ._binding import Error
 
-K_ATTRS, K_REDUCE, K_CALL, K_GLOBAL, K_SETSTATE = 1, 2, 3, 4, 5
-D_OBJECT, D_REDUCE, D_CALL, D_GLOBAL, D_PICKLE, D_ARRAY = 1, 2, 3, 4, 5, 6
+K_ATTRS, K_REDUCE, K_CALL, K_GLOBAL, K_SETSTATE, K_MAPPING = 1, 2, 3, 4, 5, 6
+D_OBJECT, D_REDUCE, D_CALL, D_GLOBAL, D_PICKLE, D_ARRAY, D_MAPPING = 1, 2, 3, 4, 5, 6, 7
 
 NO_TRUST = (False, False, frozenset(), ())
 
@@ -46,7 +46,21 @@ _SAFE = frozenset({
     "datetime:timedelta", "datetime:timezone",
     "decimal:Decimal", "fractions:Fraction", "uuid:UUID",
     "uuid:SafeUUID",
+    "collections:OrderedDict", "collections:defaultdict", "collections:Counter",
+    # default factories of defaultdicts, called on a missing key
+    "builtins:list", "builtins:dict", "builtins:set", "builtins:int",
+    "builtins:float", "builtins:str", "builtins:tuple", "builtins:frozenset",
+    "builtins:bool", "builtins:bytes",
 })
+
+# Mappings read back as dict views that answer a missing key as the class
+# does: (class, how) with how 0 (KeyError), 1 (the stored default factory),
+# 2 (int: 0, Counter's).
+_MAPPINGS = {
+    ("collections", "OrderedDict"): 0,
+    ("collections", "defaultdict"): 1,
+    ("collections", "Counter"): 2,
+}
 
 
 class ClassNotAllowedError(Error):
@@ -158,7 +172,7 @@ def resolve(trust, shape):
         raise _binding.CorruptImageError("corrupt image: bad object shape %r (R32)"
                                          % (shape,))
     kind, module, qualname = shape[0], shape[1], shape[2]
-    if kind not in (K_ATTRS, K_REDUCE, K_CALL, K_GLOBAL):
+    if kind not in (K_ATTRS, K_REDUCE, K_CALL, K_GLOBAL, K_MAPPING):
         raise _binding.CorruptImageError("corrupt image: unknown object kind %r (R32)"
                                          % (kind,))
     if not _allowed(trust, module, qualname):
@@ -176,6 +190,12 @@ def resolve(trust, shape):
         ) from None
     if kind == K_GLOBAL:
         return (kind, target, (), 0, b"")
+    if kind == K_MAPPING:
+        how = _MAPPINGS.get((module, qualname))
+        if how is None:
+            raise _binding.CorruptImageError(
+                "corrupt image: %s.%s is not a mapping class (R32)" % (module, qualname))
+        return (kind, target, (), how, b"")
     if not isinstance(target, type):
         raise _binding.CorruptImageError(
             "corrupt image: %s.%s is not a class (R32)" % (module, qualname))
@@ -214,6 +234,13 @@ def setstate(obj, state):
     fn = getattr(obj, "__setstate__", None)
     if fn is not None:
         fn(state)
+        # Some __setstate__ take any object for the instance dict
+        # (functools.partial's): a damaged image must not leave one that
+        # fails later, at an attribute access.
+        d = getattr(obj, "__dict__", None)
+        if d is not None and not isinstance(d, dict):
+            raise TypeError("__setstate__ left a %s as the instance __dict__"
+                            % type(d).__name__)
         return
     slots = None
     if isinstance(state, tuple) and len(state) == 2:
@@ -277,6 +304,11 @@ def describe(obj, allow_pickle):
                 raise
         else:
             return (D_GLOBAL, _shape(K_GLOBAL, module, qualname))
+    if (tp.__module__, tp.__qualname__) in _MAPPINGS and \
+            _lookup(tp.__module__, tp.__qualname__) is tp:
+        factory = getattr(obj, "default_factory", None)
+        return (D_MAPPING, _shape(K_MAPPING, tp.__module__, tp.__qualname__),
+                dict(obj), factory)
     try:
         return _describe_reduce(obj, tp)
     except TypeError:
