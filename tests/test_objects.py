@@ -626,11 +626,21 @@ def test_trie_read_by_threads(trie_image):
     def work(k):
         results[k] = [oh.trie_answers(frozen, w) for w in sample[k::4]]
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    # Switch threads as often as possible, and collect garbage often (a
+    # collection runs Python code, where the GIL may pass to another thread
+    # while a node is being built): no thread may see a half-built node.
+    interval, thresholds = sys.getswitchinterval(), gc.get_threshold()
+    sys.setswitchinterval(1e-6)
+    gc.set_threshold(10)
+    try:
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+        gc.set_threshold(*thresholds)
     for k in range(4):
         assert results[k] == expected[k::4]
 

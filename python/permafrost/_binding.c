@@ -260,6 +260,12 @@ typedef struct {
     PyObject *memo;       /* offset -> tuple, for tuples reached by REF */
     uint64_t tuple_end;   /* set by decode_val: where the last tuple ended */
     uint64_t stack[64];   /* tuples being decoded (R18), first 64 levels */
+    /* Objects being built by this decode (their fields are being read):
+     * found here by a cycle, and entered in the image's shared table only
+     * once complete, so another thread never sees one half built. */
+    uint64_t opos[32];
+    PyObject *oobj[32];   /* borrowed: build_object holds them */
+    unsigned on;
 } dec_ctx;
 
 static PyObject *
@@ -1260,9 +1266,14 @@ static int
 dec_keep(void *ctx, uint64_t pos, PyObject *o)
 {
     dec_ctx *cx = (dec_ctx *)ctx;
-    if (PyType_SUPPORTS_WEAKREFS(Py_TYPE(o)))
-        return ocache_put(cx->im, pos, o);
-    /* no weak reference: remembered for this decode only (cycles) */
+    if (PyType_SUPPORTS_WEAKREFS(Py_TYPE(o)) && cx->on < 32) {
+        cx->opos[cx->on] = pos;
+        cx->oobj[cx->on] = o;
+        cx->on++;
+        return 0;
+    }
+    /* no weak reference (or built 32 deep): remembered for this decode
+     * only (cycles) */
     if (!cx->memo && !(cx->memo = PyDict_New()))
         return -1;
     PyObject *k = PyLong_FromUnsignedLongLong(pos);
@@ -1289,7 +1300,14 @@ decode_ext(dec_ctx *cx, const pf_val *v)
         cx->tuple_end = end;
         return r;
     }
-    PyObject *o = ocache_get(im, v->pos);
+    PyObject *o = NULL;
+    for (unsigned i = cx->on; i-- > 0;)
+        if (cx->opos[i] == v->pos) {
+            o = Py_NewRef(cx->oobj[i]);
+            break;
+        }
+    if (!o)
+        o = ocache_get(im, v->pos);
     if (!o && cx->memo) {
         PyObject *k = PyLong_FromUnsignedLongLong(v->pos);
         if (!k)
@@ -1313,7 +1331,12 @@ decode_ext(dec_ctx *cx, const pf_val *v)
         cx->tuple_end = full.end;
         return o;
     }
+    const unsigned on = cx->on;
     o = build_object(im, v, &rd, &end);
+    cx->on = on; /* built (or failed): out of the stack ... */
+    /* ... and, complete, into the image's table (weak) */
+    if (o && PyType_SUPPORTS_WEAKREFS(Py_TYPE(o)) && ocache_put(im, v->pos, o) < 0)
+        Py_CLEAR(o);
     cx->tuple_end = end;
     return o;
 }
@@ -1356,6 +1379,7 @@ decode(ImageObject *im, uint64_t pos)
     cx.im = im;
     cx.depth = 0;
     cx.memo = NULL;
+    cx.on = 0;
     PyObject *r = decode_at(&cx, pos, NULL);
     Py_XDECREF(cx.memo);
     return r;
@@ -1661,6 +1685,7 @@ key_equal(match_ctx *mc, const pf_val *vp, uint64_t key_pos)
     cx.im = mc->im;
     cx.depth = 0;
     cx.memo = NULL;
+    cx.on = 0;
     PyObject *stored = decode_val(&cx, &v, v.pos != key_pos);
     Py_XDECREF(cx.memo);
     if (!stored)
@@ -5227,6 +5252,7 @@ thaw_at(thaw_ctx *tx, uint64_t pos, uint64_t *next)
     cx.im = im;
     cx.depth = 0;
     cx.memo = NULL;
+    cx.on = 0;
     PyObject *r = decode_val(&cx, &v, 0); /* a scalar: no memo needed */
     Py_XDECREF(cx.memo);
     return r;
