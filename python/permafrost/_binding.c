@@ -141,6 +141,8 @@ typedef struct {
     struct obj_slot *ocache; /* offset -> weakref to the live instance */
     size_t ocap, oused;
     int in_shape;         /* a shape is being decoded (shape_get) */
+    uint64_t shape_pos[16];  /* the last resolved shapes, direct-mapped: */
+    PyObject *shape_res[16]; /* borrowed from `shapes` (never shrinks) */
     uint64_t args_of[64]; /* objects whose arguments are being read */
     unsigned nargs_of;
 } ImageObject;
@@ -843,6 +845,9 @@ static PyObject *
 shape_get(ImageObject *im, uint64_t spos)
 {
     pf_state *st = im->st;
+    const unsigned slot = (unsigned)((spos * 0x9E3779B97F4A7C15ull) >> 60);
+    if (im->shape_res[slot] && im->shape_pos[slot] == spos && im->shapes)
+        return im->shape_res[slot];
     if (!st->obj_resolve)
         return PyErr_Format(PyExc_RuntimeError, "permafrost._objects is not loaded");
     if (!im->shapes && !(im->shapes = PyDict_New()))
@@ -853,6 +858,10 @@ shape_get(ImageObject *im, uint64_t spos)
     PyObject *r = PyDict_GetItemWithError(im->shapes, key);
     if (r || PyErr_Occurred()) {
         Py_DECREF(key);
+        if (r) {
+            im->shape_pos[slot] = spos;
+            im->shape_res[slot] = r;
+        }
         return r;
     }
     /* A shape holds ints and strs (R32): an object inside one, which a
@@ -888,6 +897,8 @@ shape_get(ImageObject *im, uint64_t spos)
     }
     Py_DECREF(key);
     Py_DECREF(r);
+    im->shape_pos[slot] = spos;
+    im->shape_res[slot] = r;
     return r; /* the dict holds it */
 }
 
@@ -1013,7 +1024,11 @@ build_object(ImageObject *im, const pf_val *v, const obj_reader *rd, uint64_t *e
     pf_state *st = im->st;
     pf_val sv;
     pf_error err;
-    int rc = pf_read(im->img, v->u.tup.first, &sv, &err);
+    /* The shape: after the first object of a class, a REF (one step, its
+     * end known); written here, walked to find where the fields start. */
+    int rc = pf_read_ex(im->img, v->u.tup.first, PF_READ_SHALLOW, &sv, &err);
+    if (rc == PF_OK && sv.type == PF_TUPLE && sv.next == 0)
+        rc = pf_read(im->img, v->u.tup.first, &sv, &err);
     if (rc < 0)
         return fail(st, &err, rc);
     if (sv.type != PF_TUPLE)
@@ -1755,6 +1770,7 @@ image_alloc(pf_state *st, PyObject *module)
     im->ocap = im->oused = 0;
     im->in_shape = 0;
     im->nargs_of = 0;
+    memset(im->shape_res, 0, sizeof im->shape_res);
     PyObject_GC_Track(im);
     return im;
 }
@@ -1802,6 +1818,7 @@ image_release(ImageObject *im)
     sref_cache_clear(im);
     ocache_clear(im);
     Py_CLEAR(im->shapes);
+    memset(im->shape_res, 0, sizeof im->shape_res); /* borrowed from it */
     if (im->img) {
         pf_image_close(im->img);
         im->img = NULL;
@@ -1940,6 +1957,7 @@ Image_clear(ImageObject *im)
     Py_CLEAR(im->path);
     Py_CLEAR(im->root_tuple);
     Py_CLEAR(im->shapes);
+    memset(im->shape_res, 0, sizeof im->shape_res); /* borrowed from it */
     return 0;
 }
 
@@ -5836,6 +5854,7 @@ mod_set_trust(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     ImageObject *im = (ImageObject *)args[0];
     Py_SETREF(im->trust, Py_NewRef(args[1]));
     Py_CLEAR(im->shapes);
+    memset(im->shape_res, 0, sizeof im->shape_res); /* borrowed from it */
     Py_RETURN_NONE;
 }
 
