@@ -1695,3 +1695,16 @@ def test_mappings_read_as_views_that_answer_missing_keys(tmp_path):
         pf.loads(data)
     u = pf.loads(data, classes=[oh.default_value])
     assert u["k"] == 1 and u["x"] == "default"
+
+
+def test_cli_info_of_an_object_root_imports_nothing(tmp_path):
+    """`python -m permafrost info` describes an image whose root is an
+    object without importing its class, and verifies it."""
+    path = tmp_path / "obj.pf"
+    pf.freeze(oh.Point(1, [2]), path)
+    proc = subprocess.run([sys.executable, "-m", "permafrost", "info", "--verify", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "root              object" in proc.stdout
+    assert "objects_helpers.Point" in proc.stdout and "verify            OK" in proc.stdout
+    assert "format version    1.1" in proc.stdout

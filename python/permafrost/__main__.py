@@ -149,6 +149,11 @@ def _gather(path, verify):
             header, sections = parsed
             try:
                 root = _root_summary(image.root)
+            except (permafrost.ClassNotAllowedError, permafrost.ClassNotFoundError,
+                    permafrost.PickleNotAllowedError) as e:
+                # An object (or pickle) root: info imports nothing, and says
+                # what the root would need.
+                root = {"type": "object", "entries": None, "note": _message(e)}
             except (permafrost.Error, ValueError) as e:
                 raise _InfoError(_message(e)) from None
             values = [s for s in sections if s["kind"] == 2]
@@ -199,7 +204,8 @@ def _print_info(info):
         print(f"  {name:<8} offset {s['offset']:>12,}  length {s['length']:>14,}  {check}{req}")
     r = info["root"]
     entries = f", {r['entries']:,} entries" if r["entries"] is not None else ""
-    print(f"root              {r['type']}{entries}")
+    note = f" ({r['note']})" if r.get("note") else ""
+    print(f"root              {r['type']}{entries}{note}")
     print(f"repeated strings  {info['repeated_strings']:,} (VALUES table entries)")
     v = info.get("verify")
     if v is not None:
