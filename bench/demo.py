@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""permafrost demo: one big lookup table, a pool of processes, one copy in RAM.
+"""permafrost demo: one big lookup table, a pool of processes, one copy in RAM;
+then the whole pipeline of callable classes, shared with permafrost.share().
 
 The user's situation (docs/BENCHMARKS.md): a pipeline stage holds a huge
 pure-Python lookup dict and must run in a pool of processes. This script
@@ -17,6 +18,11 @@ While the workers are still alive (after each has touched every entry) it
 reads their memory from /proc (PSS: shared pages divided among the processes
 that map them), and prints both runs side by side. Both runs must return the
 same checksums.
+
+Part 2 runs the user's whole pipeline (bench/pipeline_demo.py): a Pipeline
+of callable classes, a table stage and a pure-Python Trie of Node objects,
+once pickled into each worker and once as ``permafrost.share(pipeline)``,
+whose workers run the same classes' code on the one shared image.
 
     python bench/demo.py [--size 2000000] [--workers 2]
 """
@@ -98,6 +104,64 @@ def run_pool(stage, input_path, workers, batch_len, image_path=None):
     }
 
 
+def pipeline_part(permafrost, table, tmp, args):
+    """Part 2: the whole pipeline of callables (a table stage and a trie of
+    Node objects), pickled into each worker, then shared with
+    permafrost.share(pipeline). Prints a table; returns its rows, or None
+    if the results differ."""
+    fmt_b = benchutil.fmt_bytes
+    n_words = min(len(table), args.trie_words)
+    words = list(table)[:n_words]
+    t = time.perf_counter()
+    pipeline = pipeline_demo.Pipeline(pipeline_demo.Enrich(table),
+                                      pipeline_demo.TrieMatch(pipeline_demo.Trie(words)))
+    build_s = time.perf_counter() - t
+    input_path = os.path.join(tmp, "input2.txt")
+    write_input(input_path, words, args.seed + 2)
+    print()
+    print("part 2: the whole pipeline as classes (a table stage and a pure-Python "
+          "trie of %s words, built in %.1f s), %d spawn workers"
+          % (format(n_words, ","), build_s, args.workers))
+    plain_sent = len(pickle.dumps(pipeline))
+    print("  run 3: the pipeline pickled into each worker ...")
+    plain = run_pool(pipeline, input_path, args.workers, args.batch)
+    t = time.perf_counter()
+    shared = permafrost.share(pipeline)      # one image: the stages, the table, the trie
+    share_s = time.perf_counter() - t
+    shared_sent = len(pickle.dumps(shared))
+    print("  run 4: permafrost.share(pipeline) (%.1f s): an instance of %s whose "
+          "stages read the one shared image ..." % (share_s, type(shared).__name__))
+    pf = run_pool(shared, input_path, args.workers, args.batch)
+    del shared
+    gc.collect()
+    ok = plain["checksums"] == pf["checksums"] and len(set(pf["checksums"])) == 1
+    rows = []
+    if plain["pss"] is not None:
+        rows.append(["workers' PSS, total", fmt_b(plain["pss"]), fmt_b(pf["pss"]),
+                     "%.2fx" % (pf["pss"] / plain["pss"])])
+    rows += [
+        ["wall time, pool start to all results", "%.2f s" % plain["wall"],
+         "%.2f s" % pf["wall"], "%.2fx" % (pf["wall"] / plain["wall"])],
+        ["pipeline pickled to each worker", fmt_b(plain_sent), fmt_b(shared_sent),
+         "1/%s" % format(round(plain_sent / max(shared_sent, 1)), ",")],
+        ["checksums (%d workers)" % args.workers, "%016x" % plain["checksums"][0],
+         "%016x" % pf["checksums"][0], "match" if ok else "MISMATCH"],
+    ]
+    print()
+    print(benchutil.markdown_table(
+        ["", "pipeline pickled", "share(pipeline)", "shared / pickled"], rows))
+    if not ok:
+        print("FAILED: the pipeline's results differ: %r / %r"
+              % (plain["checksums"], pf["checksums"]))
+        return None
+    if plain["pss"] is not None:
+        print("Part 2: the same classes ran unchanged in the workers on one shared "
+              "copy: %s of memory in total instead of %s (%s)."
+              % (fmt_b(pf["pss"]), fmt_b(plain["pss"]),
+                 _times(plain["pss"], pf["pss"], "less", "more")))
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description="permafrost demo: a lookup table shared by a spawn pool")
@@ -108,6 +172,8 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=10_000,
                         help="input records per call of the stage")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--trie-words", type=int, default=50_000,
+                        help="words in part 2's trie (default 50000)")
     parser.add_argument("--tmpdir", default=None,
                         help="where to put the image and the input file")
     args = parser.parse_args(argv)
@@ -216,6 +282,8 @@ def main(argv=None):
             print("Conclusion: %d workers sharing one frozen image finished in %.2f s "
                   "instead of %.2f s with %d pickled copies; same results."
                   % (w, pf["wall"], plain["wall"], w))
+        if pipeline_part(permafrost, table, tmp, args) is None:
+            return 1
         return 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
