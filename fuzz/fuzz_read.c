@@ -149,7 +149,7 @@ static int visit(fz_walker *fw, uint64_t pos, int depth, uint64_t *next)
                     (unsigned long long)v.pos, (unsigned long long)v.next);
         if (seen_before(fw, v.pos))
             return PF_OK;
-    } else if (v.type != PF_TUPLE) {
+    } else if (v.type != PF_TUPLE && v.type != PF_OBJECT && v.type != PF_ARRAY) {
         *next = v.next;
         if (v.next <= pos || v.next != v.end)
             FZ_FAIL("ival at %llu: next %llu end %llu", (unsigned long long)pos,
@@ -162,13 +162,18 @@ static int visit(fz_walker *fw, uint64_t pos, int depth, uint64_t *next)
         touch(fw, v.u.s.data, v.u.s.len * (uint64_t)v.u.s.width);
         break;
     case PF_BYTES:
+    case PF_PICKLE:
         touch(fw, v.u.s.data, v.u.s.len);
         break;
     case PF_BIGINT:
         touch(fw, v.u.big.data, v.u.big.n);
         break;
+    case PF_ARRAY:                     /* the data, then the header (R34) */
+    case PF_OBJECT:                    /* the shape and the fields (R32) */
     case PF_TUPLE: {
         uint64_t end;
+        if (v.type == PF_ARRAY)
+            touch(fw, v.u.arr.data, v.u.arr.nbytes);
         if ((rc = visit_tuple(fw, &v, depth, &end)) != PF_OK)
             return rc;
         if (!via_ref)
@@ -177,7 +182,7 @@ static int visit(fz_walker *fw, uint64_t pos, int depth, uint64_t *next)
          * end where the item-by-item walk ended. */
         pf_val full;
         if (pf_read(img, v.pos, &full, &e) == PF_OK && full.end != end)
-            FZ_FAIL("tuple at %llu: pf_read end %llu, items end %llu",
+            FZ_FAIL("tuple, object or array at %llu: pf_read end %llu, items end %llu",
                     (unsigned long long)v.pos, (unsigned long long)full.end,
                     (unsigned long long)end);
         break;

@@ -536,10 +536,19 @@ def test_deep_chains_of_objects():
     finally:
         sys.setrecursionlimit(limit)
     view = pf.loads(data, classes=[oh])
-    with pytest.raises(RecursionError):
-        view[0]
-    with pytest.raises(RecursionError):
-        pf.thaw(view)
+    # Reading builds the chain eagerly: past the recursion limit that is a
+    # RecursionError; Python 3.13 bounds C recursion by the stack instead,
+    # and the whole chain is read, correctly.
+    for read in (lambda: view[0], lambda: pf.thaw(view)[0]):
+        try:
+            node = read()
+        except RecursionError:
+            continue
+        n = 0
+        while node is not None:
+            assert type(node) is oh.Plain and node.a == 4999 - n
+            node, n = node.b, n + 1
+        assert n == 5000
     pf.verify(pf.Image.from_buffer(data))
 
 

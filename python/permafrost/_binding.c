@@ -28,6 +28,12 @@ Py_NewRef(PyObject *o)
     return o;
 }
 #define Py_NewRef(o) Py_NewRef((PyObject *)(o))
+static inline PyObject *
+Py_XNewRef(PyObject *o)
+{
+    Py_XINCREF(o);
+    return o;
+}
 #endif
 
 #ifndef Py_TPFLAGS_DISALLOW_INSTANTIATION
