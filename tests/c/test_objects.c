@@ -15,6 +15,7 @@
 #include "check.h"
 #include "permafrost.h"
 #include "tmpdir.h"
+#include "walk.h"
 
 typedef struct image {
     uint8_t *buf;
@@ -1082,117 +1083,6 @@ static void test_cycles(void)
 
 /* ------------------------------------------------------------------ damage */
 
-/* Walks everything reachable from pos, extension values included, and
- * touches every byte a value points at (for ASan). A REF'd tuple,
- * container, object or array is walked where it is written. */
-typedef struct xwalk_state {
-    long budget;
-    uint64_t touched;
-} xwalk_state;
-
-static void touch(xwalk_state *ws, const uint8_t *p, uint64_t n)
-{
-    for (uint64_t i = 0; i < n; i++)
-        ws->touched += p[i];
-}
-
-static int match_pos(void *ctx, const pf_image *img, uint64_t key_pos,
-                     uint64_t *key_end)
-{
-    (void)img;
-    (void)key_end;
-    return key_pos == *(const uint64_t *)ctx;
-}
-
-static int xwalk(const pf_image *img, uint64_t pos, int depth, xwalk_state *ws)
-{
-    pf_val v, raw, s;
-    pf_error e;
-    int rc;
-    if (ws->budget <= 0)
-        return PF_OK;
-    ws->budget--;
-    if (depth > 60)
-        return PF_ELIMIT;
-    if ((rc = pf_read_raw(img, pos, &raw, &e)) != PF_OK)
-        return rc;
-    if ((rc = pf_read(img, pos, &v, &e)) != PF_OK)
-        return rc;
-    /* a shallow read reads the same value */
-    if ((rc = pf_read_ex(img, pos, PF_READ_SHALLOW, &s, &e)) != PF_OK)
-        return rc;
-    if (s.type != v.type || s.pos != v.pos)
-        return -100;
-    const int seq = v.type == PF_TUPLE || v.type == PF_OBJECT ||
-                    v.type == PF_ARRAY;
-    const int cont = v.type >= PF_LIST && v.type <= PF_FROZENSET;
-    if (raw.type == PF_REF_RAW && (seq || cont))
-        return PF_OK;
-    switch (v.type) {
-    case PF_STR:
-        touch(ws, v.u.s.data, v.u.s.len * (uint64_t)v.u.s.width);
-        break;
-    case PF_BYTES:
-    case PF_PICKLE:
-        touch(ws, v.u.s.data, v.u.s.len);
-        break;
-    case PF_BIGINT:
-        touch(ws, v.u.big.data, v.u.big.n);
-        break;
-    case PF_ARRAY: /* its data, then its header */
-    case PF_TUPLE:
-    case PF_OBJECT: {
-        if (v.type == PF_ARRAY)
-            touch(ws, v.u.arr.data, v.u.arr.nbytes);
-        uint64_t cur = v.u.tup.first;
-        for (uint64_t i = 0; i < v.u.tup.count && ws->budget > 0; i++) {
-            pf_val iv;
-            if ((rc = pf_read(img, cur, &iv, &e)) != PF_OK)
-                return rc;
-            if ((rc = xwalk(img, cur, depth + 1, ws)) != PF_OK)
-                return rc;
-            cur = iv.next;
-        }
-        break;
-    }
-    case PF_LIST:
-        for (uint64_t i = 0; i < v.u.c.count && ws->budget > 0; i++) {
-            uint64_t ip;
-            if ((rc = pf_list_item(img, &v, i, &ip, &e)) != PF_OK)
-                return rc;
-            if ((rc = xwalk(img, ip, depth + 1, ws)) != PF_OK)
-                return rc;
-        }
-        break;
-    case PF_DICT:
-    case PF_SET:
-    case PF_FROZENSET: {
-        uint64_t cursor = 0, kp, vp;
-        while (ws->budget > 0 &&
-               (rc = pf_record_next(img, &v, &cursor, &kp, &vp, &e)) == 1) {
-            if ((rc = xwalk(img, kp, depth + 1, ws)) != PF_OK)
-                return rc;
-            if (v.type == PF_DICT && (rc = xwalk(img, vp, depth + 1, ws)) != PF_OK)
-                return rc;
-            uint64_t h, fk, fv;
-            rc = pf_hash_at(img, kp, &h, &e);
-            if (rc == PF_ETYPE) /* an extension value made a key: skip it */
-                continue;
-            if (rc != PF_OK)
-                return rc;
-            if ((rc = pf_find(img, &v, h, match_pos, &kp, &fk, &fv, &e)) < 0)
-                return rc;
-        }
-        if (rc < 0)
-            return rc;
-        break;
-    }
-    default:
-        break;
-    }
-    return PF_OK;
-}
-
 static long variants, verified, outcome[16];
 
 static int clean_rc(int rc)
@@ -1214,8 +1104,8 @@ static int open_walk(const uint8_t *b, uint64_t len)
     int rc = pf_image_open_buffer(b, len, &img, &e);
     if (rc != PF_OK)
         return clean_rc(rc) && rc < 0 && e.msg && e.code == rc;
-    xwalk_state ws = {20000, 0};
-    int wrc = xwalk(img, pf_image_root(img), 0, &ws);
+    walk_state ws = {0, 20000, 60, 0, 0};
+    int wrc = walk(img, pf_image_root(img), 0, &ws);
     pf_image_close(img);
     if (!clean_rc(wrc)) {
         fprintf(stderr, "    unclean walk result %d\n", wrc);
@@ -1248,8 +1138,8 @@ static int open_walk(const uint8_t *b, uint64_t len)
                 /* what verifies must walk: walk the very bytes again */
                 pf_image *again;
                 REQUIRE(pf_image_open_buffer(scratch, len, &again, NULL) == PF_OK);
-                xwalk_state w2 = {20000, 0};
-                int rc2 = xwalk(again, pf_image_root(again), 0, &w2);
+                walk_state w2 = {0, 20000, 60, 0, 0};
+                int rc2 = walk(again, pf_image_root(again), 0, &w2);
                 pf_image_close(again);
                 if (rc2 != PF_OK && rc2 != PF_ELIMIT) {
                     fprintf(stderr, "    verified, but the walk found %d\n", rc2);

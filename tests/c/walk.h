@@ -1,9 +1,10 @@
 /*
  * walk.h -- a bounded walk over everything reachable from an ival, used by
  * test_roundtrip.c (strict: every key must be found again through the slot
- * table at its own record) and test_corrupt.c (any image: the walk must end
- * with PF_OK or a clean error, never a crash). Touches every byte a decoded
- * value points at, so that ASan sees any out-of-range pointer.
+ * table at its own record), test_corrupt.c and test_objects.c (any image:
+ * the walk must end with PF_OK or a clean error, never a crash). Touches
+ * every byte a decoded value points at, so that ASan sees any out-of-range
+ * pointer. Walks the extension values of format 1.1 too (R32-R34).
  */
 #ifndef PF_WALK_H
 #define PF_WALK_H
@@ -37,7 +38,7 @@ static void walk_touch(walk_state *ws, const uint8_t *p, uint64_t n)
 
 static int walk(const pf_image *img, uint64_t pos, int depth, walk_state *ws)
 {
-    pf_val v, raw;
+    pf_val v, raw, s;
     pf_error e;
     int rc;
     if (ws->budget <= 0)
@@ -50,10 +51,16 @@ static int walk(const pf_image *img, uint64_t pos, int depth, walk_state *ws)
         return rc;
     if ((rc = pf_read(img, pos, &v, &e)) != PF_OK)
         return rc;
-    /* A REF'd tuple or container is walked where it is written: following
-     * it again could loop (a tuple holding a list that refers back to the
-     * tuple is a valid cycle, R18). pf_read above has decoded it. */
-    if (raw.type == PF_REF_RAW && v.type >= PF_TUPLE && v.type <= PF_FROZENSET)
+    /* a shallow read reads the same value */
+    if ((rc = pf_read_ex(img, pos, PF_READ_SHALLOW, &s, &e)) != PF_OK)
+        return rc;
+    if (s.type != v.type || s.pos != v.pos)
+        return -100;
+    /* A REF'd tuple, container, object or array is walked where it is
+     * written: following it again could loop (a tuple holding a list that
+     * refers back to the tuple is a valid cycle, R18; objects may be in
+     * cycles, R32). pf_read above has decoded it. */
+    if (raw.type == PF_REF_RAW && v.type >= PF_TUPLE && v.type != PF_PICKLE)
         return PF_OK;
     switch (v.type) {
     case PF_STR:
@@ -69,12 +76,17 @@ static int walk(const pf_image *img, uint64_t pos, int depth, walk_state *ws)
                 if (v.u.s.data[i] >= 0x80) return -100;
         break;
     case PF_BYTES:
+    case PF_PICKLE:
         walk_touch(ws, v.u.s.data, v.u.s.len);
         break;
     case PF_BIGINT:
         walk_touch(ws, v.u.big.data, v.u.big.n);
         break;
-    case PF_TUPLE: {
+    case PF_ARRAY: /* its data, then its header */
+    case PF_TUPLE:
+    case PF_OBJECT: { /* its shape, then its fields */
+        if (v.type == PF_ARRAY)
+            walk_touch(ws, v.u.arr.data, v.u.arr.nbytes);
         uint64_t cur = v.u.tup.first;
         for (uint64_t i = 0; i < v.u.tup.count && ws->budget > 0; i++) {
             pf_val iv;
