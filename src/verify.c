@@ -68,7 +68,6 @@ typedef struct vctx {
     uint64_t depth, cap;
     pf_verify_stats *st;
     pf_error *err;
-    uint64_t img_incompat; /* the header's incompat_flags */
 } vctx;
 
 static int seen_test_set(vctx *v, uint64_t pos)
@@ -550,11 +549,6 @@ static int visit(vctx *v, uint64_t q, uint64_t *end)
         *end = x.end;
         return PF_OK;
     }
-    if (IS_SEQ(x.type) || x.type == PF_PICKLE) {
-        if (!(v->img_incompat & PF_INCOMPAT_EXT) && x.type != PF_TUPLE)
-            return PF_CORRUPT(v->err, "extension value in an image without "
-                              "the incompat flag (R6, R14)", q);
-    }
     if (x.type == PF_ARRAY) {                    /* R34: the pad is zeros */
         const uint8_t *base = v->r->base;
         uint64_t n;
@@ -696,7 +690,6 @@ int pf_image_verify(const pf_image *img, pf_verify_stats *stats, pf_error *err)
     vctx v;
     memset(&v, 0, sizeof v);
     v.img = img;
-    v.img_incompat = pf_ld64(pf_image_base(img) + PF_H_INCOMPAT);
     v.r = &img->r;
     v.st = stats ? stats : &local;
     memset(v.st, 0, sizeof *v.st);
