@@ -274,6 +274,7 @@ typedef struct {
     uint64_t opos[32];
     PyObject *oobj[32];   /* borrowed: build_object holds them */
     unsigned on;
+    int want_end;         /* decode_at's caller wants where the value ends */
 } dec_ctx;
 
 static PyObject *
@@ -358,7 +359,7 @@ static PyObject *decode(ImageObject *im, uint64_t pos);
 #define IS_VIEW(o) (Py_TYPE(o)->tp_dealloc == (destructor)View_dealloc)
 static void View_dealloc(PyObject *vw);
 
-static PyObject *decode_ext(dec_ctx *cx, const pf_val *v);
+static PyObject *decode_ext(dec_ctx *cx, const pf_val *v, int via_ref);
 
 /* Builds the Python value of a decoded ival. */
 static PyObject *
@@ -483,7 +484,7 @@ decode_val(dec_ctx *cx, const pf_val *v, int via_ref)
     case PF_OBJECT:
     case PF_PICKLE:
     case PF_ARRAY:
-        return decode_ext(cx, v);
+        return decode_ext(cx, v, via_ref);
     default:
         return PyErr_Format(st->CorruptImageError,
                             "corrupt image: unknown value type (at offset %llu)",
@@ -722,6 +723,7 @@ decode_at(dec_ctx *cx, uint64_t pos, uint64_t *next)
     if (rc < 0)
         return fail(cx->im->st, &err, rc);
     int via_ref = v.pos != pos;
+    cx->want_end = next != NULL;
     PyObject *r = decode_val(cx, &v, via_ref);
     if (next)
         *next = ((v.type == PF_TUPLE || v.type == PF_OBJECT || v.type == PF_ARRAY) &&
@@ -1307,8 +1309,9 @@ dec_keep(void *ctx, uint64_t pos, PyObject *o)
 
 /* decode_val of an object, a pickle or an array; sets cx->tuple_end. */
 static PyObject *
-decode_ext(dec_ctx *cx, const pf_val *v)
+decode_ext(dec_ctx *cx, const pf_val *v, int via_ref)
 {
+    const int want_end = cx->want_end && !via_ref;
     ImageObject *im = cx->im;
     obj_reader rd = {dec_field, dec_keep, cx};
     uint64_t end = v->end;
@@ -1340,8 +1343,11 @@ decode_ext(dec_ctx *cx, const pf_val *v)
         Py_XINCREF(o);
     }
     if (o) {
-        /* Fields not walked this time: find the end (inline objects
-         * inside tuples or objects only). */
+        /* Fields not walked this time: find the end, for a caller that
+         * needs it (an object written inside a tuple or an object). */
+        cx->tuple_end = 0;
+        if (!want_end)
+            return o;
         pf_val full;
         pf_error err;
         int rc = pf_read(im->img, v->pos, &full, &err);
@@ -1401,6 +1407,7 @@ decode(ImageObject *im, uint64_t pos)
     cx.depth = 0;
     cx.memo = NULL;
     cx.on = 0;
+    cx.want_end = 1;
     PyObject *r = decode_at(&cx, pos, NULL);
     Py_XDECREF(cx.memo);
     return r;
@@ -1707,6 +1714,7 @@ key_equal(match_ctx *mc, const pf_val *vp, uint64_t key_pos)
     cx.depth = 0;
     cx.memo = NULL;
     cx.on = 0;
+    cx.want_end = 1;
     PyObject *stored = decode_val(&cx, &v, v.pos != key_pos);
     Py_XDECREF(cx.memo);
     if (!stored)
@@ -5277,6 +5285,7 @@ thaw_at(thaw_ctx *tx, uint64_t pos, uint64_t *next)
     cx.depth = 0;
     cx.memo = NULL;
     cx.on = 0;
+    cx.want_end = 1;
     PyObject *r = decode_val(&cx, &v, 0); /* a scalar: no memo needed */
     Py_XDECREF(cx.memo);
     return r;
