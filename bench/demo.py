@@ -46,6 +46,7 @@ import benchutil  # noqa: E402
 import datasets  # noqa: E402
 import memory  # noqa: E402
 import pipeline_demo  # noqa: E402
+from trie_classes import build_trie  # noqa: E402
 
 
 def write_input(path, keys, seed):
@@ -114,7 +115,7 @@ def pipeline_part(permafrost, table, tmp, args):
     words = list(table)[:n_words]
     t = time.perf_counter()
     pipeline = pipeline_demo.Pipeline(pipeline_demo.Enrich(table),
-                                      pipeline_demo.TrieMatch(pipeline_demo.Trie(words)))
+                                      pipeline_demo.TrieMatch(build_trie(words)))
     build_s = time.perf_counter() - t
     input_path = os.path.join(tmp, "input2.txt")
     write_input(input_path, words, args.seed + 2)

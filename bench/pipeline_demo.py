@@ -73,40 +73,9 @@ def run_input(input_path, batch_len=10_000):
 
 # ---------------------------------------------------------------- part 2
 # The user's whole pipeline: callables implemented as classes, one of them a
-# pure-Python trie of Node objects. `permafrost.share(pipeline)` freezes the
+# pure-Python trie of Node objects (bench/trie_classes.py, which
+# bench/objects.py measures). `permafrost.share(pipeline)` freezes the
 # pipeline itself; the workers run these classes' own code on the one copy.
-
-class Node:
-    """A trie node as users write them: a dict of children and a flag."""
-
-    def __init__(self):
-        self.children = {}
-        self.terminal = False
-
-
-class Trie:
-    def __init__(self, words=()):
-        self.root = Node()
-        for w in words:
-            self.insert(w)
-
-    def insert(self, word):
-        node = self.root
-        for c in word:
-            nxt = node.children.get(c)
-            if nxt is None:
-                nxt = node.children[c] = Node()
-            node = nxt
-        node.terminal = True
-
-    def lookup(self, word):
-        node = self.root
-        for c in word:
-            node = node.children.get(c)
-            if node is None:
-                return False
-        return node.terminal
-
 
 class TrieMatch:
     """A stage: how many keys of a batch the trie holds."""

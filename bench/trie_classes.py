@@ -62,6 +62,14 @@ class Trie:
         return self.size
 
 
+def build_trie(words):
+    """A Trie holding `words`, inserted in order."""
+    trie = Trie()
+    for w in words:
+        trie.insert(w)
+    return trie
+
+
 def make_words(n, seed=0):
     """`n` unique words of MIN_LEN..MAX_LEN letters of ALPHABET, the same
     for the same (n, seed) in every process: about 70% are a stem (one of
