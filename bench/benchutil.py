@@ -66,6 +66,19 @@ def machine_description(argv=None):
     return lines
 
 
+def mem_available():
+    """The kernel's MemAvailable in bytes, or None where /proc/meminfo has
+    none (not Linux)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def median(values):
     return statistics.median(values)
 

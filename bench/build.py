@@ -554,7 +554,7 @@ def bench_tree(pf, tmp, tree_gib, workers, lookups, seed, builder_memory, mem_ok
                             + per_byte * (f["accounted"] - f["pickle_small"]["accounted"]))
         f["pickle_projected_worker"] = projected_worker
         f["pickle_full"] = None
-        avail = _mem_available()
+        avail = benchutil.mem_available()
         # the parent holds the tree while pickling it, the workers a copy each
         need = projected_worker * (workers + 1.5)
         if n_small < n_outer and avail and need < 0.5 * avail:
@@ -565,17 +565,6 @@ def bench_tree(pf, tmp, tree_gib, workers, lookups, seed, builder_memory, mem_ok
             log("tree: pickled copies at full size not measured (%s needed, %s available)"
                 % (benchutil.fmt_bytes(need), benchutil.fmt_bytes(avail or 0)))
     return f, path
-
-
-def _mem_available():
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def pickle_reference(tmp, n_outer, lookups, seed, count=1):

@@ -118,17 +118,6 @@ def count_nodes(trie):
     return n
 
 
-def mem_available():
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def non_words(words, count, seed):
     """`count` strings shaped like words (3..14 letters) that are not words."""
     rng = random.Random(seed)
@@ -353,7 +342,7 @@ def bench_trie(pf, args, tmp, wrong):
     del ws, prefixes, misses
     gc.collect()
 
-    avail = mem_available()
+    avail = benchutil.mem_available()
     need = f["build_rss"] * args.workers * 1.5
     f["workers"] = {}
     for kind in ("pickle", "frozen"):
@@ -434,7 +423,7 @@ def bench_array(pf, args, tmp, wrong):
                benchutil.fmt_bytes(f["open"][kind]["pss_growth"])))
 
     # Workers that each sum the whole array, alive together.
-    avail = mem_available()
+    avail = benchutil.mem_available()
     need = f["array_bytes"] * args.workers * 1.5
     f["sum"] = {}
     for kind in ("frozen", "pickle"):
