@@ -99,10 +99,6 @@ def _name_of(obj):
         raise TypeError(
             "cannot freeze %r: it is defined inside a function, so no other "
             "process can import it (define it at module level)" % (obj,))
-    if module == "__main__":
-        # Pool workers started by spawn import the main script as
-        # __mp_main__: they find it there, as pickle's workers do.
-        pass
     try:
         found = _lookup(module, qualname)
     except Exception:
@@ -114,6 +110,8 @@ def _name_of(obj):
 
 
 def _lookup(module, qualname):
+    # Pool workers started by spawn import the main script as __mp_main__:
+    # a class of "__main__" is found there, as pickle's workers find it.
     if module == "__main__" and "__main__" not in _sys.modules and \
             "__mp_main__" in _sys.modules:
         module = "__mp_main__"
