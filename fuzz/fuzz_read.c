@@ -149,7 +149,8 @@ static int visit(fz_walker *fw, uint64_t pos, int depth, uint64_t *next)
                     (unsigned long long)v.pos, (unsigned long long)v.next);
         if (seen_before(fw, v.pos))
             return PF_OK;
-    } else if (v.type != PF_TUPLE && v.type != PF_OBJECT && v.type != PF_ARRAY) {
+    } else if (v.type != PF_TUPLE && v.type != PF_OBJECT && v.type != PF_ARRAY &&
+               v.type != PF_KEYED) {
         *next = v.next;
         if (v.next <= pos || v.next != v.end)
             FZ_FAIL("ival at %llu: next %llu end %llu", (unsigned long long)pos,
@@ -170,6 +171,7 @@ static int visit(fz_walker *fw, uint64_t pos, int depth, uint64_t *next)
         break;
     case PF_ARRAY:                     /* the data, then the header (R34) */
     case PF_OBJECT:                    /* the shape and the fields (R32) */
+    case PF_KEYED:                     /* the proxy and the value (R35) */
     case PF_TUPLE: {
         uint64_t end;
         if (v.type == PF_ARRAY)

@@ -201,8 +201,13 @@ enum pf_type {
      * incompat flag PF_INCOMPAT_EXT): */
     PF_OBJECT,   /* u.tup: count = 1 + fields; item 0 is the shape tuple */
     PF_PICKLE,   /* u.s: the pickle's bytes */
-    PF_ARRAY     /* u.arr: the aligned data, then one header ival */
+    PF_ARRAY,    /* u.arr: the aligned data, then one header ival */
+    PF_KEYED     /* u.key: a key's proxy, then its value (R35) */
 };
+
+/* PF_KEYED flags (R35): the value equals its proxy under Python's ==, so a
+ * key equal to the proxy is equal to the keyed value. */
+#define PF_KEYED_EQ 1u
 
 /* incompat_flags bit 0 (R6): the image may hold the extension values of
  * FORMAT section 4.3. A writer sets it only when it wrote one. */
@@ -233,6 +238,11 @@ typedef struct pf_val {
             const uint8_t *data;            /* the array's bytes */
             uint64_t nbytes;
         } arr;                              /* PF_ARRAY */
+        struct {
+            uint64_t count;                 /* 2: the proxy ... */
+            uint64_t first;                 /* ... at this offset, then the value */
+            unsigned flags;                 /* PF_KEYED_EQ or 0 */
+        } key;                              /* PF_KEYED */
         struct {
             uint64_t count;
             uint64_t body;      /* offset of the body */
@@ -338,6 +348,11 @@ int pf_write_object_begin(pf_writer *w, uint64_t nfields, pf_error *err);
 int pf_write_pickle(pf_writer *w, const void *data, size_t n, pf_error *err);
 int pf_write_array_begin(pf_writer *w, const void *data, size_t n,
                          pf_error *err);
+/* A keyed value (R35), written where a key of a type the core does not know
+ * goes: exactly 2 ivals must follow: the proxy (of a key type: its hash and
+ * equality are the key's) and the value (an object). flags: PF_KEYED_EQ
+ * or 0. */
+int pf_write_keyed_begin(pf_writer *w, unsigned flags, pf_error *err);
 
 /* Containers. `count` is known up front (R19/R20). Between begin and end:
  *  list: for each element, pf_write_item() then the element's ival;

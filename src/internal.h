@@ -81,6 +81,7 @@ enum {
     PF_T_TUPLE1 = 0x19, PF_T_TUPLE7 = 0x1F,          /* short tuples, R26 */
     PF_T_LIST = 0x20, PF_T_DICT = 0x21, PF_T_SET = 0x22, PF_T_FROZENSET = 0x23,
     PF_T_OBJECT = 0x24, PF_T_PICKLE = 0x25, PF_T_ARRAY = 0x26, /* 4.3 */
+    PF_T_KEYED = 0x27,
     PF_T_DEC0 = 0x30, PF_T_DEC9 = 0x39,              /* decimal floats, R25 */
     PF_T_SHORT_STR = 0x80
 };

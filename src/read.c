@@ -204,6 +204,23 @@ static int decode_rare(const pf_range *r, uint64_t pos, unsigned t,
         }
         return skip_items(r, data + n, 1, &out->end, err);
     }
+    case PF_T_KEYED:                                               /* R35 */
+        if (!r->ext)
+            goto no_ext;
+        /* the flags byte, then the proxy and the value, a byte each at least */
+        if (avail < 3)
+            return PF_CORRUPT(err, "keyed value runs past the DATA section", pos);
+        if (base[p] & ~PF_KEYED_EQ)
+            return PF_CORRUPT(err, "keyed value with unknown flags (R35)", pos);
+        out->type = PF_KEYED;
+        out->u.key.count = 2;
+        out->u.key.first = p + 1;
+        out->u.key.flags = base[p];
+        if (shallow) {
+            out->end = 0;
+            return PF_OK;
+        }
+        return skip_items(r, p + 1, 2, &out->end, err);
     default:
         return PF_CORRUPT(err, "reserved type byte (R14)", pos);
     }
@@ -410,7 +427,8 @@ static int skip_items(const pf_range *r, uint64_t first, uint64_t n,
         if (rc != PF_OK)
             return rc;
         pending--;
-        if (v.type == PF_TUPLE || v.type == PF_OBJECT || v.type == PF_ARRAY) {
+        if (v.type == PF_TUPLE || v.type == PF_OBJECT || v.type == PF_ARRAY ||
+            v.type == PF_KEYED) {
             cur = v.u.tup.first;
             pending += v.u.tup.count; /* count <= end - cur: no overflow */
             if (pending > r->end - cur)
@@ -614,6 +632,27 @@ static int hash_val(hash_ctx *hc, uint64_t pos, uint64_t *hash, uint64_t *next,
             *hash = pf_hash_bytes(b, 16, pf_type_seed(seed, PF_HT_FROZENSET));
         }
         hc->depth--;
+        break;
+    }
+    case PF_KEYED: {                       /* R35: the hash of its proxy */
+        uint64_t cur;
+        if (hc->depth >= PF_MAX_KEY_DEPTH)
+            return pf_fail(err, PF_ELIMIT, "key nested too deeply", pos);
+        if (v.pos != pos) /* reached through a REF: must not close a cycle */
+            for (int i = 0; i < hc->depth; i++)
+                if (hc->open[i] == v.pos)
+                    return PF_CORRUPT(err, "REF cycle inside a key (R18)", pos);
+        hc->open[hc->depth++] = v.pos;
+        rc = hash_val(hc, v.u.key.first, hash, &cur, err);
+        hc->depth--;
+        if (rc != PF_OK)
+            return rc;
+        if (v.pos == pos) { /* the value follows: skip it */
+            pf_val val;
+            if ((rc = decode(r, cur, &val, 0, 0, err)) != PF_OK)
+                return rc;
+            v.next = val.next;
+        }
         break;
     }
     default:

@@ -38,8 +38,9 @@
 #endif
 
 /* Values walked item by item, in order, with no body or table: tuples,
- * and the extension values whose parts are ivals (R32, R34). */
-#define IS_SEQ(t) ((t) == PF_TUPLE || (t) == PF_OBJECT || (t) == PF_ARRAY)
+ * and the extension values whose parts are ivals (R32, R34, R35). */
+#define IS_SEQ(t) ((t) == PF_TUPLE || (t) == PF_OBJECT || (t) == PF_ARRAY || \
+                   (t) == PF_KEYED)
 #define IS_CONTAINER(t) ((t) >= PF_LIST && (t) <= PF_FROZENSET)
 
 typedef struct vframe {
@@ -202,6 +203,21 @@ static int keys_equal(const pf_range *r, pf_error *err, uint64_t a,
     if ((rc = pf_decode(r, a, &x, 1, err)) != PF_OK ||
         (rc = pf_decode(r, b, &y, 1, err)) != PF_OK)
         return rc;
+    /* R35: keyed values are equal when their flags and proxies are; one
+     * equals a plain key when its proxy does and its flags say so. */
+    if (x.type == PF_KEYED || y.type == PF_KEYED) {
+        if (x.type == PF_KEYED && y.type == PF_KEYED) {
+            if (x.u.key.flags != y.u.key.flags)
+                return PF_OK;
+            return keys_equal(r, err, x.u.key.first, y.u.key.first, depth + 1, eq);
+        }
+        const pf_val *k = x.type == PF_KEYED ? &x : &y;
+        if (!(k->u.key.flags & PF_KEYED_EQ))
+            return PF_OK;
+        return x.type == PF_KEYED
+                   ? keys_equal(r, err, x.u.key.first, b, depth + 1, eq)
+                   : keys_equal(r, err, a, y.u.key.first, depth + 1, eq);
+    }
     num na, nb;
     double ia, ib;
     if (as_num(&x, &na, &ia) && as_num(&y, &nb, &ib)) {
@@ -628,6 +644,20 @@ static int step(vctx *v)
                 f->objkind = it.type == PF_INT && it.u.i > 0 && it.u.i < 256
                                  ? (uint8_t)it.u.i : 0;
             cur = it.next;
+        }
+    } else if (f->kind == PF_KEYED) {
+        pf_val x;                         /* R35: a proxy of a key type ... */
+        uint64_t h;
+        if (f->i == 0 && (rc = pf_hash_range(v->r, q, &h, v->err)) != PF_OK)
+            return rc == PF_ETYPE ? PF_CORRUPT(v->err, "keyed value's proxy "
+                                               "is not of a key type (R35)", q)
+                                  : rc;
+        if (f->i == 1) {                  /* ... and an object */
+            if ((rc = pf_decode_ex(v->r, q, &x, 1, 1, v->err)) != PF_OK)
+                return rc;
+            if (x.type != PF_OBJECT && x.type != PF_PICKLE)
+                return PF_CORRUPT(v->err, "keyed value's value is not an "
+                                  "object or a pickle (R35)", q);
         }
     } else if (!IS_SEQ(f->kind) && !f->at_value) {
         uint64_t h;                                       /* a key: R21, R22 */

@@ -713,6 +713,25 @@ int pf_write_object_begin(pf_writer *w, uint64_t nfields, pf_error *err)
     return PF_OK;
 }
 
+int pf_write_keyed_begin(pf_writer *w, unsigned flags, pf_error *err)
+{
+    pf_frame *f = NULL;
+    if (flags & ~PF_KEYED_EQ)
+        return pf_fail(err, PF_EINVAL, "unknown keyed value flags", 0);
+    int rc = ensure(w, 2, err);
+    if (rc != PF_OK || (rc = push_frame(w, &f, err)) != PF_OK)
+        return rc;
+    uint8_t *p = w->buf + w->len;
+    p[0] = PF_T_KEYED;
+    p[1] = (uint8_t)flags;
+    w->len += 2;
+    f->kind = FRAME_TUPLE; /* the proxy, then the value */
+    f->count = 2;
+    w->nframes++;
+    w->incompat |= PF_INCOMPAT_EXT;
+    return PF_OK;
+}
+
 int pf_write_array_begin(pf_writer *w, const void *data, size_t n,
                          pf_error *err)
 {

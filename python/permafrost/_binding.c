@@ -98,6 +98,7 @@ typedef struct {
     PyObject *obj_setstate;  /* setstate(obj, state) */
     PyObject *obj_unpickle;  /* unpickle(trust, bytes) */
     PyObject *obj_array;     /* make_array(image, header, offset, nbytes) */
+    PyObject *obj_key_proxy; /* key_proxy(key) -> (flags, proxy) or None */
     PyObject *no_trust;      /* the trust of an image opened without one */
     PyObject *ObjectStateError; /* _objects.ObjectStateError */
     PyObject *plain_types;   /* class -> (module, qualname): instances are
@@ -485,6 +486,18 @@ decode_val(dec_ctx *cx, const pf_val *v, int via_ref)
     case PF_PICKLE:
     case PF_ARRAY:
         return decode_ext(cx, v, via_ref);
+    case PF_KEYED: {
+        /* R35: the proxy only places the key; the value is the key */
+        pf_val pv;
+        pf_error err;
+        uint64_t end = 0;
+        int rc = pf_read(cx->im->img, v->u.key.first, &pv, &err);
+        if (rc < 0)
+            return fail(st, &err, rc);
+        PyObject *o = decode_at(cx, pv.next, &end);
+        cx->tuple_end = end;
+        return o;
+    }
     default:
         return PyErr_Format(st->CorruptImageError,
                             "corrupt image: unknown value type (at offset %llu)",
@@ -726,8 +739,8 @@ decode_at(dec_ctx *cx, uint64_t pos, uint64_t *next)
     cx->want_end = next != NULL;
     PyObject *r = decode_val(cx, &v, via_ref);
     if (next)
-        *next = ((v.type == PF_TUPLE || v.type == PF_OBJECT || v.type == PF_ARRAY) &&
-                 !via_ref) ? cx->tuple_end : v.next;
+        *next = ((v.type == PF_TUPLE || v.type == PF_OBJECT || v.type == PF_ARRAY ||
+                  v.type == PF_KEYED) && !via_ref) ? cx->tuple_end : v.next;
     return r;
 }
 
@@ -1582,11 +1595,30 @@ key_hash(ImageObject *im, PyObject *key, uint64_t *h)
         *h = pf_hash_complex(seed, c.real, c.imag);
         return 0;
     }
-    /* Any other type: unhashable raises as dict does; numbers that equal an
-     * int or a float (numpy scalars, Decimal, Fraction) are looked up by
-     * that value (the match then compares with Python's ==). */
+    /* Any other type: unhashable raises as dict does; a type with a key
+     * rule (Decimal, datetime, enum members...: _objects.key_proxy) is
+     * looked up by the hash of its proxy (R35); other numbers that equal an
+     * int or a float (numpy scalars) by that value. The match then
+     * compares with Python's ==. */
     if (PyObject_Hash(key) == -1)
         return -1;
+    if (im->st->obj_key_proxy) {
+        PyObject *kp = PyObject_CallOneArg(im->st->obj_key_proxy, key);
+        if (!kp)
+            return -1;
+        int r = 1;
+        if (PyTuple_CheckExact(kp) && PyTuple_GET_SIZE(kp) == 2) {
+            if (Py_EnterRecursiveCall(" while hashing a key"))
+                r = -1;
+            else {
+                r = key_hash(im, PyTuple_GET_ITEM(kp, 1), h);
+                Py_LeaveRecursiveCall();
+            }
+        }
+        Py_DECREF(kp);
+        if (r <= 0)
+            return r;
+    }
     if (PyIndex_Check(key)) {
         PyObject *i = PyNumber_Index(key);
         if (!i)
@@ -1621,6 +1653,7 @@ key_hash(ImageObject *im, PyObject *key, uint64_t *h)
 typedef struct {
     ImageObject *im;
     PyObject *key;
+    uint64_t h;     /* its stable hash */
 } match_ctx;
 
 static int key_equal(match_ctx *mc, const pf_val *vp, uint64_t key_pos);
@@ -1683,6 +1716,20 @@ key_equal(match_ctx *mc, const pf_val *vp, uint64_t key_pos)
 {
     PyObject *key = mc->key;
     pf_val v = *vp;
+    if (v.type == PF_KEYED && (PyUnicode_CheckExact(key) || PyBytes_CheckExact(key) ||
+                               PyLong_CheckExact(key))) {
+        /* R35: a plain str, bytes or int equals a keyed value only if the
+         * value equals its proxy and the proxy equals it. */
+        if (!(v.u.key.flags & PF_KEYED_EQ))
+            return 0;
+        pf_error err;
+        int rc = pf_read(mc->im->img, v.u.key.first, &v, &err);
+        if (rc < 0) {
+            raise_pf(mc->im->st, &err, rc);
+            return PF_PYERR;
+        }
+        key_pos = v.pos;
+    }
     if (PyUnicode_CheckExact(key)) {
         if (v.type != PF_STR)
             return 0;
@@ -1707,6 +1754,20 @@ key_equal(match_ctx *mc, const pf_val *vp, uint64_t key_pos)
     /* Every other pair: build the stored key and use Python's ==. */
     if (v.type == PF_STR || v.type == PF_BYTES) {
         if (!(PyUnicode_Check(key) || PyBytes_Check(key)))
+            return 0;
+    }
+    if (v.type == PF_KEYED) {
+        /* Equal keys hash alike: a keyed key of another hash is not built
+         * (a scan of a small container without slots meets every key, and
+         * building one may need a class the reader did not allow). */
+        uint64_t sh;
+        pf_error err;
+        int rc = pf_hash_at(mc->im->img, v.pos, &sh, &err);
+        if (rc < 0) {
+            raise_pf(mc->im->st, &err, rc);
+            return PF_PYERR;
+        }
+        if (sh != mc->h)
             return 0;
     }
     dec_ctx cx;
@@ -1737,7 +1798,7 @@ view_lookup(ViewObject *self, PyObject *key, uint64_t *key_pos, uint64_t *val_po
         return -1;
     if (r > 0)
         return 0;
-    match_ctx mc = {im, key};
+    match_ctx mc = {im, key, h};
     pf_error err;
     uint64_t kp = 0, vp = 0;
     int rc = pf_find(im->img, &self->v, h, key_match, &mc, &kp, &vp, &err);
@@ -3699,6 +3760,7 @@ typedef struct {
 } enc_ctx;
 
 static int encode(enc_ctx *cx, PyObject *o, int key);
+static int encode_keyed(enc_ctx *cx, PyObject *o);
 
 static int
 enc_fail(enc_ctx *cx, const pf_error *err, int rc)
@@ -4259,12 +4321,8 @@ encode(enc_ctx *cx, PyObject *o, int key)
     if (!type) {
         if (IS_VIEW(o))
             return unsupported(cx, o);
-        if (key) {
-            PyErr_Format(PyExc_TypeError, "an object of type %.100s cannot be a dict "
-                         "key or set item in an image", tp->tp_name);
-            cx->type_error = 1;
-            return -1;
-        }
+        if (key)
+            return encode_keyed(cx, o);
         int r = encode_object(cx, o);
         if (r < 0 && cx->type_error && !cx->allow_pickle &&
             (PyDict_Check(o) || PyList_Check(o) || PyAnySet_Check(o)) &&
@@ -4290,6 +4348,54 @@ encode(enc_ctx *cx, PyObject *o, int key)
     cx->cdepth--;
     Py_LeaveRecursiveCall();
     return r;
+}
+
+/* A key of a type the core does not know: a keyed value (R35), its proxy
+ * from _objects.key_proxy, then the object. */
+static int
+encode_keyed(enc_ctx *cx, PyObject *o)
+{
+    pf_state *st = cx->st;
+    pf_error err;
+    PyTypeObject *tp = Py_TYPE(o);
+    if (PyObject_Hash(o) == -1)
+        return -1;
+    PyObject *kp = st->obj_key_proxy ? PyObject_CallOneArg(st->obj_key_proxy, o) : NULL;
+    if (!kp && PyErr_Occurred())
+        return -1;
+    if (!kp || kp == Py_None) {
+        Py_XDECREF(kp);
+        PyErr_Format(PyExc_TypeError, "an object of type %.100s cannot be a dict key "
+                     "or set item in an image (no key rule keeps its equality; see "
+                     "docs/OBJECTS.md, \"Keys\")", tp->tp_name);
+        cx->type_error = 1;
+        return -1;
+    }
+    PyObject *proxy = PyTuple_CheckExact(kp) && PyTuple_GET_SIZE(kp) == 2
+                          ? PyTuple_GET_ITEM(kp, 1) : NULL;
+    const long flags = proxy ? PyLong_AsLong(PyTuple_GET_ITEM(kp, 0)) : -1;
+    PyTypeObject *pt = proxy ? Py_TYPE(proxy) : NULL;
+    /* the proxy is of a core key type, so that encoding it cannot come
+     * back here for the same object */
+    if (flags < 0 || flags > 1 ||
+        !(pt == &PyLong_Type || pt == &PyFloat_Type || pt == &PyComplex_Type ||
+          pt == &PyUnicode_Type || pt == &PyBytes_Type || pt == &PyTuple_Type ||
+          pt == &PyFrozenSet_Type)) {
+        Py_DECREF(kp);
+        PyErr_Clear();
+        PyErr_SetString(PyExc_RuntimeError, "key_proxy() gave a bad answer");
+        return -1;
+    }
+    int rc = pf_write_keyed_begin(cx->w, (unsigned)flags, &err);
+    if (rc < 0) {
+        Py_DECREF(kp);
+        return enc_fail(cx, &err, rc);
+    }
+    Py_INCREF(proxy);
+    int r = encode(cx, proxy, 1);
+    Py_DECREF(proxy);
+    Py_DECREF(kp);
+    return r < 0 ? -1 : encode_object(cx, o);
 }
 
 /* Re-raises our TypeError with the path of the offending value, from
@@ -5772,14 +5878,17 @@ mod_view_at(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 /* _set_object_hooks(describe, resolve, setstate, unpickle, make_array,
- * no_trust): python/permafrost/_objects.py, at import. */
+ * no_trust, ObjectStateError, key_proxy): python/permafrost/_objects.py,
+ * at import. */
 static PyObject *
 mod_set_object_hooks(PyObject *module, PyObject *args)
 {
     pf_state *st = PyModule_GetState(module);
-    PyObject *a, *b, *c, *d, *e, *f, *g;
-    if (!PyArg_ParseTuple(args, "OOOOOO!O", &a, &b, &c, &d, &e, &PyTuple_Type, &f, &g))
+    PyObject *a, *b, *c, *d, *e, *f, *g, *h;
+    if (!PyArg_ParseTuple(args, "OOOOOO!OO", &a, &b, &c, &d, &e, &PyTuple_Type, &f, &g,
+                          &h))
         return NULL;
+    Py_XSETREF(st->obj_key_proxy, Py_NewRef(h));
     Py_XSETREF(st->ObjectStateError, Py_NewRef(g));
     Py_XSETREF(st->obj_describe, Py_NewRef(a));
     Py_XSETREF(st->obj_resolve, Py_NewRef(b));
@@ -6083,6 +6192,7 @@ module_exec(PyObject *module)
     X(obj_setstate) \
     X(obj_unpickle) \
     X(obj_array) \
+    X(obj_key_proxy) \
     X(no_trust) \
     X(ObjectStateError) \
     X(plain_types) \

@@ -25,8 +25,13 @@ only if its ``trust`` allows it: ``(trust_all, allow_pickle, names,
 prefixes)``, a plain tuple so that it hashes and pickles as it is.
 """
 
+import datetime as _dt
+import decimal as _decimal
+import enum as _enum
+import fractions as _fractions
 import importlib as _importlib
 import pickle as _pickle
+import uuid as _uuid
 import re as _re
 import sys as _sys
 
@@ -319,6 +324,121 @@ def describe(obj, allow_pickle):
                         "covers it and pickle failed (%s)" % (tp.__qualname__, e)) from None
 
 
+# ------------------------------------------------------------------ keys
+
+# A key of a type the core does not know is stored as a keyed value (R35):
+# a *proxy* of a core key type, whose hash and equality are the key's, then
+# the object itself. Proxies that equal their object under Python's ==
+# (IntEnum -> int, namedtuple -> tuple, Decimal("0.5") -> 0.5) carry the
+# flag KEYED_EQ, so that the plain key matches; the others are tagged tuples
+# that only the same proxy matches (docs/OBJECTS.md, "Keys").
+KEYED_EQ = 1
+
+_KEY_BASES = (int, float, complex, str, bytes, tuple, frozenset)
+
+# A Decimal key is stored by its exact value, as an int or a fraction; one
+# whose exponent is past this many digits is refused rather than expanded.
+_DECIMAL_KEY_DIGITS = 100000
+
+
+def _same_equality(tp, base):
+    return tp.__eq__ is base.__eq__ and tp.__hash__ is base.__hash__
+
+
+def _rational(n, d):
+    """The proxy of the rational n/d (d > 0, in lowest terms)."""
+    if d == 1:
+        return KEYED_EQ, n
+    if d & (d - 1) == 0:           # a power of two: maybe exactly a float
+        try:
+            f = n / d
+        except OverflowError:
+            f = None
+        if f is not None and f.as_integer_ratio() == (n, d):
+            return KEYED_EQ, f
+    return 0, ("fraction", n, d)
+
+
+def _micros(d):
+    """A timedelta as an int of microseconds."""
+    return (d.days * 86400 + d.seconds) * 1000000 + d.microseconds
+
+
+def key_proxy(k):
+    """``(flags, proxy)`` for a key of a type the core does not store as a
+    key, or None when no rule covers its type (the encoder then refuses it,
+    and a lookup by it finds nothing). Two keys that Python finds equal get
+    equal proxies and flags."""
+    tp = type(k)
+    for base in _KEY_BASES:
+        if isinstance(k, base):
+            if not _same_equality(tp, base):
+                return None
+            if base is int:
+                return KEYED_EQ, int.__int__(k)
+            if base is str:
+                return KEYED_EQ, str.__str__(k)
+            if base is tuple:
+                return KEYED_EQ, tuple(k)
+            if base is frozenset:
+                return KEYED_EQ, frozenset(k)
+            if base is float:
+                return KEYED_EQ, float.__float__(k)
+            if base is bytes:
+                return KEYED_EQ, k[:]
+            return KEYED_EQ, complex(k.real, k.imag)
+    if isinstance(k, _decimal.Decimal) and _same_equality(tp, _decimal.Decimal):
+        if k.is_nan():   # equal to nothing, not even itself, as a float NaN
+            return (0, float("nan")) if not k.is_snan() else None
+        if k.is_infinite():
+            return KEYED_EQ, float(k)
+        if abs(k.adjusted()) > _DECIMAL_KEY_DIGITS:
+            return None  # its exact value would be an int of that many digits
+        return _rational(*k.as_integer_ratio())
+    if isinstance(k, _fractions.Fraction) and _same_equality(tp, _fractions.Fraction):
+        return _rational(k.numerator, k.denominator)
+    if isinstance(k, _dt.datetime) and _same_equality(tp, _dt.datetime):
+        # by instant when aware (the offset of fold 0, as hash() takes it)
+        off = (k.replace(fold=0) if k.fold else k).utcoffset()
+        days = k.toordinal()
+        us = ((days * 86400 + k.hour * 3600 + k.minute * 60 + k.second) * 1000000
+              + k.microsecond)
+        if off is None:
+            return 0, ("datetime", us)
+        return 0, ("datetime@utc", us - _micros(off))
+    if isinstance(k, _dt.date) and _same_equality(tp, _dt.date):
+        return 0, ("date", k.toordinal())
+    if isinstance(k, _dt.time) and _same_equality(tp, _dt.time):
+        off = k.utcoffset()
+        us = (k.hour * 3600 + k.minute * 60 + k.second) * 1000000 + k.microsecond
+        if off is None:
+            return 0, ("time", us)
+        return 0, ("time@utc", us - _micros(off))
+    if isinstance(k, _dt.timedelta) and _same_equality(tp, _dt.timedelta):
+        return 0, ("timedelta", _micros(k))
+    if isinstance(k, _uuid.UUID) and _same_equality(tp, _uuid.UUID):
+        return 0, ("uuid", k.int)
+    if tp is range:
+        # equal when they hold the same numbers (len() fails past maxsize)
+        start, stop, step = k.start, k.stop, k.step
+        n = max(0, (stop - start + step - 1) // step if step > 0
+                else (start - stop - step - 1) // -step)
+        return 0, (("range", n) if n == 0 else ("range", n, start) if n == 1
+                   else ("range", n, start, step))
+    try:
+        if isinstance(k, _enum.Enum) and _same_equality(tp, _enum.Enum):
+            # members are singletons: equal only to themselves
+            module, qualname = _class_name(tp)
+            return 0, ("enum", module, qualname,
+                       k._value_ if isinstance(k, _enum.Flag) else k._name_)
+        if _is_global(k):   # classes and functions: equal only to themselves
+            module, qualname = _name_of(k)
+            return 0, ("global", module, qualname)
+    except TypeError:       # not importable: no image can hold it
+        return None
+    return None
+
+
 def _no_rule(tp, why):
     return TypeError(
         "cannot freeze object of type %s.%s: %s; freeze(..., allow_pickle=True) "
@@ -476,4 +596,4 @@ def make_array(image, header, offset, nbytes):
 
 
 _binding._set_object_hooks(describe, resolve, setstate, unpickle, make_array,
-                           NO_TRUST, ObjectStateError)
+                           NO_TRUST, ObjectStateError, key_proxy)

@@ -84,6 +84,7 @@ static int walk(const pf_image *img, uint64_t pos, int depth, walk_state *ws)
         break;
     case PF_ARRAY: /* its data, then its header */
     case PF_TUPLE:
+    case PF_KEYED:  /* its proxy, then its value */
     case PF_OBJECT: { /* its shape, then its fields */
         if (v.type == PF_ARRAY)
             walk_touch(ws, v.u.arr.data, v.u.arr.nbytes);
