@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import pickle
 import random
+import struct
 import subprocess
 import sys
 import textwrap
@@ -1761,6 +1762,73 @@ def test_crafted_objects_that_contain_themselves(name):
     assert out.count("refused:") == 3, out
     with pytest.raises(pf.CorruptImageError):
         pf.Image.from_buffer(data).verify()
+
+
+# Keyed values (R35) made by hand: 128 KEYED, flags, proxy, value.
+_GLOBAL_INT = [0x24, 0x00, 0x1b, 0x08, 0x04] + _short_str("builtins") + _short_str("int")
+CRAFTED_KEYED = {
+    # flags with a reserved bit: corrupt for every reader
+    "reserved-flag": ([0x27, 0x02, 0x08, 0x01] + _GLOBAL_INT, "read"),
+    # the value is an int, not an object: read as its value, verify refuses it
+    "value-not-an-object": ([0x27, 0x01, 0x08, 0x01, 0x08, 0x02], "verify"),
+    # the proxy is (REF to this keyed value): a cycle inside a key
+    "proxy-holds-itself": ([0x27, 0x00, 0x19, 0x03, 0x03] + _GLOBAL_INT, "verify"),
+    # the proxy is an object: not of a key type (R21)
+    "proxy-is-an-object": ([0x27, 0x00] + _GLOBAL_INT + _GLOBAL_INT, "verify"),
+    # runs past DATA
+    "truncated": ([0x27, 0x01, 0x08], "read"),
+}
+
+
+@pytest.mark.parametrize("name", list(CRAFTED_KEYED))
+def test_crafted_keyed_values(name):
+    body, who = CRAFTED_KEYED[name]
+    data = _crafted(body)
+    with pytest.raises(pf.CorruptImageError):
+        pf.Image.from_buffer(data).verify()
+    if who == "read":
+        with pytest.raises(pf.CorruptImageError):
+            pf.loads(data, trust=True)
+    else:
+        pf.loads(data, trust=True)  # read as its value: no crash, no check owed
+    # without the incompat flag the type byte itself is refused
+    old = fmt.with_fields(data, version_minor=0, incompat_flags=0)
+    with pytest.raises(pf.CorruptImageError):
+        pf.loads(old, trust=True)
+
+
+def _unsummed(data):
+    """data with every section checksum cleared (0: none), so that a
+    patched image is read rather than refused for its checksum."""
+    buf = bytearray(data)
+    stab, count = struct.unpack_from("<QI", buf, 64)
+    for k in range(count):
+        buf[stab + 32 * k + 24:stab + 32 * k + 32] = bytes(8)
+    return fmt.with_fields(bytes(buf))
+
+
+def test_what_a_wrong_proxy_does():
+    """The core cannot check that a proxy is right for its object (R35). A
+    forged proxy hides its key from lookups by equal keys. Without the EQ
+    flag a candidate is compared as an object, so nothing unequal matches;
+    with it (Level.LOW: 1 -> 5) a plain int is compared with the proxy, so
+    5 finds the entry, as a forged plain key 5 would."""
+    data = pf.dumps({oh.Level.LOW: "x", "y": 2})
+    at = data.index(bytes([0x27, 0x01, 0x08, 0x01]))
+    bad = _unsummed(data[:at + 3] + b"\x05" + data[at + 4:])
+    view = pf.loads(bad, trust=True)
+    assert list(view) == [oh.Level.LOW, "y"] and view["y"] == 2
+    for probe in (oh.Level.LOW, 1, oh.Level.HIGH):
+        assert probe not in view and view.get(probe) is None
+    assert view[5] == "x"
+    # ("fraction", 1, 10) -> ("fraction", 1, 11) under Decimal("0.1")
+    data = pf.dumps({D("0.1"): "x", "y": 2})
+    at = data.index(bytes([0x08, 0x0a]))
+    bad = _unsummed(data[:at + 1] + b"\x0b" + data[at + 2:])
+    view = pf.loads(bad, trust=True)
+    assert list(view) == [D("0.1"), "y"]
+    for probe in (D("0.1"), Q(1, 10), Q(1, 11)):
+        assert probe not in view and view.get(probe) is None
 
 
 def test_always_allowed_classes_do_not_allocate_what_an_image_asks():
