@@ -1858,14 +1858,32 @@ def test_always_allowed_classes_do_not_allocate_what_an_image_asks():
 
 
 ENUM_MEMBERS = [*oh.Color, *oh.Level, oh.Perm.R, oh.Perm.R | oh.Perm.X, oh.Perm(0)]
+_TZ = st.sampled_from([None, datetime.timezone.utc,
+                       datetime.timezone(datetime.timedelta(hours=5, minutes=30)),
+                       datetime.timezone(datetime.timedelta(hours=-8), "PST")])
+_STDLIB = (st.decimals(allow_nan=False, places=3) | st.fractions(max_denominator=50)
+           | st.datetimes(timezones=_TZ) | st.dates() | st.times(timezones=_TZ)
+           | st.timedeltas() | st.uuids() | st.binary(max_size=6).map(bytearray)
+           | st.builds(range, st.integers(-5, 5), st.integers(-5, 5),
+                       st.integers(1, 3) | st.integers(-3, -1)))
 _scalars = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
-            | st.text(max_size=6) | st.binary(max_size=6) | st.sampled_from(ENUM_MEMBERS))
+            | st.text(max_size=6) | st.binary(max_size=6) | st.sampled_from(ENUM_MEMBERS)
+            | _STDLIB)
+# hashable ones, as keys (R35)
+_stdlib_keys = _STDLIB.filter(lambda x: not isinstance(x, bytearray))
 
 
 def _extend(children):
     return (st.lists(children, max_size=4)
             | st.tuples(children, children)
-            | st.dictionaries(st.text(max_size=4) | st.integers(), children, max_size=4)
+            | st.dictionaries(st.text(max_size=4) | st.integers() | _stdlib_keys
+                              | st.sampled_from(ENUM_MEMBERS), children, max_size=4)
+            | st.dictionaries(st.text(max_size=3), children, max_size=3).map(
+                collections.OrderedDict)
+            | st.dictionaries(st.text(max_size=3), st.integers(), max_size=3).map(
+                collections.Counter)
+            | st.dictionaries(st.integers(0, 3), children, max_size=3).map(
+                lambda d: collections.defaultdict(list, d))
             | st.frozensets(st.integers(), max_size=4)
             | st.builds(oh.Point, children, children)
             | st.builds(oh.Frozen, st.text(max_size=4), st.lists(children, max_size=3).map(tuple))

@@ -1077,10 +1077,12 @@ build_object(ImageObject *im, const pf_val *v, const obj_reader *rd, uint64_t *e
         if (!(f = read_args(im, rd, v->pos, p, &p)))
             goto error;
         /* bytearray is allowed without a list: only as the writer stores
-         * it, from bytes (bytearray(n) would allocate what an image asks) */
-        if (target == (PyObject *)&PyByteArray_Type &&
+         * it, from bytes or from nothing (an empty one); bytearray(n)
+         * would allocate what an image asks */
+        if (target == (PyObject *)&PyByteArray_Type && PyTuple_GET_SIZE(f) != 0 &&
             (PyTuple_GET_SIZE(f) != 1 || !PyBytes_CheckExact(PyTuple_GET_ITEM(f, 0)))) {
-            obj_corrupt(im, "bytearray arguments are not one bytes value (R32)", v->pos);
+            obj_corrupt(im, "bytearray arguments are not one bytes value or none (R32)",
+                        v->pos);
             goto error;
         }
         obj = PyObject_Call(target, f, NULL);
