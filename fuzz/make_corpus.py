@@ -152,17 +152,32 @@ def values():
 
 
 def _objects():
-    """Objects (format 1.1, R32-R33), of standard library classes so that
-    the corpus needs no module of its own."""
+    """Objects (format 1.1, R32-R33) and keys of other types (keyed values,
+    R35), of standard library classes so that the corpus needs no module of
+    its own."""
     import datetime
+    import decimal
     import fractions
     import functools
+    import http
     import types
     import uuid
     from collections import OrderedDict
     third = fractions.Fraction(1, 3)
     ns = types.SimpleNamespace(name="ns", items=[1, 2], pair=(third, third))
     ns.me = ns
+    # Keyed values: proxies that are tagged tuples (flags 0) and, for
+    # Decimal("2.5") in the tuple key, a plain float (flag EQ).
+    plus_0530 = datetime.timezone(datetime.timedelta(hours=5, minutes=30))
+    keyed = [
+        decimal.Decimal("0.1"),                        # ("fraction", 1, 10)
+        third,                                         # ("fraction", 1, 3)
+        datetime.date(2020, 1, 1),                     # ("date", ordinal)
+        datetime.datetime(2020, 1, 2, 3, 4, 5, tzinfo=plus_0530),  # ("datetime@utc", us)
+        uuid.UUID(int=7),                              # ("uuid", 7)
+        range(0, 9, 3),                                # ("range", 3, 0, 3)
+        (1, decimal.Decimal("2.5")),                   # a plain tuple holding one
+    ]
     return {
         "obj_call": [third, third, range(2, 9, 3), bytearray(b"ba")],
         "obj_call_state": [ns, functools.partial(max, 3)],
@@ -171,6 +186,12 @@ def _objects():
         "obj_reduce": {"id": uuid.UUID(int=12345), "when": datetime.date(1999, 12, 31)},
         "obj_global": [len, os.path.join, fractions.Fraction, third],
         "obj_pickle": [OrderedDict(a=1), OrderedDict(b=2)],
+        "keyed_dict": {k: i for i, k in enumerate(keyed)},
+        "keyed_frozenset": frozenset(keyed),
+        # proxies equal to their keys (flag EQ): an int, a float, an IntEnum's
+        # int, next to a plain key
+        "keyed_eq": {decimal.Decimal("2"): "two", fractions.Fraction(1, 2): "half",
+                     http.HTTPStatus.OK: "ok", "plain": [third]},
     }
 
 

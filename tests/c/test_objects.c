@@ -1,14 +1,20 @@
 /*
  * test_objects.c -- the extension values of format 1.1 (FORMAT section
- * 4.3): OBJECT (R32), PICKLE (R33) and ARRAY (R34), written with the
- * writer and read back. An image that holds one has incompat_flags bit 0
- * and version_minor 1, one without stays 1.0; objects share a shape
- * tuple by REF and nest in tuples, lists, dicts and each other; array data
- * starts on an image offset that is a multiple of 64 whatever precedes
- * it; shallow reads leave an object's or array's end open; none of the
- * three is ever a key (R21); verify refuses a shape or header that is not
- * a tuple, an extension value in an image without the flag, counts that
- * run past DATA, and a tuple cycle through an object (R18), and accepts an
+ * 4.3): OBJECT (R32), PICKLE (R33), ARRAY (R34) and KEYED (R35), written
+ * with the writer and read back. An image that holds one has
+ * incompat_flags bit 0 and version_minor 1, one without stays 1.0;
+ * objects share a shape tuple by REF and nest in tuples, lists, dicts and
+ * each other; array data starts on an image offset that is a multiple of
+ * 64 whatever precedes it; shallow reads leave an object's, array's or
+ * keyed value's end open; objects, pickles and arrays are never keys
+ * (R21), a keyed value is one: it hashes as its proxy, equals a keyed
+ * value of equal flags and proxy, and a plain key equal to its proxy when
+ * its flag EQ is set (verify finds two such keys in one container
+ * corrupt, the streaming builder merges them); verify refuses a shape or
+ * header that is not a tuple, a keyed value's unknown flags, a proxy not
+ * of a key type, a value that is not an object or a pickle, an extension
+ * value in an image without the flag, counts that run past DATA, and a
+ * tuple cycle through an object or a keyed value (R18), and accepts an
  * object that refers to itself; every truncation and every changed byte
  * of small images ends cleanly; the streaming builder sets the flag too.
  */
@@ -1188,7 +1194,8 @@ static void damage(const image *im, const char *name)
         const uint8_t vals[] = {(uint8_t)(o ^ 0x01), (uint8_t)(o ^ 0x80),
                                 (uint8_t)(o ^ 0xFF), 0x00, 0x03, 0x7F, 0x80,
                                 0xFF, (uint8_t)(o + 1), (uint8_t)(o - 1),
-                                0x18, 0x21, 0x24, 0x25, 0x26, 0x3F, 0x40};
+                                0x18, 0x21, 0x24, 0x25, 0x26, 0x27, 0x3F,
+                                0x40};
         for (size_t k = 0; k < sizeof vals; k++) {
             if (vals[k] == o)
                 continue;
@@ -1205,6 +1212,1024 @@ static void damage(const image *im, const char *name)
         fprintf(stderr, "    %s: %ld unclean variants\n", name, bad);
     CHECK(bad == 0);
     free(b);
+}
+
+/* ------------------------------------------------------------------ keyed values */
+
+/* A key described in C (R35): written with the writer, hashed with the
+ * pf_hash_* functions alone (not through the image), and matched against
+ * a stored key. */
+typedef struct kdesc {
+    int type;                   /* PF_TRUE, PF_INT, PF_FLOAT, PF_STR,
+                                   PF_TUPLE, PF_FROZENSET or PF_KEYED */
+    int64_t i;                  /* PF_INT */
+    double f;                   /* PF_FLOAT */
+    const char *s;              /* PF_STR (ASCII) */
+    unsigned flags;             /* PF_KEYED */
+    int val;                    /* PF_KEYED's value: 0 a call object, 1 a
+                                   pickle, 2 a REF to the first object */
+    uint64_t n;                 /* PF_TUPLE, PF_FROZENSET: items */
+    const struct kdesc *items;  /* ... or PF_KEYED: items[0], the proxy */
+} kdesc;
+
+#define KD_TRUE {.type = PF_TRUE}
+#define KD_INT(v) {.type = PF_INT, .i = (v)}
+#define KD_FLOAT(v) {.type = PF_FLOAT, .f = (v)}
+#define KD_STR(v) {.type = PF_STR, .s = (v)}
+#define KD_TUPLE(a) {.type = PF_TUPLE, .n = sizeof(a) / sizeof((a)[0]), .items = (a)}
+#define KD_FSET(a) {.type = PF_FROZENSET, .n = sizeof(a) / sizeof((a)[0]), .items = (a)}
+#define KD_KEYED(fl, v, proxy) {.type = PF_KEYED, .flags = (fl), .val = (v), \
+                                .n = 1, .items = &(proxy)}
+#define KEQ PF_KEYED_EQ
+
+/* The writer, and the first keyed value's object (what val 2 refers to). */
+typedef struct kw {
+    pf_writer *w;
+    uint64_t obj;
+    int64_t serial;
+} kw;
+
+/* A call object (kind 3) with args (serial,): what a Decimal looks like. */
+static void put_key_obj(kw *c)
+{
+    const uint64_t at = pf_writer_pos(c->w);
+    REQUIRE(pf_write_object_begin(c->w, 1, NULL) == PF_OK);
+    put_shape(c->w, 3, "Key");
+    REQUIRE(pf_write_tuple_begin(c->w, 1, NULL) == PF_OK);
+    REQUIRE(pf_write_int(c->w, c->serial++, NULL) == PF_OK);
+    if (!c->obj)
+        c->obj = at;
+}
+
+static void put_kd(kw *c, const kdesc *d)
+{
+    pf_writer *w = c->w;
+    switch (d->type) {
+    case PF_TRUE:
+        REQUIRE(pf_write_bool(w, 1, NULL) == PF_OK);
+        break;
+    case PF_INT:
+        REQUIRE(pf_write_int(w, d->i, NULL) == PF_OK);
+        break;
+    case PF_FLOAT:
+        REQUIRE(pf_write_float(w, d->f, NULL) == PF_OK);
+        break;
+    case PF_STR:
+        REQUIRE(STR(w, d->s) == PF_OK);
+        break;
+    case PF_TUPLE:
+        REQUIRE(pf_write_tuple_begin(w, d->n, NULL) == PF_OK);
+        for (uint64_t k = 0; k < d->n; k++)
+            put_kd(c, &d->items[k]);
+        break;
+    case PF_FROZENSET:
+        REQUIRE(pf_write_container_begin(w, PF_FROZENSET, d->n, NULL) == PF_OK);
+        for (uint64_t k = 0; k < d->n; k++) {
+            REQUIRE(pf_write_item(w, NULL) == PF_OK);
+            put_kd(c, &d->items[k]);
+            REQUIRE(pf_write_key_done(w, NULL) == PF_OK);
+        }
+        REQUIRE(pf_write_end(w, NULL) == PF_OK);
+        break;
+    default: /* PF_KEYED */
+        REQUIRE(d->type == PF_KEYED);
+        REQUIRE(pf_write_keyed_begin(w, d->flags, NULL) == PF_OK);
+        put_kd(c, &d->items[0]);
+        if (d->val == 1)
+            REQUIRE(pf_write_pickle(w, "\x80\x05K\x07.", 5, NULL) == PF_OK);
+        else if (d->val == 2 && c->obj)
+            REQUIRE(pf_write_ref(w, c->obj, NULL) == PF_OK);
+        else
+            put_key_obj(c);
+        break;
+    }
+}
+
+/* The stable hash of the key d describes, from the pf_hash_* functions
+ * (FORMAT section 5): a keyed value hashes as its proxy (R35). */
+static uint64_t kd_hash(uint64_t seed, const kdesc *d)
+{
+    uint64_t hs[8];
+    switch (d->type) {
+    case PF_TRUE:
+        return pf_hash_i64(seed, 1);
+    case PF_INT:
+        return pf_hash_i64(seed, d->i);
+    case PF_FLOAT:
+        return pf_hash_double(seed, d->f);
+    case PF_STR:
+        return pf_hash_str(seed, d->s, strlen(d->s), 1);
+    case PF_KEYED:
+        return kd_hash(seed, &d->items[0]);
+    default:
+        REQUIRE(d->n <= 8);
+        for (uint64_t k = 0; k < d->n; k++)
+            hs[k] = kd_hash(seed, &d->items[k]);
+        return d->type == PF_TUPLE ? pf_hash_tuple_of(seed, hs, (size_t)d->n)
+                                   : pf_hash_frozenset_of(seed, hs, (size_t)d->n);
+    }
+}
+
+/* 1 if the stored key at pos is exactly the one d describes (a frozenset's
+ * members in the order written), 0 if not, -1 if it cannot be read. */
+static int kd_match(const pf_image *img, uint64_t pos, const kdesc *d)
+{
+    pf_val v, it;
+    int m;
+    if (pf_read(img, pos, &v, NULL) != PF_OK)
+        return -1;
+    if (v.type != d->type)
+        return 0;
+    switch (d->type) {
+    case PF_TRUE:
+        return 1;
+    case PF_INT:
+        return v.u.i == d->i;
+    case PF_FLOAT:
+        return v.u.f == d->f;
+    case PF_STR:
+        return is_str(&v, d->s);
+    case PF_KEYED:
+        if (v.u.key.count != 2 || v.u.key.flags != d->flags)
+            return 0;
+        return kd_match(img, v.u.key.first, &d->items[0]);
+    case PF_TUPLE: {
+        if (v.u.tup.count != d->n)
+            return 0;
+        uint64_t cur = v.u.tup.first;
+        for (uint64_t k = 0; k < d->n; k++) {
+            if ((m = kd_match(img, cur, &d->items[k])) != 1)
+                return m;
+            if (pf_read(img, cur, &it, NULL) != PF_OK)
+                return -1;
+            cur = it.next;
+        }
+        return 1;
+    }
+    default: { /* PF_FROZENSET */
+        if (v.u.c.count != d->n)
+            return 0;
+        uint64_t cursor = 0, kp, vp;
+        for (uint64_t k = 0; k < d->n; k++) {
+            if (pf_record_next(img, &v, &cursor, &kp, &vp, NULL) != 1)
+                return -1;
+            if ((m = kd_match(img, kp, &d->items[k])) != 1)
+                return m;
+        }
+        return 1;
+    }
+    }
+}
+
+/* pf_find match: the stored key is the one *ctx (a kdesc) describes. */
+static int match_kd(void *ctx, const pf_image *img, uint64_t key_pos,
+                    uint64_t *key_end)
+{
+    (void)key_end;
+    return kd_match(img, key_pos, (const kdesc *)ctx);
+}
+
+/* The value offset of key d in container c (found at key offset *kp). */
+static int find_kd(const pf_image *img, const pf_val *c, const kdesc *d,
+                   uint64_t *kp, uint64_t *vp)
+{
+    uint64_t h = kd_hash(pf_image_hash_seed(img), d);
+    return pf_find(img, c, h, match_kd, (void *)d, kp, vp, NULL);
+}
+
+static const kdesc kd_1 = KD_INT(1), kd_2 = KD_INT(2), kd_5 = KD_INT(5),
+                   kd_7 = KD_INT(7), kd_f1 = KD_FLOAT(1.0),
+                   kd_f25 = KD_FLOAT(2.5), kd_true = KD_TRUE,
+                   kd_s = KD_STR("s");
+static const kdesc frac_items[3] = {KD_STR("fraction"), KD_INT(1), KD_INT(10)};
+static const kdesc kd_frac = KD_TUPLE(frac_items);             /* Decimal("0.1") */
+static const kdesc third_items[3] = {KD_STR("fraction"), KD_INT(1), KD_INT(3)};
+static const kdesc kd_third = KD_TUPLE(third_items);           /* Fraction(1, 3) */
+static const kdesc date_items[2] = {KD_STR("date"), KD_INT(737425)};
+static const kdesc kd_date = KD_TUPLE(date_items);             /* date(2020, 1, 1) */
+
+/* The keys of the main keyed image, in the order written. */
+static const kdesc k_tuple_items[2] = {KD_INT(2), KD_KEYED(0, 2, kd_date)};
+static const kdesc k_outer_items[2] = {KD_STR("outer"), KD_KEYED(KEQ, 0, kd_7)};
+static const kdesc k_outer = KD_TUPLE(k_outer_items);
+static const kdesc k_fs_items[1] = {KD_KEYED(KEQ, 0, kd_5)};
+static const kdesc keyed_keys[7] = {
+    KD_KEYED(KEQ, 0, kd_1),     /* 0: an IntEnum member: EQ, 1, an object */
+    KD_KEYED(0, 0, kd_frac),    /* 1: a Decimal: ("fraction", 1, 10) */
+    KD_STR("plain"),            /* 2: a plain str */
+    KD_TUPLE(k_tuple_items),    /* 3: (2, a date), the date's value by REF */
+    KD_KEYED(KEQ, 1, kd_f25),   /* 4: EQ, 2.5, a pickle */
+    KD_KEYED(0, 2, k_outer),    /* 5: a keyed proxy holding a keyed value */
+    KD_FSET(k_fs_items),        /* 6: frozenset({EQ 5}) */
+};
+#define NKEYED 7
+
+/* Root: [D, S, C, R, None]: D the dict of keyed_keys -> "v0".."v6" (and
+ * `extra` int keys 100.. -> 0..), S the set {REF to key 0, "plain"}, C a
+ * plain copy of key 1's proxy, R a REF to key 1. kp: the keys' offsets. */
+static image keyed_image(int extra, uint64_t kp[NKEYED], uint64_t *s_ref)
+{
+    kw c = {writer(), 0, 0};
+    const uint64_t root = pf_writer_pos(c.w);
+    REQUIRE(pf_write_container_begin(c.w, PF_LIST, 5, NULL) == PF_OK);
+    REQUIRE(pf_write_item(c.w, NULL) == PF_OK);
+    REQUIRE(pf_write_container_begin(c.w, PF_DICT, NKEYED + (uint64_t)extra,
+                                     NULL) == PF_OK);
+    for (int k = 0; k < NKEYED; k++) {
+        char val[16];
+        snprintf(val, sizeof val, "v%d", k);
+        REQUIRE(pf_write_item(c.w, NULL) == PF_OK);
+        kp[k] = pf_writer_pos(c.w);
+        put_kd(&c, &keyed_keys[k]);
+        REQUIRE(pf_write_key_done(c.w, NULL) == PF_OK);
+        REQUIRE(STR(c.w, val) == PF_OK);
+    }
+    for (int k = 0; k < extra; k++) {
+        REQUIRE(pf_write_item(c.w, NULL) == PF_OK);
+        REQUIRE(pf_write_int(c.w, 100 + k, NULL) == PF_OK);
+        REQUIRE(pf_write_key_done(c.w, NULL) == PF_OK);
+        REQUIRE(pf_write_int(c.w, k, NULL) == PF_OK);
+    }
+    REQUIRE(pf_write_end(c.w, NULL) == PF_OK);
+    REQUIRE(pf_write_item(c.w, NULL) == PF_OK);
+    REQUIRE(pf_write_container_begin(c.w, PF_SET, 2, NULL) == PF_OK);
+    REQUIRE(pf_write_item(c.w, NULL) == PF_OK);
+    *s_ref = pf_writer_pos(c.w);
+    REQUIRE(pf_write_ref(c.w, kp[0], NULL) == PF_OK);
+    REQUIRE(pf_write_key_done(c.w, NULL) == PF_OK);
+    REQUIRE(pf_write_item(c.w, NULL) == PF_OK);
+    REQUIRE(STR(c.w, "plain") == PF_OK);
+    REQUIRE(pf_write_key_done(c.w, NULL) == PF_OK);
+    REQUIRE(pf_write_end(c.w, NULL) == PF_OK);
+    REQUIRE(pf_write_item(c.w, NULL) == PF_OK);
+    put_kd(&c, &kd_frac);
+    REQUIRE(pf_write_item(c.w, NULL) == PF_OK);
+    REQUIRE(pf_write_ref(c.w, kp[1], NULL) == PF_OK);
+    REQUIRE(pf_write_item(c.w, NULL) == PF_OK);
+    REQUIRE(pf_write_none(c.w, NULL) == PF_OK);
+    REQUIRE(pf_write_end(c.w, NULL) == PF_OK);
+    return finish(c.w, root);
+}
+
+/* A keyed value at kp: its flags, its proxy (d's), and its value: an
+ * object (kind 3, "Key"), a pickle, or a REF to the object at obj. */
+static void check_keyed(const pf_image *img, uint64_t kp, const kdesc *d,
+                        uint64_t obj)
+{
+    pf_val k = rd(img, kp);
+    CHECK(k.type == PF_KEYED);
+    if (k.type != PF_KEYED)
+        return;
+    CHECK_EQ_U64(k.pos, kp);
+    CHECK_EQ_U64(k.u.key.count, 2);
+    CHECK_EQ_U64(k.u.key.first, kp + 2); /* the type byte, the flags byte */
+    CHECK_EQ_U64(k.u.key.flags, d->flags);
+    CHECK_EQ_U64(pf_image_base(img)[kp + 1], d->flags);
+    CHECK(kd_match(img, k.u.key.first, &d->items[0]) == 1);
+    pf_val p = rd(img, k.u.key.first);
+    const uint64_t vp = p.next;
+    pf_val v = rd(img, vp);
+    CHECK_EQ_U64(k.end, v.next);  /* past the value's encoding */
+    CHECK_EQ_U64(k.next, k.end);
+    if (d->val == 1) {
+        CHECK(v.type == PF_PICKLE && v.u.s.len == 5);
+    } else {
+        check_object(img, vp, 1, 3, "Key");
+        pf_val raw;
+        CHECK_RC(pf_read_raw(img, vp, &raw, NULL), PF_OK);
+        CHECK(raw.type == (d->val == 2 ? PF_REF_RAW : PF_OBJECT));
+        if (d->val == 2)
+            CHECK_EQ_U64(raw.pos, obj);
+    }
+    /* The value is no key (R21): only the keyed value is. */
+    uint64_t h;
+    CHECK_RC(pf_hash_at(img, vp, &h, NULL), PF_ETYPE);
+    /* pf_read_raw of a keyed value written in place reads it whole ... */
+    pf_val raw;
+    CHECK_RC(pf_read_raw(img, kp, &raw, NULL), PF_OK);
+    CHECK(raw.type == PF_KEYED && raw.end == k.end);
+    /* ... and a shallow read leaves its end open, as a tuple's. */
+    pf_val s;
+    CHECK_RC(pf_read_ex(img, kp, PF_READ_SHALLOW, &s, NULL), PF_OK);
+    CHECK(s.type == PF_KEYED);
+    CHECK_EQ_U64(s.end, 0);
+    CHECK_EQ_U64(s.next, 0);
+    CHECK_EQ_U64(s.u.key.count, 2);
+    CHECK_EQ_U64(s.u.key.first, k.u.key.first);
+    CHECK_EQ_U64(s.u.key.flags, k.u.key.flags);
+}
+
+static void test_keyed_image(void)
+{
+    for (int extra = 0; extra <= 10; extra += 10) { /* scanned; slots */
+        uint64_t kp[NKEYED], s_ref;
+        image im = keyed_image(extra, kp, &s_ref);
+        CHECK_EQ_U64(get16(im.buf + 8), 1);
+        CHECK_EQ_U64(get16(im.buf + 10), 1);
+        CHECK_EQ_U64(get64(im.buf + 16), PF_INCOMPAT_EXT);
+        CHECK_EQ_U64(im.buf[kp[0]], 0x27);
+        pf_verify_stats vs;
+        const char *msg;
+        int rc = verify_im(&im, &msg, &vs);
+        if (rc != PF_OK)
+            fprintf(stderr, "    keyed verify (extra %d): %s\n", extra, msg);
+        CHECK_RC(rc, PF_OK);
+        /* the list, the dict, the frozenset key, the set; keys: 7 + extra
+         * in the dict, 1 in the frozenset, 2 in the set */
+        CHECK_EQ_U64(vs.containers, 4);
+        CHECK_EQ_U64(vs.keys, 10 + (uint64_t)extra);
+
+        pf_image *img = open_im(&im);
+        CHECK_EQ_U64(pf_image_version_minor(img), 1);
+        const uint64_t seed = pf_image_hash_seed(img);
+        const uint64_t root = pf_image_root(img);
+        /* every key found again at its own record, strictly */
+        walk_state ws = {1, 100000, 60, 0, 0};
+        CHECK_RC(walk(img, root, 0, &ws), PF_OK);
+        pf_val l = rd(img, root);
+        REQUIRE(l.type == PF_LIST && l.u.c.count == 5);
+        uint64_t it[5];
+        for (uint64_t i = 0; i < 5; i++)
+            it[i] = list_item(img, &l, i);
+        pf_val d = rd(img, it[0]);
+        REQUIRE(d.type == PF_DICT);
+        CHECK_EQ_U64(d.u.c.count, NKEYED + (uint64_t)extra);
+        CHECK_EQ_U64(d.u.c.nslots != 0, extra != 0);
+
+        /* The hash of a keyed value is its proxy's (R35) ... */
+        uint64_t h, h2;
+        CHECK_RC(pf_hash_at(img, kp[0], &h, NULL), PF_OK);
+        CHECK_EQ_U64(h, pf_hash_i64(seed, 1));
+        CHECK_RC(pf_hash_at(img, kp[1], &h, NULL), PF_OK);
+        CHECK_RC(pf_hash_at(img, it[2], &h2, NULL), PF_OK); /* the plain copy */
+        CHECK_EQ_U64(h, h2);
+        CHECK_RC(pf_hash_at(img, kp[4], &h, NULL), PF_OK);
+        CHECK_EQ_U64(h, pf_hash_double(seed, 2.5));
+        /* ... in a tuple, in its place */
+        uint64_t parts[2] = {pf_hash_i64(seed, 2), kd_hash(seed, &kd_date)};
+        CHECK_RC(pf_hash_at(img, kp[3], &h, NULL), PF_OK);
+        CHECK_EQ_U64(h, pf_hash_tuple_of(seed, parts, 2));
+        /* Each key: its hash computed apart, and found by pf_find. */
+        for (int k = 0; k < NKEYED; k++) {
+            char val[16];
+            snprintf(val, sizeof val, "v%d", k);
+            CHECK_RC(pf_hash_at(img, kp[k], &h, NULL), PF_OK);
+            CHECK_EQ_U64(h, kd_hash(seed, &keyed_keys[k]));
+            uint64_t fk = 0, fv = 0;
+            CHECK_RC(find_kd(img, &d, &keyed_keys[k], &fk, &fv), 1);
+            CHECK_EQ_U64(fk, kp[k]);
+            pf_val v = rd(img, fv);
+            CHECK(is_str(&v, val));
+        }
+        /* Keys of equal hash that are not there: KEYED(0, 1), plain 1,
+         * plain 2.5, KEYED(0, 2.5). */
+        static const kdesc absent[4] = {KD_KEYED(0, 0, kd_1), KD_INT(1),
+                                        KD_FLOAT(2.5), KD_KEYED(0, 1, kd_f25)};
+        for (int k = 0; k < 4; k++) {
+            uint64_t fk = 0, fv = 0;
+            CHECK_RC(find_kd(img, &d, &absent[k], &fk, &fv), 0);
+        }
+
+        /* The keyed values read back. */
+        const pf_val v0 = rd(img, kp[0]);
+        const uint64_t obj0 = rd(img, v0.u.key.first).next; /* key 0's object */
+        check_keyed(img, kp[0], &keyed_keys[0], obj0);
+        check_keyed(img, kp[1], &keyed_keys[1], obj0);
+        check_keyed(img, kp[4], &keyed_keys[4], obj0);
+        check_keyed(img, kp[5], &keyed_keys[5], obj0);
+        pf_val t = rd(img, kp[3]);
+        CHECK(t.type == PF_TUPLE && t.u.tup.count == 2);
+        check_keyed(img, item_at(img, &t, 1), &k_tuple_items[1], obj0);
+        pf_val p5 = rd(img, rd(img, kp[5]).u.key.first);  /* ("outer", KEYED) */
+        CHECK(p5.type == PF_TUPLE && p5.u.tup.count == 2);
+        check_keyed(img, item_at(img, &p5, 1), &k_outer_items[1], obj0);
+        pf_val fs = rd(img, kp[6]);
+        CHECK(fs.type == PF_FROZENSET && fs.u.c.count == 1);
+        uint64_t cursor = 0, fk, fv;
+        CHECK_RC(pf_record_next(img, &fs, &cursor, &fk, &fv, NULL), 1);
+        check_keyed(img, fk, &k_fs_items[0], obj0);
+
+        /* A REF to a keyed value: a set's key, and a list item. */
+        pf_val s = rd(img, it[1]);
+        REQUIRE(s.type == PF_SET);
+        CHECK_RC(find_kd(img, &s, &keyed_keys[0], &fk, &fv), 1);
+        CHECK_EQ_U64(fk, s_ref);
+        CHECK_EQ_U64(fv, 0);
+        CHECK_EQ_U64(rd(img, fk).pos, kp[0]);
+        CHECK_RC(pf_hash_at(img, s_ref, &h, NULL), PF_OK);
+        CHECK_EQ_U64(h, pf_hash_i64(seed, 1));
+        pf_val r = rd(img, it[3]);
+        CHECK(r.type == PF_KEYED && r.pos == kp[1]);
+        CHECK_EQ_U64(r.next, it[4]);
+        CHECK_EQ_U64(r.end, rd(img, kp[1]).end);
+        pf_val sh;
+        CHECK_RC(pf_read_ex(img, it[3], PF_READ_SHALLOW, &sh, NULL), PF_OK);
+        CHECK(sh.type == PF_KEYED && sh.pos == kp[1]);
+        CHECK_EQ_U64(sh.end, 0);
+        CHECK_EQ_U64(sh.next, it[4]);
+        CHECK_EQ_U64(sh.u.key.first, kp[1] + 2);
+        pf_image_close(img);
+        free(im.buf);
+    }
+
+    /* The writer: flags other than EQ are refused; a proxy that is no key
+     * makes the keyed value no key (R21, R35). */
+    pf_writer *w = writer();
+    pf_error e;
+    CHECK_RC(pf_write_keyed_begin(w, 2, &e), PF_EINVAL);
+    CHECK_RC(pf_write_keyed_begin(w, 0x100, &e), PF_EINVAL);
+    CHECK_RC(pf_write_keyed_begin(w, KEQ | 0x80, &e), PF_EINVAL);
+    pf_writer_free(w);
+    for (int which = 0; which < 3; which++) {
+        kw c = {writer(), 0, 0};
+        REQUIRE(pf_write_container_begin(c.w, PF_DICT, 1, NULL) == PF_OK);
+        REQUIRE(pf_write_item(c.w, NULL) == PF_OK);
+        REQUIRE(pf_write_keyed_begin(c.w, 0, NULL) == PF_OK);
+        if (which == 0) {          /* a list */
+            REQUIRE(pf_write_container_begin(c.w, PF_LIST, 1, NULL) == PF_OK);
+            REQUIRE(pf_write_item(c.w, NULL) == PF_OK);
+            REQUIRE(pf_write_int(c.w, 1, NULL) == PF_OK);
+            REQUIRE(pf_write_end(c.w, NULL) == PF_OK);
+        } else if (which == 1) {   /* an object */
+            put_key_obj(&c);
+        } else {                   /* a tuple holding a pickle */
+            REQUIRE(pf_write_tuple_begin(c.w, 1, NULL) == PF_OK);
+            REQUIRE(pf_write_pickle(c.w, "\x80\x05N.", 4, NULL) == PF_OK);
+        }
+        put_key_obj(&c);
+        memset(&e, 0, sizeof e);
+        CHECK_RC(pf_write_key_done(c.w, &e), PF_ETYPE);
+        CHECK(e.code == PF_ETYPE && e.msg != NULL);
+        pf_writer_free(c.w);
+    }
+}
+
+/* ------------------------------------------------------------------ keyed: equality */
+
+/* Two keys a, b in one dict, set or frozenset, with `pad` other keys
+ * between them; the writer does not look for equal keys (pf_write_end
+ * builds the table as given), the full check does (R21, R35). */
+static image two_keys(int type, const kdesc *a, const kdesc *b, int pad)
+{
+    kw c = {writer(), 0, 0};
+    const uint64_t root = pf_writer_pos(c.w);
+    REQUIRE(pf_write_container_begin(c.w, type, 2 + (uint64_t)pad, NULL) == PF_OK);
+    for (int k = 0; k < 2 + pad; k++) {
+        REQUIRE(pf_write_item(c.w, NULL) == PF_OK);
+        if (k == 0) {
+            put_kd(&c, a);
+        } else if (k == 1 + pad) {
+            put_kd(&c, b);
+        } else {
+            char s[16];
+            snprintf(s, sizeof s, "pad%d", k);
+            REQUIRE(STR(c.w, s) == PF_OK);
+        }
+        REQUIRE(pf_write_key_done(c.w, NULL) == PF_OK);
+        if (type == PF_DICT)
+            REQUIRE(pf_write_int(c.w, k, NULL) == PF_OK);
+    }
+    CHECK_RC(pf_write_end(c.w, NULL), PF_OK);
+    return finish(c.w, root);
+}
+
+static const kdesc kq_eq1 = KD_KEYED(KEQ, 0, kd_1), kq_eq1_pickle = KD_KEYED(KEQ, 1, kd_1),
+                   kq_0_1 = KD_KEYED(0, 0, kd_1), kq_eq_f1 = KD_KEYED(KEQ, 0, kd_f1),
+                   kq_0_2 = KD_KEYED(0, 0, kd_2), kq_0_third = KD_KEYED(0, 0, kd_third),
+                   kq_eq_third = KD_KEYED(KEQ, 0, kd_third), kq_0_s = KD_KEYED(0, 0, kd_s),
+                   kq_eq_s = KD_KEYED(KEQ, 0, kd_s), kq_0_eq1 = KD_KEYED(0, 0, kq_eq1);
+static const kdesc t1_eq2_items[2] = {KD_INT(1), KD_KEYED(KEQ, 0, kd_2)},
+                   t1_02_items[2] = {KD_INT(1), KD_KEYED(0, 0, kd_2)},
+                   t1_2_items[2] = {KD_INT(1), KD_INT(2)};
+static const kdesc kt_1_eq2 = KD_TUPLE(t1_eq2_items), kt_1_02 = KD_TUPLE(t1_02_items),
+                   kt_1_2 = KD_TUPLE(t1_2_items);
+static const kdesc fs_eq5_items[1] = {KD_KEYED(KEQ, 0, kd_5)}, fs_5_items[1] = {KD_INT(5)},
+                   fs_05_items[1] = {KD_KEYED(0, 0, kd_5)};
+static const kdesc kf_eq5 = KD_FSET(fs_eq5_items), kf_5 = KD_FSET(fs_5_items),
+                   kf_05 = KD_FSET(fs_05_items);
+
+static void test_keyed_equal(void)
+{
+    static const struct {
+        const kdesc *a, *b;
+        int equal;
+    } cases[] = {
+        {&kq_eq1, &kd_1, 1},            /* EQ and its proxy */
+        {&kd_1, &kq_eq1, 1},            /* ... the plain key first */
+        {&kq_eq1, &kd_f1, 1},           /* ... a float equal to the proxy */
+        {&kq_eq1, &kd_true, 1},         /* ... True */
+        {&kq_eq_s, &kd_s, 1},
+        {&kq_0_1, &kd_1, 0},            /* no EQ: only keyed values meet it */
+        {&kd_f1, &kq_0_1, 0},
+        {&kq_0_s, &kd_s, 0},
+        {&kq_0_third, &kq_0_third, 1},  /* equal flags and proxies */
+        {&kq_eq1, &kq_eq_f1, 1},        /* ... proxies equal under == */
+        {&kq_eq1, &kq_eq1_pickle, 1},   /* ... whatever the values */
+        {&kq_eq_third, &kq_0_third, 0}, /* flags differ */
+        {&kq_0_1, &kq_eq1, 0},
+        {&kq_0_1, &kq_0_2, 0},          /* proxies differ */
+        {&kt_1_eq2, &kt_1_2, 1},        /* inside tuples */
+        {&kt_1_02, &kt_1_2, 0},
+        {&kt_1_eq2, &kt_1_02, 0},
+        {&kf_eq5, &kf_5, 1},            /* inside frozensets */
+        {&kf_05, &kf_5, 0},
+        {&kq_0_eq1, &kq_0_1, 1},        /* proxies KEYED(EQ, 1) and 1 */
+    };
+    const int types[3] = {PF_DICT, PF_SET, PF_FROZENSET};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        for (int t = 0; t < 3; t++) {
+            for (int pad = 0; pad <= 10; pad += 10) { /* scanned; slots */
+                image im = two_keys(types[t], cases[k].a, cases[k].b, pad);
+                pf_image *img = open_im(&im);
+                uint64_t ha, hb;
+                pf_val c = rd(img, pf_image_root(img));
+                uint64_t cursor = 0, kp[2], vp;
+                CHECK_RC(pf_record_next(img, &c, &cursor, &kp[0], &vp, NULL), 1);
+                for (int j = 0; j < pad; j++)
+                    CHECK_RC(pf_record_next(img, &c, &cursor, &kp[1], &vp, NULL), 1);
+                CHECK_RC(pf_record_next(img, &c, &cursor, &kp[1], &vp, NULL), 1);
+                CHECK_RC(pf_hash_at(img, kp[0], &ha, NULL), PF_OK);
+                CHECK_RC(pf_hash_at(img, kp[1], &hb, NULL), PF_OK);
+                const uint64_t seed = pf_image_hash_seed(img);
+                CHECK_EQ_U64(ha, kd_hash(seed, cases[k].a));
+                CHECK_EQ_U64(hb, kd_hash(seed, cases[k].b));
+                if (cases[k].equal)
+                    CHECK_EQ_U64(ha, hb); /* equal keys hash alike */
+                pf_image_close(img);
+                int ok;
+                if (cases[k].equal) {
+                    ok = verify_corrupt(&im, "two equal keys in one container (R21)");
+                } else {
+                    const char *msg;
+                    int rc = verify_im(&im, &msg, NULL);
+                    if (rc != PF_OK)
+                        fprintf(stderr, "    verify: %d \"%s\"\n", rc, msg);
+                    ok = rc == PF_OK;
+                }
+                if (!ok)
+                    fprintf(stderr, "    equality case %d, type %d, pad %d\n",
+                            (int)k, types[t], pad);
+                CHECK(ok);
+                free(im.buf);
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ keyed: damage */
+
+/* {KEYED(EQ, 1, O): "v"}, the keyed value at *kp. */
+static image keyed_dict(uint64_t *kp)
+{
+    kw c = {writer(), 0, 0};
+    const uint64_t root = pf_writer_pos(c.w);
+    REQUIRE(pf_write_container_begin(c.w, PF_DICT, 1, NULL) == PF_OK);
+    REQUIRE(pf_write_item(c.w, NULL) == PF_OK);
+    *kp = pf_writer_pos(c.w);
+    put_kd(&c, &kq_eq1);
+    REQUIRE(pf_write_key_done(c.w, NULL) == PF_OK);
+    REQUIRE(STR(c.w, "v") == PF_OK);
+    REQUIRE(pf_write_end(c.w, NULL) == PF_OK);
+    return finish(c.w, root);
+}
+
+/* Reads of a damaged image end cleanly: the walk, a lookup of key 1 in
+ * the root (if a dict), and verify (its result). */
+static int keyed_damaged(const image *im, const char **msg)
+{
+    pf_image *img = open_im(im);
+    walk_state ws = {0, 20000, 60, 0, 0};
+    int wrc = walk(img, pf_image_root(img), 0, &ws);
+    CHECK(clean_rc(wrc));
+    pf_val r;
+    if (pf_read(img, pf_image_root(img), &r, NULL) == PF_OK && r.type == PF_DICT) {
+        uint64_t kp, vp;
+        int rc = find_kd(img, &r, &kq_eq1, &kp, &vp);
+        CHECK(rc <= 1);
+    }
+    pf_image_close(img);
+    return verify_im(im, msg, NULL);
+}
+
+static void test_keyed_corrupt(void)
+{
+    uint64_t kp;
+    image im = keyed_dict(&kp);
+    CHECK_RC(verify_im(&im, NULL, NULL), PF_OK);
+    CHECK_EQ_U64(im.buf[kp], 0x27);
+    CHECK_EQ_U64(im.buf[kp + 1], KEQ);
+
+    /* The flags byte: bits 1..7 are reserved (R35). */
+    const uint8_t bad_flags[5] = {2, 3, 0x80, 0x81, 0xFF};
+    for (int k = 0; k < 5; k++) {
+        image y = copy_of(&im);
+        y.buf[kp + 1] = bad_flags[k];
+        pf_image *img = open_im(&y);
+        pf_val v;
+        pf_error e;
+        uint64_t h;
+        memset(&e, 0, sizeof e);
+        CHECK_RC(pf_read(img, kp, &v, &e), PF_ECORRUPT);
+        CHECK(e.msg != NULL && strstr(e.msg, "flags (R35)") != NULL);
+        CHECK_RC(pf_read_ex(img, kp, PF_READ_SHALLOW, &v, NULL), PF_ECORRUPT);
+        CHECK_RC(pf_read_raw(img, kp, &v, NULL), PF_ECORRUPT);
+        CHECK_RC(pf_hash_at(img, kp, &h, NULL), PF_ECORRUPT);
+        pf_image_close(img);
+        CHECK(verify_corrupt(&y, "checksum")); /* the damage, first */
+        no_checksums(&y);
+        const char *msg;
+        CHECK_RC(keyed_damaged(&y, &msg), PF_ECORRUPT);
+        CHECK(verify_corrupt(&y, "keyed value with unknown flags (R35)"));
+        free(y.buf);
+    }
+    /* EQ cleared: still sound (the hash is the proxy's either way). */
+    image y = copy_of(&im);
+    y.buf[kp + 1] = 0;
+    no_checksums(&y);
+    CHECK_RC(verify_im(&y, NULL, NULL), PF_OK);
+    pf_image *img = open_im(&y);
+    CHECK_EQ_U64(rd(img, kp).u.key.flags, 0);
+    pf_image_close(img);
+    free(y.buf);
+
+    /* Bit 0 of incompat_flags cleared: the image opens, the keyed value
+     * is corrupt there (R6, R14). */
+    for (int minor = 1; minor >= 0; minor--) {
+        y = copy_of(&im);
+        put64(y.buf + 16, 0);
+        put16(y.buf + 10, (uint16_t)minor);
+        fix_header(y.buf);
+        img = open_im(&y);
+        pf_val v;
+        uint64_t h;
+        CHECK_RC(pf_read(img, kp, &v, NULL), PF_ECORRUPT);
+        CHECK_RC(pf_hash_at(img, kp, &h, NULL), PF_ECORRUPT);
+        pf_image_close(img);
+        CHECK(verify_corrupt(&y, "without the incompat flag"));
+        CHECK_RC(keyed_damaged(&y, NULL), PF_ECORRUPT);
+        free(y.buf);
+    }
+    free(im.buf);
+
+    /* A proxy that is not of a key type, or a value that is not an object
+     * or a pickle: a list item (the writer does not look), and a dict key
+     * when the writer's hash lets it through (the value is not hashed). */
+    for (int which = 0; which < 9; which++) {
+        for (int in_key = 0; in_key < 2; in_key++) {
+            const int bad_proxy = which < 4;
+            if (in_key && bad_proxy)
+                continue; /* pf_write_key_done refuses those (above) */
+            kw c = {writer(), 0, 0};
+            const uint64_t root = pf_writer_pos(c.w);
+            uint64_t str_at = 0;
+            REQUIRE(pf_write_tuple_begin(c.w, 2, NULL) == PF_OK);
+            str_at = pf_writer_pos(c.w);
+            REQUIRE(STR(c.w, "a string long enough to be referenced") == PF_OK);
+            REQUIRE(pf_write_container_begin(c.w, in_key ? PF_DICT : PF_LIST, 1,
+                                             NULL) == PF_OK);
+            REQUIRE(pf_write_item(c.w, NULL) == PF_OK);
+            REQUIRE(pf_write_keyed_begin(c.w, KEQ, NULL) == PF_OK);
+            if (!bad_proxy)
+                REQUIRE(pf_write_int(c.w, 1, NULL) == PF_OK);
+            switch (which) {
+            case 0: /* proxy: a list */
+                REQUIRE(pf_write_container_begin(c.w, PF_LIST, 1, NULL) == PF_OK);
+                REQUIRE(pf_write_item(c.w, NULL) == PF_OK);
+                REQUIRE(pf_write_int(c.w, 1, NULL) == PF_OK);
+                REQUIRE(pf_write_end(c.w, NULL) == PF_OK);
+                break;
+            case 1: /* proxy: an object */
+                put_key_obj(&c);
+                break;
+            case 2: /* proxy: a pickle */
+                REQUIRE(pf_write_pickle(c.w, "\x80\x05N.", 4, NULL) == PF_OK);
+                break;
+            case 3: /* proxy: a tuple holding a dict */
+                REQUIRE(pf_write_tuple_begin(c.w, 1, NULL) == PF_OK);
+                REQUIRE(pf_write_container_begin(c.w, PF_DICT, 0, NULL) == PF_OK);
+                REQUIRE(pf_write_end(c.w, NULL) == PF_OK);
+                break;
+            case 4: /* value: an int */
+                REQUIRE(pf_write_int(c.w, 5, NULL) == PF_OK);
+                break;
+            case 5: /* value: a REF to a str */
+                REQUIRE(pf_write_ref(c.w, str_at, NULL) == PF_OK);
+                break;
+            case 6: /* value: a tuple holding an object */
+                REQUIRE(pf_write_tuple_begin(c.w, 1, NULL) == PF_OK);
+                put_key_obj(&c);
+                break;
+            case 7: /* value: a keyed value */
+                REQUIRE(pf_write_keyed_begin(c.w, 0, NULL) == PF_OK);
+                REQUIRE(pf_write_int(c.w, 2, NULL) == PF_OK);
+                put_key_obj(&c);
+                break;
+            default: { /* value: an array */
+                const int64_t dims[1] = {2};
+                put_array(c.w, "ab", 2, "|u1", 1, dims, 0);
+                break;
+            }
+            }
+            if (bad_proxy)
+                put_key_obj(&c);
+            if (in_key) {
+                CHECK_RC(pf_write_key_done(c.w, NULL), PF_OK);
+                REQUIRE(pf_write_int(c.w, 0, NULL) == PF_OK);
+            }
+            REQUIRE(pf_write_end(c.w, NULL) == PF_OK);
+            image x = finish(c.w, root);
+            const char *want = bad_proxy
+                ? "keyed value's proxy is not of a key type (R35)"
+                : "keyed value's value is not an object or a pickle (R35)";
+            if (!verify_corrupt(&x, want)) {
+                fprintf(stderr, "    bad keyed %d, in a key %d\n", which, in_key);
+                CHECK(0);
+            }
+            /* readers still decode it */
+            img = open_im(&x);
+            walk_state ws = {0, 20000, 60, 0, 0};
+            CHECK(clean_rc(walk(img, pf_image_root(img), 0, &ws)));
+            pf_image_close(img);
+            free(x.buf);
+        }
+    }
+
+    /* REF cycles through a keyed value (R18): its proxy, directly or in a
+     * tuple, refers back to it; or to a tuple that holds it. A list item,
+     * then a dict key (patched in: the writer's hash refuses it). Each
+     * read ends cleanly: corrupt, or a limit. */
+    for (int which = 0; which < 4; which++) {
+        kw c = {writer(), 0, 0};
+        const uint64_t root = pf_writer_pos(c.w);
+        uint64_t t = 0, k;
+        if (which == 3) {             /* T = (KEYED(0, REF T, O),) */
+            REQUIRE(pf_write_tuple_begin(c.w, 1, NULL) == PF_OK);
+            t = root;
+        } else {
+            REQUIRE(pf_write_container_begin(c.w, PF_LIST, 1, NULL) == PF_OK);
+            REQUIRE(pf_write_item(c.w, NULL) == PF_OK);
+        }
+        k = pf_writer_pos(c.w);
+        REQUIRE(pf_write_keyed_begin(c.w, 0, NULL) == PF_OK);
+        if (which == 0) {             /* KEYED(0, REF itself, O) */
+            REQUIRE(pf_write_ref(c.w, k, NULL) == PF_OK);
+        } else if (which == 1) {      /* KEYED(0, (REF itself,), O) */
+            REQUIRE(pf_write_tuple_begin(c.w, 1, NULL) == PF_OK);
+            REQUIRE(pf_write_ref(c.w, k, NULL) == PF_OK);
+        } else if (which == 2) {      /* KEYED(0, (1, (REF itself,)), O) */
+            REQUIRE(pf_write_tuple_begin(c.w, 2, NULL) == PF_OK);
+            REQUIRE(pf_write_int(c.w, 1, NULL) == PF_OK);
+            REQUIRE(pf_write_tuple_begin(c.w, 1, NULL) == PF_OK);
+            REQUIRE(pf_write_ref(c.w, k, NULL) == PF_OK);
+        } else {
+            REQUIRE(pf_write_ref(c.w, t, NULL) == PF_OK);
+        }
+        put_key_obj(&c);
+        if (which != 3)
+            REQUIRE(pf_write_end(c.w, NULL) == PF_OK);
+        image x = finish(c.w, root);
+        img = open_im(&x);
+        uint64_t h;
+        int rc = pf_hash_at(img, k, &h, NULL);
+        CHECK(rc == PF_ECORRUPT || rc == PF_ELIMIT);
+        pf_image_close(img);
+        const char *msg;
+        rc = keyed_damaged(&x, &msg);
+        if (rc != PF_ELIMIT && !(rc == PF_ECORRUPT && strstr(msg, "(R18)"))) {
+            fprintf(stderr, "    keyed cycle %d: %d \"%s\"\n", which, rc, msg);
+            CHECK(0);
+        }
+        free(x.buf);
+    }
+    /* The writer refuses a key whose proxy refers back to it. */
+    {
+        kw c = {writer(), 0, 0};
+        REQUIRE(pf_write_container_begin(c.w, PF_SET, 1, NULL) == PF_OK);
+        REQUIRE(pf_write_item(c.w, NULL) == PF_OK);
+        const uint64_t k = pf_writer_pos(c.w);
+        REQUIRE(pf_write_keyed_begin(c.w, 0, NULL) == PF_OK);
+        REQUIRE(pf_write_tuple_begin(c.w, 1, NULL) == PF_OK);
+        REQUIRE(pf_write_ref(c.w, k, NULL) == PF_OK);
+        put_key_obj(&c);
+        CHECK(pf_write_key_done(c.w, NULL) != PF_OK);
+        pf_writer_free(c.w);
+    }
+    /* In a key: {KEYED(0, 9, O): 0} and {KEYED(0, (9,), O): 0}, the 9
+     * made a REF to the keyed value. */
+    for (int tup = 0; tup < 2; tup++) {
+        kw c = {writer(), 0, 0};
+        const uint64_t root = pf_writer_pos(c.w);
+        REQUIRE(pf_write_container_begin(c.w, PF_DICT, 1, NULL) == PF_OK);
+        REQUIRE(pf_write_item(c.w, NULL) == PF_OK);
+        const uint64_t k = pf_writer_pos(c.w);
+        REQUIRE(pf_write_keyed_begin(c.w, 0, NULL) == PF_OK);
+        if (tup)
+            REQUIRE(pf_write_tuple_begin(c.w, 1, NULL) == PF_OK);
+        REQUIRE(pf_write_int(c.w, 9, NULL) == PF_OK);
+        put_key_obj(&c);
+        REQUIRE(pf_write_key_done(c.w, NULL) == PF_OK);
+        REQUIRE(pf_write_int(c.w, 0, NULL) == PF_OK);
+        REQUIRE(pf_write_end(c.w, NULL) == PF_OK);
+        image x = finish(c.w, root);
+        const uint64_t at = k + 2 + (uint64_t)tup; /* the int 9: 08 09 */
+        CHECK_EQ_U64(x.buf[at], 0x08);
+        CHECK_EQ_U64(x.buf[at + 1], 9);
+        x.buf[at] = 0x03;                           /* REF, back at-k bytes */
+        x.buf[at + 1] = (uint8_t)(at - k);
+        no_checksums(&x);
+        img = open_im(&x);
+        uint64_t h;
+        int rc = pf_hash_at(img, k, &h, NULL);
+        CHECK(rc == PF_ECORRUPT || rc == PF_ELIMIT);
+        pf_image_close(img);
+        const char *msg;
+        rc = keyed_damaged(&x, &msg);
+        if (rc != PF_ELIMIT && !(rc == PF_ECORRUPT && strstr(msg, "(R18)"))) {
+            fprintf(stderr, "    keyed key cycle %d: %d \"%s\"\n", tup, rc, msg);
+            CHECK(0);
+        }
+        free(x.buf);
+    }
+    /* Through the value: T = (KEYED(EQ, 1, O),), O.f = T is R18's tuple
+     * cycle; O.f = the keyed value, or a list holding T, is sound. */
+    for (int which = 0; which < 3; which++) {
+        kw c = {writer(), 0, 0};
+        const uint64_t root = pf_writer_pos(c.w);
+        REQUIRE(pf_write_tuple_begin(c.w, 1, NULL) == PF_OK);
+        const uint64_t k = pf_writer_pos(c.w);
+        REQUIRE(pf_write_keyed_begin(c.w, KEQ, NULL) == PF_OK);
+        REQUIRE(pf_write_int(c.w, 1, NULL) == PF_OK);
+        REQUIRE(pf_write_object_begin(c.w, 1, NULL) == PF_OK);
+        put_shape_attrs(c.w, "C", 1, f_name);
+        if (which == 2) {
+            REQUIRE(pf_write_container_begin(c.w, PF_LIST, 1, NULL) == PF_OK);
+            REQUIRE(pf_write_item(c.w, NULL) == PF_OK);
+        }
+        REQUIRE(pf_write_ref(c.w, which == 1 ? k : root, NULL) == PF_OK);
+        if (which == 2)
+            REQUIRE(pf_write_end(c.w, NULL) == PF_OK);
+        image x = finish(c.w, root);
+        if (which == 0) {
+            CHECK(verify_corrupt(&x, "(R18)"));
+        } else {
+            const char *msg;
+            int rc = verify_im(&x, &msg, NULL);
+            if (rc != PF_OK)
+                fprintf(stderr, "    keyed value cycle %d: %s\n", which, msg);
+            CHECK_RC(rc, PF_OK);
+        }
+        img = open_im(&x);
+        uint64_t h;
+        CHECK_RC(pf_hash_at(img, k, &h, NULL), PF_OK); /* the value is not hashed */
+        CHECK_EQ_U64(h, pf_hash_i64(pf_image_hash_seed(img), 1));
+        pf_image_close(img);
+        free(x.buf);
+    }
+    /* Keyed values nested deeper than a key may be (PF_ELIMIT), never a
+     * crash: KEYED(EQ, KEYED(EQ, ... 1 ...)) in a list. */
+    {
+        kw c = {writer(), 0, 0};
+        const uint64_t root = pf_writer_pos(c.w);
+        REQUIRE(pf_write_container_begin(c.w, PF_LIST, 1, NULL) == PF_OK);
+        REQUIRE(pf_write_item(c.w, NULL) == PF_OK);
+        const uint64_t k = pf_writer_pos(c.w);
+        enum { DEEP = 400 };
+        for (int i = 0; i < DEEP; i++)
+            REQUIRE(pf_write_keyed_begin(c.w, KEQ, NULL) == PF_OK);
+        REQUIRE(pf_write_int(c.w, 1, NULL) == PF_OK);
+        for (int i = 0; i < DEEP; i++)
+            REQUIRE(pf_write_pickle(c.w, "\x80\x05N.", 4, NULL) == PF_OK);
+        REQUIRE(pf_write_end(c.w, NULL) == PF_OK);
+        image x = finish(c.w, root);
+        img = open_im(&x);
+        uint64_t h;
+        CHECK_RC(pf_hash_at(img, k, &h, NULL), PF_ELIMIT);
+        CHECK_RC(pf_hash_at(img, k + 2 * (DEEP - 10), &h, NULL), PF_OK);
+        CHECK_EQ_U64(h, pf_hash_i64(pf_image_hash_seed(img), 1));
+        pf_image_close(img);
+        CHECK(clean_rc(keyed_damaged(&x, NULL)));
+        free(x.buf);
+    }
+}
+
+/* ------------------------------------------------------------------ keyed: builder */
+
+/* The streaming builder merges equal keys as a dict does (the first key,
+ * the last value), with keyed values' equality (R35). */
+static void test_keyed_builder(void)
+{
+    static const struct {
+        const kdesc *key;
+        const char *val;
+    } entries[] = {
+        {&kq_eq1, "first"},      /* KEYED(EQ, 1, O) */
+        {&kd_s, "s"},
+        {&kd_1, "second"},       /* plain 1: equal to the first */
+        {&kq_0_1, "zero"},       /* KEYED(0, 1, O): a key of its own */
+        {&kq_0_third, "third"},
+        {&kd_f1, "last"},        /* 1.0: equal to the first */
+        {&kq_0_third, "third again"}, /* equal to KEYED(0, ("fraction", 1, 3)) */
+        {&kq_eq_s, "eq s"},      /* KEYED(EQ, "s"): equal to "s" */
+    };
+    static const struct {
+        const kdesc *key;
+        const char *val;
+    } want[] = {
+        {&kq_eq1, "last"}, {&kd_s, "eq s"}, {&kq_0_1, "zero"},
+        {&kq_0_third, "third again"},
+    };
+    const size_t nent = sizeof entries / sizeof entries[0];
+    const size_t nwant = sizeof want / sizeof want[0];
+    char p[600];
+    pf_error e;
+    path_in(p, sizeof p, "keyed.pfi");
+    pf_builder *b;
+    CHECK_RC(pf_builder_new(p, PF_DICT, 0, &b, &e), PF_OK);
+    REQUIRE(b != NULL);
+    for (size_t i = 0; i < nent; i++) {
+        kw c = {pf_builder_writer(b), 0, (int64_t)i};
+        REQUIRE(pf_builder_begin(b, NULL) == PF_OK);
+        put_kd(&c, entries[i].key);
+        REQUIRE(pf_builder_key_done(b, NULL) == PF_OK);
+        REQUIRE(STR(c.w, entries[i].val) == PF_OK);
+        REQUIRE(pf_builder_end(b, NULL) == PF_OK);
+    }
+    int rc = pf_builder_finish(b, PF_PUBLISH_RENAME, &e);
+    if (rc != PF_OK)
+        fprintf(stderr, "    keyed builder: %s\n", e.msg);
+    CHECK_RC(rc, PF_OK);
+    pf_builder_free(b);
+
+    pf_image *img;
+    REQUIRE(pf_image_open_file(p, &img, &e) == PF_OK);
+    const uint8_t *base = pf_image_base(img);
+    CHECK_EQ_U64(get16(base + 10), 1);
+    CHECK_EQ_U64(get64(base + 16), PF_INCOMPAT_EXT);
+    rc = pf_image_verify(img, NULL, &e);
+    if (rc != PF_OK)
+        fprintf(stderr, "    keyed builder verify: %s\n", e.msg);
+    CHECK_RC(rc, PF_OK);
+    pf_val d = rd(img, pf_image_root(img));
+    REQUIRE(d.type == PF_DICT);
+    CHECK_EQ_U64(d.u.c.count, nwant);
+    uint64_t cursor = 0, kp, vp;
+    for (size_t i = 0; i < nwant; i++) {
+        if (pf_record_next(img, &d, &cursor, &kp, &vp, NULL) != 1) {
+            CHECK(0);
+            break;
+        }
+        CHECK(kd_match(img, kp, want[i].key) == 1);
+        pf_val v = rd(img, vp);
+        if (!is_str(&v, want[i].val)) {
+            fprintf(stderr, "    keyed builder: record %d is not \"%s\"\n",
+                    (int)i, want[i].val);
+            CHECK(0);
+        }
+        uint64_t fk = 0, fv = 0;
+        CHECK_RC(find_kd(img, &d, want[i].key, &fk, &fv), 1);
+        CHECK_EQ_U64(fk, kp);
+        CHECK_EQ_U64(fv, vp);
+    }
+    /* the keys dropped are not there */
+    CHECK_RC(find_kd(img, &d, &kd_1, &kp, &vp), 0);
+    CHECK_RC(find_kd(img, &d, &kd_f1, &kp, &vp), 0);
+    CHECK_RC(find_kd(img, &d, &kq_eq_s, &kp, &vp), 0);
+    walk_state ws = {1, 100000, 60, 0, 0};
+    CHECK_RC(walk(img, pf_image_root(img), 0, &ws), PF_OK);
+    pf_image_close(img);
+    CHECK(remove(p) == 0);
+}
+
+static void test_keyed(void)
+{
+    test_keyed_image();
+    test_keyed_equal();
+    test_keyed_corrupt();
+    test_keyed_builder();
+}
+
+/* Keyed values (R35) for test_damage: {KEYED(EQ, 1, O): REF O,
+ * (KEYED(0, ("t", 2), a pickle),): "x"}. */
+static const kdesc t2_items[2] = {KD_STR("t"), KD_INT(2)};
+static const kdesc kd_t2 = KD_TUPLE(t2_items);
+static const kdesc small_tuple_items[1] = {KD_KEYED(0, 1, kd_t2)};
+static const kdesc small_tuple_key = KD_TUPLE(small_tuple_items);
+
+static image small_keyed(void)
+{
+    kw c = {writer(), 0, 0};
+    const uint64_t root = pf_writer_pos(c.w);
+    REQUIRE(pf_write_container_begin(c.w, PF_DICT, 2, NULL) == PF_OK);
+    REQUIRE(pf_write_item(c.w, NULL) == PF_OK);
+    put_kd(&c, &kq_eq1);
+    REQUIRE(pf_write_key_done(c.w, NULL) == PF_OK);
+    REQUIRE(pf_write_ref(c.w, c.obj, NULL) == PF_OK);
+    REQUIRE(pf_write_item(c.w, NULL) == PF_OK);
+    put_kd(&c, &small_tuple_key);
+    REQUIRE(pf_write_key_done(c.w, NULL) == PF_OK);
+    REQUIRE(STR(c.w, "x") == PF_OK);
+    REQUIRE(pf_write_end(c.w, NULL) == PF_OK);
+    return finish(c.w, root);
 }
 
 static image small_objects(void)
@@ -1289,10 +2314,10 @@ static image small_mixed(void)
 
 static void test_damage(void)
 {
-    image ims[4] = {small_objects(), small_arrays(), small_pickles(),
-                    small_mixed()};
-    const char *names[4] = {"objects", "arrays", "pickles", "mixed"};
-    for (int k = 0; k < 4; k++) {
+    image ims[5] = {small_objects(), small_arrays(), small_pickles(),
+                    small_mixed(), small_keyed()};
+    const char *names[5] = {"objects", "arrays", "pickles", "mixed", "keyed"};
+    for (int k = 0; k < 5; k++) {
         damage(&ims[k], names[k]);
         free(ims[k].buf);
     }
@@ -1373,6 +2398,7 @@ int main(void)
     test_damage();
     REQUIRE(tmpdir_make("pf_test_objects") == 0);
     test_builder();
+    test_keyed();
     CHECK(count_entries() == 0 || count_entries() == -1);
     CHECK(test_rmdir(dir) == 0);
     return check_report();
