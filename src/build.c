@@ -1086,7 +1086,6 @@ static int read_key(pf_builder *b, const level *l, uint64_t off, uint64_t end,
         r.end = PF_HEADER_LEN + want;
         r.seed = b->seed;
         r.ext = 1;
-    r.ext = 1;
         uint64_t next;
         pf_error e2;
         rc = pf_key_extent(&r, PF_HEADER_LEN, hash, &next, &e2);

@@ -65,6 +65,11 @@ typedef struct vctx {
     const pf_image *img;
     const pf_range *r;
     uint8_t *seen;      /* one bit per DATA offset */
+    uint8_t *strs;      /* one bit per DATA offset: a short string checked
+                           there (a REF to it needs no second look) */
+    uint8_t *vstr;      /* one byte per VALUES entry: 1 if it leads to a
+                           short string checked (the SREFs' own map, small
+                           enough to stay in the cache) */
     vframe *stack;
     uint64_t depth, cap;
     pf_verify_stats *st;
@@ -329,6 +334,8 @@ static int key_hash(vctx *v, uint64_t pos, uint64_t *h)
 
 /* Record `kp` of frame f, whose key hashes to h: found again from its home
  * slot (R22), and no equal key on its way. */
+static int short_str_ok(vctx *v, uint64_t q, uint64_t *end);
+
 static int check_slot(vctx *v, vframe *f, uint64_t kp, uint64_t h)
 {
     const pf_range *r = v->r;
@@ -368,8 +375,10 @@ static int check_slot(vctx *v, vframe *f, uint64_t kp, uint64_t h)
             if (ro == 0 || ro - 1 >= f->body_len)
                 return PF_CORRUPT(v->err, "slot record offset outside the "
                                   "body (R24)", f->table + s * f->width);
-            uint64_t other = f->body + ro - 1, h2;
-            if ((rc = key_hash(v, other, &h2)) != PF_OK)
+            uint64_t other = f->body + ro - 1, h2, oend;
+            if (short_str_ok(v, other, &oend))
+                h2 = pf_hash_str(r->seed, r->base + other + 1, (size_t)(oend - other - 1), 1);
+            else if ((rc = key_hash(v, other, &h2)) != PF_OK)
                 return rc;
             if (h2 == h) {
                 if ((rc = keys_equal(v->r, v->err, other, kp, 0, &eq)) != PF_OK)
@@ -484,6 +493,21 @@ static int args_cycle(const vctx *v, uint64_t t)
     return 0;
 }
 
+/* A reader reads the keyed value at t as its value (R35): is that value
+ * an object whose arguments are being walked (args_cycle)? */
+static int keyed_args_cycle(const vctx *v, uint64_t t)
+{
+    for (uint64_t d = v->depth; d-- > 0;) {
+        const vframe *f = &v->stack[d];
+        if (!IS_SEQ(f->kind))
+            return 0;
+        if (f->pos == t && f->kind == PF_KEYED)
+            return d + 1 < v->depth && v->stack[d + 1].kind == PF_OBJECT &&
+                   args_cycle(v, v->stack[d + 1].pos);
+    }
+    return 0;
+}
+
 /* Is the tuple at t being walked by a chain of tuple frames ending at the
  * top (R18)? */
 static int tuple_cycle(const vctx *v, uint64_t t)
@@ -504,7 +528,7 @@ static int tuple_cycle(const vctx *v, uint64_t t)
  * (its frame sets the parent's next when it ends). */
 /* A short ASCII string (R15) at q, the commonest value: checked here
  * without a decode; 0 if it is not one (the caller decodes it). */
-static int short_str_ok(const vctx *v, uint64_t q, uint64_t *end)
+static int short_str_ok(vctx *v, uint64_t q, uint64_t *end)
 {
     const pf_range *r = v->r;
     const unsigned t = r->base[q];
@@ -516,12 +540,87 @@ static int short_str_ok(const vctx *v, uint64_t q, uint64_t *end)
     if (!pf_all_ascii(r->base + q + 1, n))
         return 0;
     *end = q + 1 + n;
+    const uint64_t k = q - r->start;
+    v->strs[k >> 3] |= (uint8_t)(1u << (k & 7));
+    return 1;
+}
+
+/* Is q a REF or SREF to a short string already checked (by short_str_ok)?
+ * Then *end is past it, with no access to the target's bytes: a REF to
+ * a shared string is the commonest one, and its target lies anywhere
+ * before it, mostly outside the cache. */
+static int ref_to_str(vctx *v, uint64_t q, uint64_t *end)
+{
+    const pf_range *r = v->r;
+    const unsigned t = r->base[q];
+    if (t != PF_T_REF && t != PF_T_SREF)
+        return 0;
+    uint64_t d, target;
+    const unsigned vl = pf_varint_get(r->base + q + 1, r->end - q - 1, &d);
+    if (!vl)
+        return 0;
+    if (t == PF_T_REF) {
+        if (d == 0 || d > q - r->start)
+            return 0;
+        target = q - d;
+    } else {
+        if (d >= r->vcount)
+            return 0;
+        if (v->vstr[d]) {
+            *end = q + 1 + vl;
+            return 1;
+        }
+        target = pf_ld64(r->vtab + 8 * d);
+        if (target < r->start || target >= r->end)
+            return 0;
+    }
+    const uint64_t k = target - r->start;
+    if (!(v->strs[k >> 3] & (1u << (k & 7))))
+        return 0;
+    if (t == PF_T_SREF)
+        v->vstr[d] = 1;
+    *end = q + 1 + vl;
+    return 1;
+}
+
+/* Walks tuple x if its items are all scalars (or REFs to short
+ * strings): 1 and *end past it; 0 if an item is anything else, having
+ * counted nothing (the caller walks it by frames); < 0 on an error, which
+ * the frames would report at the same item. */
+static int scalar_tuple(vctx *v, const pf_val *x, uint64_t *end)
+{
+    const pf_range *r = v->r;
+    const uint64_t values = v->st->values;
+    uint64_t cur = x->u.tup.first, ignored;
+    for (uint64_t i = 0; i < x->u.tup.count; i++) {
+        if (cur >= r->start && cur < r->end &&
+            (short_str_ok(v, cur, &cur) || ref_to_str(v, cur, &cur))) {
+            v->st->values++;
+            continue;
+        }
+        pf_val it;
+        int rc = pf_decode_ex(r, cur, &it, 0, 1, v->err);
+        if (rc != PF_OK)
+            return rc;
+        if (it.type == PF_REF_RAW && short_str_ok(v, it.pos, &ignored)) {
+            v->st->values++;
+        } else if (it.type == PF_REF_RAW || !(it.type >= PF_NONE && it.type <= PF_BYTES)) {
+            v->st->values = values;
+            return 0;
+        } else if ((rc = check_scalar(v, cur, &it)) != PF_OK) {
+            return rc;
+        }
+        cur = it.next;
+    }
+    v->st->values++; /* the tuple */
+    *end = cur;
     return 1;
 }
 
 static int visit(vctx *v, uint64_t q, uint64_t *end)
 {
-    if (q >= v->r->start && q < v->r->end && short_str_ok(v, q, end)) {
+    if (q >= v->r->start && q < v->r->end &&
+        (short_str_ok(v, q, end) || ref_to_str(v, q, end))) {
         v->st->values++;
         return PF_OK;
     }
@@ -548,6 +647,9 @@ static int visit(vctx *v, uint64_t q, uint64_t *end)
             if (v->depth && v->r->base[t] == PF_T_OBJECT && args_cycle(v, t))
                 return PF_CORRUPT(v->err, "REF inside an object's arguments "
                                   "back to that object (R32)", q);
+            if (v->depth && v->r->base[t] == PF_T_KEYED && keyed_args_cycle(v, t))
+                return PF_CORRUPT(v->err, "REF inside an object's arguments "
+                                  "back to its keyed value (R32, R35)", q);
             return PF_OK;
         }
         if ((rc = pf_decode_ex(v->r, t, &x, 0, 1, v->err)) != PF_OK)
@@ -573,6 +675,18 @@ static int visit(vctx *v, uint64_t q, uint64_t *end)
         for (uint64_t k = q + 1 + vl + 1; k < data; k++)
             if (base[k] != 0)
                 return PF_CORRUPT(v->err, "array pad byte not zero (R34)", k);
+    }
+    if (x.type == PF_TUPLE) {
+        /* The common tuple, of scalars only, is walked here, with no
+         * frame; any other is walked by frames from its start. */
+        uint64_t tend = 0;
+        if ((rc = scalar_tuple(v, &x, &tend)) < 0)
+            return rc;
+        if (rc == 1) {
+            if (inline_in)
+                *end = tend;
+            return PF_OK;
+        }
     }
     if (IS_SEQ(x.type)) {
         if (inline_in)
@@ -614,6 +728,10 @@ static int step(vctx *v)
         return PF_OK;
     }
     const uint64_t q = f->next;
+    /* The walk reads DATA in order, among random reads (slots, REF
+     * targets) that keep the hardware from streaming it: ask ahead. */
+    if (q + 1024 < v->r->end)
+        PREFETCH(v->r->base + q + 1024);
     if (!IS_SEQ(f->kind) && (q < f->body || q >= f->body + f->body_len))
         return PF_CORRUPT(v->err, "container item outside its body", f->pos);
     if (f->kind == PF_LIST) {
@@ -660,12 +778,27 @@ static int step(vctx *v)
                                   "object or a pickle (R35)", q);
         }
     } else if (!IS_SEQ(f->kind) && !f->at_value) {
-        uint64_t h;                                       /* a key: R21, R22 */
-        if ((rc = key_hash(v, q, &h)) != PF_OK)
+        uint64_t h, kend;                                 /* a key: R21, R22 */
+        const int short_key = q >= v->r->start && q < v->r->end &&
+                              short_str_ok(v, q, &kend);
+        if (short_key)                  /* the commonest key: hashed here */
+            h = pf_hash_str(v->r->seed, v->r->base + q + 1, (size_t)(kend - q - 1), 1);
+        else if ((rc = key_hash(v, q, &h)) != PF_OK)
             return rc;
         if ((rc = queue_slot(v, f, q, h, 0)) != PF_OK)
             return rc;
         v->st->keys++;
+        if (short_key) {                /* and checked: no visit */
+            f = &v->stack[v->depth - 1]; /* queue_slot keeps the stack */
+            if (f->kind == PF_DICT) {
+                f->at_value = 1;
+            } else {
+                f->i++;
+            }
+            f->next = kend;
+            v->st->values++;
+            return PF_OK;
+        }
     }
     if (f->kind == PF_DICT && !f->at_value) {
         f->at_value = 1;
@@ -729,6 +862,13 @@ int pf_image_verify(const pf_image *img, pf_verify_stats *stats, pf_error *err)
         return rc;
     const uint64_t span = v.r->end - v.r->start;
     v.seen = (uint8_t *)calloc((size_t)(span / 8 + 1), 1);
+    v.strs = v.seen ? (uint8_t *)calloc((size_t)(span / 8 + 1), 1) : NULL;
+    v.vstr = v.strs ? (uint8_t *)calloc((size_t)v.r->vcount + 1, 1) : NULL;
+    if (!v.vstr) {
+        free(v.seen);
+        free(v.strs);
+        v.seen = NULL;
+    }
     if (!v.seen)
         return pf_fail(err, PF_ENOMEM, "out of memory for the verify bitmap", 0);
     uint64_t end;
@@ -738,6 +878,8 @@ int pf_image_verify(const pf_image *img, pf_verify_stats *stats, pf_error *err)
     for (uint64_t d = 0; d < v.depth; d++) /* frames left by an error */
         free(v.stack[d].ring);
     free(v.seen);
+    free(v.strs);
+    free(v.vstr);
     free(v.stack);
     return rc;
 }

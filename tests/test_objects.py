@@ -1764,6 +1764,12 @@ def test_crafted_objects_that_contain_themselves(name):
         pf.Image.from_buffer(data).verify()
 
 
+def _keyed_args_cycle():
+    body = [0x27, 0x01, 0x08, 0x01, 0x24, 0x01, 0x1b, 0x08, 0x03]
+    body += _short_str("decimal") + _short_str("Decimal") + [0x19, 0x03]
+    return body + [len(body) - 1]   # REF back to offset 128
+
+
 # Keyed values (R35) made by hand: 128 KEYED, flags, proxy, value.
 _GLOBAL_INT = [0x24, 0x00, 0x1b, 0x08, 0x04] + _short_str("builtins") + _short_str("int")
 CRAFTED_KEYED = {
@@ -1777,6 +1783,9 @@ CRAFTED_KEYED = {
     "proxy-is-an-object": ([0x27, 0x00] + _GLOBAL_INT + _GLOBAL_INT, "verify"),
     # runs past DATA
     "truncated": ([0x27, 0x01, 0x08], "read"),
+    # the value is Decimal(*args) whose args hold this keyed value, which
+    # reads as that same Decimal: an object inside its own arguments (R32)
+    "args-hold-their-keyed-value": (_keyed_args_cycle(), "read"),
 }
 
 
