@@ -212,6 +212,12 @@ enum pf_type {
 /* incompat_flags bit 0 (R6): the image may hold the extension values of
  * FORMAT section 4.3. A writer sets it only when it wrote one. */
 #define PF_INCOMPAT_EXT UINT64_C(1)
+/* incompat_flags bit 1 (R6, R36): the image may hold ordered containers. */
+#define PF_INCOMPAT_ORDERED UINT64_C(2)
+
+/* The order kinds of an ordered container (R36). */
+#define PF_ORDER_STR 1    /* str keys, by code point */
+#define PF_ORDER_BYTES 2  /* bytes keys, by byte */
 
 /* A decoded ival header. Nothing is copied: pointers point into the image. */
 typedef struct pf_val {
@@ -250,6 +256,12 @@ typedef struct pf_val {
             uint64_t table;     /* offset of the table (after the body) */
             uint64_t nslots;    /* dict/set/frozenset; 0 for list */
             int width;          /* table entry width: 2, 4 or 8 */
+            int okind;          /* ordered (R36): PF_ORDER_STR or
+                                   PF_ORDER_BYTES; 0: not ordered */
+            int pbits;          /* ordered: bits per perm entry, or 0 */
+            int sshift;         /* ordered: a sample every 2^sshift */
+            uint64_t perm;      /* ordered: offset of perm */
+            uint64_t samples;   /* ordered: offset of the samples */
         } c;                                /* PF_LIST .. PF_FROZENSET */
     } u;
 } pf_val;
@@ -286,6 +298,36 @@ int pf_record_next(const pf_image *img, const pf_val *c, uint64_t *cursor,
 /* The stable hash of the stored value at `pos` (FORMAT section 5), with the
  * image's hash seed. Only key types (R21) hash; others give PF_ETYPE. */
 int pf_hash_at(const pf_image *img, uint64_t pos, uint64_t *hash, pf_error *err);
+
+/* Ordered containers (R36): c->u.c.okind != 0. A key to search for is
+ * given as code units: `n` units of `width` bytes (1, 2 or 4) for a str
+ * container, bytes (width 1) for a bytes one. Records are met in sorted
+ * order by `pos`, their offset in the body (the body end: past the last).
+ *
+ * pf_ordered_seek: the first record whose key is >= key (after = 0) or
+ *   > key (after = 1): its rank (count if none) and *pos.
+ * pf_ordered_at: the record of rank `rank` (<= count; count: the end).
+ * pf_ordered_next: the record at *pos: 1 and its key and value offsets
+ *   (value 0 for a set), *pos moved past it; 0 at the end.
+ * pf_ordered_compare: the stored str or bytes key at key_pos against key:
+ *   *cmp < 0, 0, > 0 as the stored key sorts before, equal, after; and
+ *   *common, the length of their common prefix in units.
+ * pf_ordered_longest_prefix: the longest stored key that is a prefix of
+ *   key: 1 with its rank, offsets and length in units; 0 if none. */
+int pf_ordered_seek(const pf_image *img, const pf_val *c, const void *key,
+                    size_t n, int width, int after, uint64_t *rank,
+                    uint64_t *pos, pf_error *err);
+int pf_ordered_at(const pf_image *img, const pf_val *c, uint64_t rank,
+                  uint64_t *pos, pf_error *err);
+int pf_ordered_next(const pf_image *img, const pf_val *c, uint64_t *pos,
+                    uint64_t *key_pos, uint64_t *val_pos, pf_error *err);
+int pf_ordered_compare(const pf_image *img, uint64_t key_pos, const void *key,
+                       size_t n, int width, int *cmp, size_t *common,
+                       pf_error *err);
+int pf_ordered_longest_prefix(const pf_image *img, const pf_val *c,
+                              const void *key, size_t n, int width,
+                              uint64_t *rank, uint64_t *key_pos,
+                              uint64_t *val_pos, size_t *len, pf_error *err);
 
 /* Candidate test for pf_find: returns 1 if the stored key at key_pos equals
  * the caller's key, 0 if not, < 0 to abort the search (that code is
@@ -368,6 +410,12 @@ int pf_write_container_begin(pf_writer *w, int type, uint64_t count,
 int pf_write_item(pf_writer *w, pf_error *err);
 int pf_write_key_done(pf_writer *w, pf_error *err);
 int pf_write_end(pf_writer *w, pf_error *err);
+/* As pf_write_end, for a dict, set or frozenset whose records were written
+ * in strictly ascending key order, all str or all bytes keys: it adds the
+ * order index (R36). ranks[i] is the sorted rank of the record inserted
+ * i-th (a permutation of 0..count-1), or ranks is NULL when the records
+ * were inserted in sorted order. PF_EINVAL if the keys are not so. */
+int pf_write_end_ordered(pf_writer *w, const uint64_t *ranks, pf_error *err);
 
 /* Finishes the image whose root ival is at root_pos: fills the header
  * (image_id from `id`) and the section table. On success *out is a malloc'd

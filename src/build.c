@@ -813,6 +813,7 @@ int pf_builder_key_done(pf_builder *b, pf_error *err)
     r.end = PF_HEADER_LEN + len;
     r.seed = b->seed;
     r.ext = 1;
+    r.ordered = 1;
     if ((rc = pf_key_extent(&r, PF_HEADER_LEN, &h, &next, err)) != PF_OK)
         return rc == PF_ECORRUPT ? pf_fail(err, PF_EINVAL, "the key is not "
                                            "one complete ival", 0) : rc;
@@ -1086,6 +1087,7 @@ static int read_key(pf_builder *b, const level *l, uint64_t off, uint64_t end,
         r.end = PF_HEADER_LEN + want;
         r.seed = b->seed;
         r.ext = 1;
+        r.ordered = 1;
         uint64_t next;
         pf_error e2;
         rc = pf_key_extent(&r, PF_HEADER_LEN, hash, &next, &e2);
@@ -1117,6 +1119,7 @@ static int keys_same(pf_builder *b, const uint8_t *ka, uint64_t la,
     r.end = PF_HEADER_LEN + la + lb;
     r.seed = b->seed;
     r.ext = 1;
+    r.ordered = 1;
     int rc = pf_keys_equal(&r, PF_HEADER_LEN, PF_HEADER_LEN + la, eq, err);
     free(buf);
     return rc;

@@ -35,7 +35,7 @@ static int check_image(const uint8_t *base, uint64_t avail, int exact,
         return PF_CORRUPT(err, "header_len below 128", PF_H_HEADER_LEN);
     if (!is_zero(base + PF_H_RESERVED1, 4) || !is_zero(base + PF_H_RESERVED2, 32))
         return PF_CORRUPT(err, "reserved header field not zero", PF_H_RESERVED1);
-    if (pf_ld64(base + PF_H_INCOMPAT) & ~PF_INCOMPAT_EXT)             /* R6 */
+    if (pf_ld64(base + PF_H_INCOMPAT) & ~(PF_INCOMPAT_EXT | PF_INCOMPAT_ORDERED)) /* R6 */
         return pf_fail(err, PF_EVERSION, "image needs an unknown feature "
                        "(incompat_flags)", PF_H_INCOMPAT);
     uint64_t size = pf_ld64(base + PF_H_IMAGE_SIZE);
@@ -97,6 +97,7 @@ static int check_image(const uint8_t *base, uint64_t avail, int exact,
     img->r.vtab = base + values_off;
     img->r.vcount = values_count;
     img->r.ext = (pf_ld64(base + PF_H_INCOMPAT) & PF_INCOMPAT_EXT) != 0;
+    img->r.ordered = (pf_ld64(base + PF_H_INCOMPAT) & PF_INCOMPAT_ORDERED) != 0;
     img->size = size;
     img->root = root;
     memcpy(img->id, base + PF_H_ID, 16);

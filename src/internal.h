@@ -267,6 +267,7 @@ typedef struct pf_range {
     const uint8_t *vtab;  /* VALUES table (R28): vcount u64 LE offsets */
     uint64_t vcount;
     int ext;              /* extension values allowed (PF_INCOMPAT_EXT) */
+    int ordered;          /* ordered containers allowed (PF_INCOMPAT_ORDERED) */
 } pf_range;
 
 struct pf_image {
@@ -314,6 +315,11 @@ int pf_range_record_next(const pf_range *r, const pf_val *c, uint64_t *cursor,
                          uint64_t *key_pos, uint64_t *val_pos, pf_error *err);
 
 /* Python equality of the keys stored at a and b (verify.c; R21). */
+/* The 8-byte key prefix of the order samples (R36): key's first code
+ * units (n of `width` bytes) as UTF-8 (okind PF_ORDER_STR) or bytes,
+ * zero-padded. */
+void pf_order_prefix(const void *key, size_t n, int width, int okind,
+                     uint8_t out[8]);
 int pf_keys_equal(const pf_range *r, uint64_t a, uint64_t b, int *eq,
                   pf_error *err);
 

@@ -229,6 +229,40 @@ no_ext: /* a 1.1 type in an image that did not announce it (R6, R14) */
                       "incompat flag (R6, R14)", pos);
 }
 
+/* The order block of an ordered container (R36), after its slot table. */
+static int decode_order(const pf_range *r, pf_val *out, pf_error *err)
+{
+    const uint8_t *base = r->base;
+    const uint64_t ob = out->end, count = out->u.c.count;
+    const uint64_t width = (uint64_t)out->u.c.width;
+    if (PF_UNLIKELY(r->end - ob < 8))
+        return PF_CORRUPT(err, "order block runs past the DATA section", ob);
+    const unsigned kind = base[ob], pbits = base[ob + 1], sshift = base[ob + 2];
+    if (PF_UNLIKELY(kind != PF_ORDER_STR && kind != PF_ORDER_BYTES))
+        return PF_CORRUPT(err, "order kind not 1 or 2 (R36)", ob);
+    if (PF_UNLIKELY(pbits != 0 && (count < 2 || pbits != pf_bitlen64(count - 1))))
+        return PF_CORRUPT(err, "order perm width not bitlen(count - 1) (R36)", ob + 1);
+    if (PF_UNLIKELY(sshift > 16))
+        return PF_CORRUPT(err, "order sample shift above 16 (R36)", ob + 2);
+    for (int k = 3; k < 8; k++)
+        if (PF_UNLIKELY(base[ob + k] != 0))
+            return PF_CORRUPT(err, "order block reserved byte not zero (R36)", ob + k);
+    /* count <= body_len < 2^64 / 8 here, and pbits <= 64: no overflow */
+    const uint64_t pbytes = (count / 8) * pbits + ((count % 8) * pbits + 7) / 8;
+    const uint64_t nsamples = (count >> sshift) + ((count & ((UINT64_C(1) << sshift) - 1)) != 0);
+    const uint64_t avail = r->end - ob - 8;
+    if (PF_UNLIKELY(pbytes > avail ||
+                    nsamples > (avail - pbytes) / (8 + width)))
+        return PF_CORRUPT(err, "order block runs past the DATA section", ob);
+    out->u.c.okind = (int)kind;
+    out->u.c.pbits = (int)pbits;
+    out->u.c.sshift = (int)sshift;
+    out->u.c.perm = ob + 8;
+    out->u.c.samples = ob + 8 + pbytes;
+    out->end = ob + 8 + pbytes + nsamples * (8 + width);
+    return PF_OK;
+}
+
 /* A list, dict, set or frozenset header (R19-R22); t is its type byte. */
 static int decode_container(const pf_range *r, uint64_t pos, unsigned t,
                             pf_val *out, pf_error *err)
@@ -240,9 +274,14 @@ static int decode_container(const pf_range *r, uint64_t pos, unsigned t,
     if (PF_UNLIKELY(end - pos < hlen))
         return PF_CORRUPT(err, "container header runs past the DATA section",
                           pos);
-    const int width = base[pos + 1];
+    const int ordered = base[pos + 1] >> 7;                      /* R36 */
+    const int width = base[pos + 1] & 0x7F;
     if (PF_UNLIKELY(width != 2 && width != 4 && width != 8))
         return PF_CORRUPT(err, "container table width not 2, 4 or 8", pos + 1);
+    if (PF_UNLIKELY(ordered && (is_list || !r->ordered)))
+        return PF_CORRUPT(err, is_list ? "ordered list (R36)"
+                          : "ordered container in an image without the "
+                            "incompat flag (R6, R36)", pos + 1);
     const uint64_t count = pf_ld64(base + pos + 2);
     const uint64_t body_len = pf_ld64(base + pos + 10);
     const uint64_t nslots = is_list ? 0 : pf_ld64(base + pos + 18);
@@ -273,7 +312,10 @@ static int decode_container(const pf_range *r, uint64_t pos, unsigned t,
     out->u.c.table = table;
     out->u.c.nslots = nslots;
     out->u.c.width = width;
+    out->u.c.okind = 0;
     out->end = table + nent * (uint64_t)width;
+    if (ordered)
+        return decode_order(r, out, err);
     return PF_OK;
 }
 
@@ -498,9 +540,52 @@ static int is_map(int type)
  * shorter than 2^32 bytes (so count < 2^32 too) the record index rides in
  * the high 32 bits, which lets us stop after exactly `count` records and
  * report a body holding more or fewer (R20). */
+static int ordered_record(const pf_range *r, const pf_val *c, uint64_t pos,
+                          uint64_t *key_pos, uint64_t *val_pos, uint64_t *next,
+                          pf_error *err);
+static int ordered_at(const pf_range *r, const pf_val *c, uint64_t rank,
+                      uint64_t *pos, pf_error *err);
+
+/* Entry i of an ordered container's perm (R36): pbits bits from bit
+ * i * pbits, least significant first. */
+static uint64_t perm_get(const uint8_t *perm, uint64_t i, unsigned pbits)
+{
+    const uint64_t bit = i * pbits;
+    const uint8_t *p = perm + bit / 8;
+    const unsigned sh = (unsigned)(bit % 8);
+    const unsigned nbytes = (sh + pbits + 7) / 8;      /* <= 9 */
+    uint64_t v = 0;
+    for (unsigned k = 0; k < nbytes && k < 8; k++)
+        v |= (uint64_t)p[k] << (8 * k);
+    v >>= sh;
+    if (nbytes == 9)
+        v |= (uint64_t)p[8] << (64 - sh);
+    return pbits == 64 ? v : v & ((UINT64_C(1) << pbits) - 1);
+}
+
 static int record_next(const pf_range *r, const pf_val *c, uint64_t *cursor,
                        uint64_t *key_pos, uint64_t *val_pos, pf_error *err)
 {
+    if (c->u.c.okind && c->u.c.pbits) {
+        /* An ordered container iterated in insertion order: the cursor is
+         * the index of the next record, its rank from perm (R36). */
+        const uint64_t i = *cursor;
+        if (i >= c->u.c.count)
+            return 0;
+        const uint64_t rank = perm_get(r->base + c->u.c.perm, i, (unsigned)c->u.c.pbits);
+        if (rank >= c->u.c.count)
+            return PF_CORRUPT(err, "order perm entry not below count (R36)",
+                              c->u.c.perm);
+        uint64_t pos, next;
+        int rc = ordered_at(r, c, rank, &pos, err);
+        if (rc != PF_OK)
+            return rc;
+        if ((rc = ordered_record(r, c, pos, key_pos, val_pos, &next, err)) != 1)
+            return rc == 0 ? PF_CORRUPT(err, "body holds fewer records than "
+                                        "count (R20)", c->pos) : rc;
+        *cursor = i + 1;
+        return 1;
+    }
     const uint64_t bl = c->u.c.body_len, body = c->u.c.body;
     const uint64_t body_end = body + bl;
     const int packed = bl <= 0xFFFFFFFFu;
@@ -813,4 +898,338 @@ int pf_find(const pf_image *img, const pf_val *c, uint64_t hash,
         }
     }
     return rc;
+}
+
+/* ------------------------------------------------------------------ order */
+
+/* Ordered containers (R36): the records lie in the body in ascending key
+ * order; a search narrows to a block of 2^sshift records with the samples'
+ * key prefixes (a few stored keys read where prefixes tie), then reads the
+ * block in order. Positions are image offsets of records; the body end
+ * stands for "past the last". */
+
+static int check_ordered(const pf_val *c, const void *key, int width,
+                         pf_error *err)
+{
+    if (!c || c->type < PF_DICT || c->type > PF_FROZENSET || !c->u.c.okind)
+        return pf_fail(err, PF_ETYPE, "not an ordered dict, set or frozenset", 0);
+    if ((width != 1 && width != 2 && width != 4) ||
+        (c->u.c.okind == PF_ORDER_BYTES && width != 1) || !key)
+        return pf_fail(err, PF_EINVAL, "bad key width for this order", 0);
+    return PF_OK;
+}
+
+/* The record at pos: 1 with its key and value offsets (value 0 in a set)
+ * and where the next one starts; 0 at the body end. */
+static int ordered_record(const pf_range *r, const pf_val *c, uint64_t pos,
+                          uint64_t *key_pos, uint64_t *val_pos, uint64_t *next,
+                          pf_error *err)
+{
+    const uint64_t body = c->u.c.body, body_end = body + c->u.c.body_len;
+    if (pos == body_end)
+        return 0;
+    if (pos < body || pos > body_end)
+        return pf_fail(err, PF_EINVAL, "record position outside the body", pos);
+    pf_val v;
+    int rc = decode(r, pos, &v, 0, 0, err);
+    if (rc != PF_OK)
+        return rc;
+    uint64_t n = v.next, vp = 0;
+    if (n > body_end)
+        return PF_CORRUPT(err, "record runs past the body (R20)", pos);
+    if (c->type == PF_DICT) {
+        if (n == body_end)
+            return PF_CORRUPT(err, "dict record without a value (R20)", pos);
+        vp = n;
+        if ((rc = decode(r, vp, &v, 0, 0, err)) != PF_OK)
+            return rc;
+        n = v.next;
+        if (n > body_end)
+            return PF_CORRUPT(err, "record runs past the body (R20)", vp);
+    }
+    *key_pos = pos;
+    *val_pos = vp;
+    *next = n;
+    return 1;
+}
+
+static const uint8_t *sample_at(const pf_range *r, const pf_val *c, uint64_t j)
+{
+    return r->base + c->u.c.samples + j * (8 + (uint64_t)c->u.c.width);
+}
+
+/* The record a sample names (R36): its offset, checked inside the body. */
+static int sample_pos(const pf_range *r, const pf_val *c, uint64_t j,
+                      uint64_t *pos, pf_error *err)
+{
+    const uint64_t off = pf_ldw(sample_at(r, c, j) + 8, c->u.c.width);
+    if (off >= c->u.c.body_len)
+        return PF_CORRUPT(err, "order sample outside the body (R36)",
+                          c->u.c.samples + j * (8 + (uint64_t)c->u.c.width));
+    *pos = c->u.c.body + off;
+    return PF_OK;
+}
+
+static int ordered_at(const pf_range *r, const pf_val *c, uint64_t rank,
+                      uint64_t *pos, pf_error *err)
+{
+    if (rank >= c->u.c.count) {
+        if (rank > c->u.c.count)
+            return pf_fail(err, PF_ERANGE, "rank past the end", 0);
+        *pos = c->u.c.body + c->u.c.body_len;
+        return PF_OK;
+    }
+    const uint64_t j = rank >> c->u.c.sshift;
+    uint64_t p, kp, vp, next;
+    int rc = sample_pos(r, c, j, &p, err);
+    for (uint64_t k = j << c->u.c.sshift; rc == PF_OK && k < rank; k++) {
+        rc = ordered_record(r, c, p, &kp, &vp, &next, err);
+        if (rc == 0)
+            return PF_CORRUPT(err, "order sample past its rank (R36)", c->pos);
+        if (rc == 1) {
+            p = next;
+            rc = PF_OK;
+        }
+    }
+    if (rc != PF_OK)
+        return rc;
+    *pos = p;
+    return PF_OK;
+}
+
+/* Code unit k of n units of `width` bytes at p. */
+static inline uint32_t unit_at(const uint8_t *p, size_t k, int width)
+{
+    return width == 1 ? p[k] : width == 2 ? pf_ld16(p + 2 * k) : pf_ld32(p + 4 * k);
+}
+
+/* The stored key at kp (str or bytes, as the order's kind) against key. */
+static int key_cmp(const pf_range *r, const pf_val *c, uint64_t kp,
+                   const uint8_t *key, size_t n, int width, int *cmp,
+                   size_t *common, uint64_t *klen, pf_error *err)
+{
+    pf_val kv;
+    int rc = decode(r, kp, &kv, 1, 0, err);
+    if (rc != PF_OK)
+        return rc;
+    if (kv.type != (c->u.c.okind == PF_ORDER_STR ? PF_STR : PF_BYTES))
+        return PF_CORRUPT(err, "ordered container key not of its order's "
+                          "kind (R36)", kp);
+    const uint8_t *d = kv.u.s.data;
+    const int kw = kv.u.s.width;
+    const size_t len = (size_t)kv.u.s.len;
+    const size_t m = len < n ? len : n;
+    size_t i = 0;
+    if (kw == 1 && width == 1) {
+        while (i + 8 <= m && memcmp(d + i, key + i, 8) == 0)
+            i += 8;
+    }
+    while (i < m && unit_at(d, i, kw) == unit_at(key, i, width))
+        i++;
+    *common = i;
+    *klen = len;
+    if (i < m)
+        *cmp = unit_at(d, i, kw) < unit_at(key, i, width) ? -1 : 1;
+    else
+        *cmp = len < n ? -1 : len > n ? 1 : 0;
+    return PF_OK;
+}
+
+/* The first 8 bytes of key's UTF-8 (str) or bytes, zero-padded: the
+ * samples' prefix form (R36). */
+void pf_order_prefix(const void *keyp, size_t n, int width, int okind,
+                     uint8_t out[8])
+{
+    const uint8_t *key = (const uint8_t *)keyp;
+    size_t o = 0;
+    memset(out, 0, 8);
+    for (size_t k = 0; k < n && o < 8; k++) {
+        uint32_t cp = unit_at(key, k, width);
+        uint8_t b[4];
+        unsigned nb;
+        if (okind == PF_ORDER_BYTES || cp < 0x80) {
+            b[0] = (uint8_t)cp;
+            nb = 1;
+        } else if (cp < 0x800) {
+            b[0] = (uint8_t)(0xC0 | (cp >> 6));
+            b[1] = (uint8_t)(0x80 | (cp & 0x3F));
+            nb = 2;
+        } else if (cp < 0x10000) {
+            b[0] = (uint8_t)(0xE0 | (cp >> 12));
+            b[1] = (uint8_t)(0x80 | ((cp >> 6) & 0x3F));
+            b[2] = (uint8_t)(0x80 | (cp & 0x3F));
+            nb = 3;
+        } else {
+            b[0] = (uint8_t)(0xF0 | (cp >> 18));
+            b[1] = (uint8_t)(0x80 | ((cp >> 12) & 0x3F));
+            b[2] = (uint8_t)(0x80 | ((cp >> 6) & 0x3F));
+            b[3] = (uint8_t)(0x80 | (cp & 0x3F));
+            nb = 4;
+        }
+        for (unsigned t = 0; t < nb && o < 8; t++)
+            out[o++] = b[t];
+    }
+}
+
+/* seek, and the record before the one found (its offset in *prev, or 0
+ * when the found one is the first). */
+static int seek_impl(const pf_range *r, const pf_val *c, const uint8_t *key,
+                     size_t n, int width, int after, uint64_t *rank_out,
+                     uint64_t *pos_out, uint64_t *prev_out, pf_error *err)
+{
+    const uint64_t count = c->u.c.count;
+    const unsigned sshift = (unsigned)c->u.c.sshift;
+    const uint64_t nsamples = (count >> sshift) +
+                              ((count & ((UINT64_C(1) << sshift) - 1)) != 0);
+    uint8_t probe[8];
+    pf_order_prefix(key, n, width, c->u.c.okind, probe);
+    /* the last sample whose key is < key (after: <= key) */
+    uint64_t lo = 0, hi = nsamples;
+    int rc, cmp;
+    size_t common;
+    uint64_t klen, kp, vp, next;
+    while (lo < hi) {
+        const uint64_t mid = lo + (hi - lo) / 2;
+        const int c8 = memcmp(sample_at(r, c, mid), probe, 8);
+        int below;
+        if (c8 != 0) {
+            below = c8 < 0;
+        } else {
+            uint64_t sp;
+            if ((rc = sample_pos(r, c, mid, &sp, err)) != PF_OK ||
+                (rc = key_cmp(r, c, sp, key, n, width, &cmp, &common, &klen,
+                              err)) != PF_OK)
+                return rc;
+            below = after ? cmp <= 0 : cmp < 0;
+        }
+        if (below)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    uint64_t rank = 0, pos = c->u.c.body, prev = 0;
+    if (lo > 0) {
+        rank = (lo - 1) << sshift;
+        if ((rc = sample_pos(r, c, lo - 1, &pos, err)) != PF_OK)
+            return rc;
+    }
+    while (rank < count) {
+        rc = ordered_record(r, c, pos, &kp, &vp, &next, err);
+        if (rc < 0)
+            return rc;
+        if (rc == 0)
+            return PF_CORRUPT(err, "body holds fewer records than count (R20)",
+                              c->pos);
+        if ((rc = key_cmp(r, c, kp, key, n, width, &cmp, &common, &klen,
+                          err)) != PF_OK)
+            return rc;
+        if (after ? cmp > 0 : cmp >= 0)
+            break;
+        prev = pos;
+        pos = next;
+        rank++;
+    }
+    if (rank == count)
+        pos = c->u.c.body + c->u.c.body_len;
+    if (rank > 0 && prev == 0 && (rc = ordered_at(r, c, rank - 1, &prev, err)) != PF_OK)
+        return rc; /* a sample that sorts after its search (damaged) */
+    *rank_out = rank;
+    *pos_out = pos;
+    *prev_out = prev;
+    return PF_OK;
+}
+
+int pf_ordered_seek(const pf_image *img, const pf_val *c, const void *key,
+                    size_t n, int width, int after, uint64_t *rank,
+                    uint64_t *pos, pf_error *err)
+{
+    uint64_t prev;
+    int rc = check_ordered(c, key, width, err);
+    if (rc != PF_OK)
+        return rc;
+    return seek_impl(&img->r, c, (const uint8_t *)key, n, width, after, rank,
+                     pos, &prev, err);
+}
+
+int pf_ordered_at(const pf_image *img, const pf_val *c, uint64_t rank,
+                  uint64_t *pos, pf_error *err)
+{
+    uint8_t k = 0;
+    int rc = check_ordered(c, &k, 1, err);
+    if (rc != PF_OK)
+        return rc;
+    return ordered_at(&img->r, c, rank, pos, err);
+}
+
+int pf_ordered_next(const pf_image *img, const pf_val *c, uint64_t *pos,
+                    uint64_t *key_pos, uint64_t *val_pos, pf_error *err)
+{
+    uint8_t k = 0;
+    uint64_t next;
+    int rc = check_ordered(c, &k, 1, err);
+    if (rc != PF_OK)
+        return rc;
+    rc = ordered_record(&img->r, c, *pos, key_pos, val_pos, &next, err);
+    if (rc == 1)
+        *pos = next;
+    return rc;
+}
+
+int pf_ordered_compare(const pf_image *img, uint64_t key_pos, const void *key,
+                       size_t n, int width, int *cmp, size_t *common,
+                       pf_error *err)
+{
+    pf_val kv;
+    int rc = decode(&img->r, key_pos, &kv, 1, 0, err);
+    if (rc != PF_OK)
+        return rc;
+    if ((kv.type != PF_STR && kv.type != PF_BYTES) || !key ||
+        (width != 1 && width != 2 && width != 4))
+        return pf_fail(err, PF_ETYPE, "not a str or bytes key", key_pos);
+    pf_val c;
+    memset(&c, 0, sizeof c);
+    c.u.c.okind = kv.type == PF_STR ? PF_ORDER_STR : PF_ORDER_BYTES;
+    uint64_t klen;
+    return key_cmp(&img->r, &c, key_pos, (const uint8_t *)key, n, width, cmp,
+                   common, &klen, err);
+}
+
+int pf_ordered_longest_prefix(const pf_image *img, const pf_val *c,
+                              const void *keyp, size_t n, int width,
+                              uint64_t *rank_out, uint64_t *key_pos,
+                              uint64_t *val_pos, size_t *len, pf_error *err)
+{
+    const pf_range *r = &img->r;
+    const uint8_t *key = (const uint8_t *)keyp;
+    int rc = check_ordered(c, key, width, err);
+    if (rc != PF_OK)
+        return rc;
+    /* The longest stored key <= key[0..m) is its answer if it is a prefix
+     * of it; otherwise the answer is a prefix of their common part, which
+     * is shorter: each round shortens m. */
+    size_t m = n;
+    for (;;) {
+        uint64_t rank, pos, prev, kp, vp, next, klen;
+        int cmp;
+        size_t common;
+        if ((rc = seek_impl(r, c, key, m, width, 1, &rank, &pos, &prev, err)) != PF_OK)
+            return rc;
+        if (rank == 0)
+            return 0;
+        if ((rc = ordered_record(r, c, prev, &kp, &vp, &next, err)) != 1)
+            return rc == 0 ? PF_CORRUPT(err, "order sample past the body (R36)",
+                                        c->pos) : rc;
+        if ((rc = key_cmp(r, c, kp, key, m, width, &cmp, &common, &klen, err)) != PF_OK)
+            return rc;
+        if (common == klen) {
+            *rank_out = rank - 1;
+            *key_pos = kp;
+            *val_pos = vp;
+            *len = (size_t)klen;
+            return 1;
+        }
+        if (common >= m) /* a damaged order: the key sorts after key[0..m) */
+            return PF_CORRUPT(err, "ordered container keys out of order (R36)", kp);
+        m = common;
+    }
 }

@@ -55,6 +55,10 @@ typedef struct vframe {
     uint8_t at_value;   /* dict: record i's key is done, its value is next */
     uint8_t inline_in;  /* written inline in the parent: gives its end */
     uint8_t objkind;    /* an object: its shape's kind (R32), else 0 */
+    uint8_t okind;      /* an ordered container: its order kind (R36) */
+    uint8_t sshift;     /* ... its sample shift */
+    uint64_t samples;   /* ... its samples' offset */
+    uint64_t oprev;     /* ... the key before, or 0 */
     uint64_t *ring;     /* slot table: RING (key pos, hash) pairs waiting */
     uint32_t ring_head, ring_n;
     uint64_t small_hash[8]; /* containers without a slot table: key hashes */
@@ -412,6 +416,65 @@ static int count_slots(vctx *v, const vframe *f)
 
 /* ------------------------------------------------------- the walk */
 
+/* An ordered container's perm is a permutation of 0..count-1 (R36). */
+static int check_perm(vctx *v, const pf_val *x)
+{
+    const uint64_t count = x->u.c.count;
+    const unsigned pbits = (unsigned)x->u.c.pbits;
+    const uint8_t *perm = v->r->base + x->u.c.perm;
+    uint8_t *seen = (uint8_t *)calloc((size_t)(count / 8 + 1), 1);
+    if (!seen)
+        return pf_fail(v->err, PF_ENOMEM, "out of memory for the verify bitmap", 0);
+    int rc = PF_OK;
+    for (uint64_t i = 0; i < count && rc == PF_OK; i++) {
+        uint64_t e = 0;
+        const uint64_t bit = i * pbits;
+        for (unsigned b = 0; b < pbits; b++)
+            e |= (uint64_t)(perm[(bit + b) / 8] >> ((bit + b) % 8) & 1) << b;
+        if (e >= count || (seen[e / 8] >> (e % 8) & 1))
+            rc = PF_CORRUPT(v->err, "order perm is not a permutation of "
+                            "0..count-1 (R36)", x->u.c.perm);
+        else
+            seen[e / 8] |= (uint8_t)(1u << (e % 8));
+    }
+    free(seen);
+    return rc;
+}
+
+/* Record i of ordered container f has its key at q: of the order's kind,
+ * after the key before it, and described by its sample (R36). */
+static int check_order(vctx *v, vframe *f, uint64_t q)
+{
+    pf_val kv;
+    int rc = pf_decode_ex(v->r, q, &kv, 1, 0, v->err);
+    if (rc != PF_OK)
+        return rc;
+    if (kv.type != (f->okind == PF_ORDER_STR ? PF_STR : PF_BYTES))
+        return PF_CORRUPT(v->err, "ordered container key not of its order's "
+                          "kind (R36)", q);
+    if (f->oprev) {
+        int cmp;
+        size_t common;
+        if ((rc = pf_ordered_compare(v->img, f->oprev, kv.u.s.data, (size_t)kv.u.s.len,
+                                     kv.u.s.width, &cmp, &common, v->err)) != PF_OK)
+            return rc;
+        if (cmp >= 0)
+            return PF_CORRUPT(v->err, "ordered container keys not in strictly "
+                              "ascending order (R36)", q);
+    }
+    f->oprev = q;
+    if (f->i & ((UINT64_C(1) << f->sshift) - 1))
+        return PF_OK;
+    const uint8_t *sm = v->r->base + f->samples +
+                        (f->i >> f->sshift) * (8 + (uint64_t)f->width);
+    uint8_t want[8];
+    pf_order_prefix(kv.u.s.data, (size_t)kv.u.s.len, kv.u.s.width, f->okind, want);
+    if (memcmp(sm, want, 8) != 0 || pf_ldw(sm + 8, f->width) != q - f->body)
+        return PF_CORRUPT(v->err, "order sample does not describe its record "
+                          "(R36)", (uint64_t)(sm - v->r->base));
+    return PF_OK;
+}
+
 static int push(vctx *v, const pf_val *x, int inline_in)
 {
     if (v->depth == v->cap) {
@@ -442,8 +505,16 @@ static int push(vctx *v, const pf_val *x, int inline_in)
     f->table = x->u.c.table;
     f->nslots = x->u.c.nslots;
     f->width = (uint8_t)x->u.c.width;
+    f->okind = (uint8_t)x->u.c.okind;
+    f->sshift = (uint8_t)x->u.c.sshift;
+    f->samples = x->u.c.samples;
     v->st->values++;
     v->st->containers++;
+    if (f->okind && x->u.c.pbits) {
+        int rc = check_perm(v, x);
+        if (rc != PF_OK)
+            return rc;
+    }
     if (!f->nslots)
         return PF_OK;
     f->ring = (uint64_t *)malloc(RING * 2 * sizeof(uint64_t));
@@ -788,8 +859,10 @@ static int step(vctx *v)
         if ((rc = queue_slot(v, f, q, h, 0)) != PF_OK)
             return rc;
         v->st->keys++;
+        f = &v->stack[v->depth - 1];
+        if (f->okind && (rc = check_order(v, f, q)) != PF_OK)
+            return rc;
         if (short_key) {                /* and checked: no visit */
-            f = &v->stack[v->depth - 1]; /* queue_slot keeps the stack */
             if (f->kind == PF_DICT) {
                 f->at_value = 1;
             } else {

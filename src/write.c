@@ -873,7 +873,7 @@ int pf_writer_hash_at(const pf_writer *w, uint64_t kp, uint64_t *hash,
         return PF_OK;
     }
     pf_range r = {w->buf, PF_HEADER_LEN, w->len, w->seed,
-                  w->pool_fn ? NULL : w->vtab, w->pool_fn ? 0 : w->vcount, 1};
+                  w->pool_fn ? NULL : w->vtab, w->pool_fn ? 0 : w->vcount, 1, 1};
     pf_error e2;
     int rc = pf_hash_range(&r, kp, hash, &e2);
     if (rc != PF_OK) {
@@ -932,11 +932,123 @@ const uint8_t *pf_writer_data(const pf_writer *w, size_t *len)
 
 int pf_writer_open(const pf_writer *w) { return w->nframes != 0; }
 
+/* The order block of an ordered container (R36), appended at w->len:
+ * checks that the keys ascend, all str or all bytes. */
+#define PF_ORDER_SSHIFT 4
+static int write_order(pf_writer *w, pf_frame *f, int width,
+                       const uint64_t *ranks, pf_error *err)
+{
+    const uint64_t count = f->count;
+    pf_range r = {w->buf, PF_HEADER_LEN, w->len, w->seed,
+                  w->pool_fn ? NULL : w->vtab, w->pool_fn ? 0 : w->vcount, 1, 1};
+    int okind = 0;
+    pf_val prev, kv;
+    memset(&prev, 0, sizeof prev);
+    for (uint64_t i = 0; i < count; i++) {
+        int rc = pf_decode(&r, f->body + f->recs[i], &kv, 1, err);
+        if (rc != PF_OK)
+            return rc;
+        const int k = kv.type == PF_STR ? PF_ORDER_STR : kv.type == PF_BYTES
+                                                        ? PF_ORDER_BYTES : 0;
+        if (!k || (okind && k != okind))
+            return pf_fail(err, PF_EINVAL, "an ordered container's keys must be "
+                           "all str or all bytes", f->body + f->recs[i]);
+        okind = k;
+        if (i > 0) {
+            int cmp = 0;
+            const uint64_t m = prev.u.s.len < kv.u.s.len ? prev.u.s.len : kv.u.s.len;
+            for (uint64_t u = 0; u < m && !cmp; u++) {
+                const uint32_t a = prev.u.s.width == 1 ? prev.u.s.data[u]
+                    : prev.u.s.width == 2 ? pf_ld16(prev.u.s.data + 2 * u)
+                                          : pf_ld32(prev.u.s.data + 4 * u);
+                const uint32_t b = kv.u.s.width == 1 ? kv.u.s.data[u]
+                    : kv.u.s.width == 2 ? pf_ld16(kv.u.s.data + 2 * u)
+                                        : pf_ld32(kv.u.s.data + 4 * u);
+                cmp = a < b ? -1 : a > b;
+            }
+            if (!cmp)
+                cmp = prev.u.s.len < kv.u.s.len ? -1 : prev.u.s.len > kv.u.s.len;
+            if (cmp >= 0)
+                return pf_fail(err, PF_EINVAL, "an ordered container's records "
+                               "must be written in strictly ascending key order",
+                               f->body + f->recs[i]);
+        }
+        prev = kv;
+    }
+    unsigned pbits = 0;
+    if (ranks) {
+        for (uint64_t i = 0; i < count && !pbits; i++)
+            if (ranks[i] != i)
+                pbits = pf_bitlen64(count - 1);
+    }
+    const uint64_t pbytes = (count * pbits + 7) / 8;
+    const uint64_t K = UINT64_C(1) << PF_ORDER_SSHIFT;
+    const uint64_t nsamples = (count + K - 1) / K;
+    const uint64_t olen = 8 + pbytes + nsamples * (8 + (uint64_t)width);
+    if (olen > SIZE_MAX - w->len)
+        return pf_fail(err, PF_ELIMIT, "order index too large", f->start);
+    int rc = ensure(w, (size_t)olen, err);
+    if (rc != PF_OK)
+        return rc;
+    uint8_t *o = w->buf + w->len;
+    memset(o, 0, (size_t)olen);
+    o[0] = (uint8_t)okind;
+    o[1] = (uint8_t)pbits;
+    o[2] = PF_ORDER_SSHIFT;
+    if (pbits) {
+        uint8_t *seen = (uint8_t *)calloc((size_t)(count / 8 + 1), 1);
+        if (!seen)
+            return pf_fail(err, PF_ENOMEM, "out of memory for the order", 0);
+        for (uint64_t i = 0; i < count; i++) {
+            const uint64_t v = ranks[i];
+            if (v >= count || (seen[v / 8] >> (v % 8) & 1)) {
+                free(seen);
+                return pf_fail(err, PF_EINVAL, "ranks are not a permutation of "
+                               "0..count-1", 0);
+            }
+            seen[v / 8] |= (uint8_t)(1u << (v % 8));
+            const uint64_t bit = i * pbits;
+            for (unsigned b = 0; b < pbits; b++)
+                if (v >> b & 1)
+                    o[8 + (bit + b) / 8] |= (uint8_t)(1u << ((bit + b) % 8));
+        }
+        free(seen);
+    }
+    uint8_t *sm = o + 8 + pbytes;
+    for (uint64_t j = 0; j < nsamples; j++) {
+        const uint64_t off = f->recs[j * K];
+        if ((rc = pf_decode(&r, f->body + off, &kv, 1, err)) != PF_OK)
+            return rc;
+        pf_order_prefix(kv.u.s.data, (size_t)kv.u.s.len, kv.u.s.width, okind, sm);
+        pf_stw(sm + 8, width, off);
+        sm += 8 + width;
+    }
+    w->len += (size_t)olen;
+    w->incompat |= PF_INCOMPAT_ORDERED;
+    return PF_OK;
+}
+
+static int end_container(pf_writer *w, int ordered, const uint64_t *ranks,
+                         pf_error *err);
+
 int pf_write_end(pf_writer *w, pf_error *err)
+{
+    return end_container(w, 0, NULL, err);
+}
+
+int pf_write_end_ordered(pf_writer *w, const uint64_t *ranks, pf_error *err)
+{
+    return end_container(w, 1, ranks, err);
+}
+
+static int end_container(pf_writer *w, int ordered, const uint64_t *ranks,
+                         pf_error *err)
 {
     pf_frame *f = top_container(w);
     if (!f)
         return pf_fail(err, PF_EINVAL, "pf_write_end outside a container", 0);
+    if (ordered && f->kind == PF_T_LIST)
+        return pf_fail(err, PF_EINVAL, "a list cannot be ordered", f->start);
     if (f->items != f->count || !item_complete(f))
         return pf_fail(err, PF_EINVAL, "container ended before its count of "
                        "items was written", f->start);
@@ -978,11 +1090,17 @@ int pf_write_end(pf_writer *w, pf_error *err)
         }
     }
     uint8_t *hdr = w->buf + f->start;
-    hdr[1] = (uint8_t)width;
+    hdr[1] = (uint8_t)(width | (ordered ? 0x80 : 0));
     pf_st64(hdr + 10, body_len);
     if (f->kind != PF_T_LIST)
         pf_st64(hdr + 18, nslots);
     w->len += tlen;
+    if (ordered && (rc = write_order(w, f, width, ranks, err)) != PF_OK) {
+        w->len -= tlen;
+        hdr = w->buf + f->start;
+        hdr[1] = (uint8_t)width;
+        return rc;
+    }
     w->nframes--;
     ival_done(w);
     return PF_OK;

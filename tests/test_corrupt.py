@@ -249,7 +249,7 @@ def test_newer_minor_version_reads(images):
     assert pf.loads(data) == IMAGES["nested"]
 
 
-@pytest.mark.parametrize("bit", [1, 17, 63])  # bit 0: objects (R32-R34)
+@pytest.mark.parametrize("bit", [2, 17, 63])  # bit 0: objects (R32-R35), 1: order (R36)
 def test_unknown_incompat_flag(images, bit):
     with pytest.raises(pf.VersionError):
         pf.loads(fmt.with_fields(images["nested"], incompat_flags=1 << bit))

@@ -30,6 +30,7 @@ from ._binding import (
     ImageGoneError,
     LimitError,
     ListView,
+    NoOrderedIndexError,
     SetView,
     SharedMemoryError,
     StaleImageError,
@@ -51,6 +52,7 @@ __all__ = [
     "DictView", "ListView", "SetView", "FrozenSetView",
     "Error", "CorruptImageError", "VersionError", "ClosedImageError",
     "StaleImageError", "LimitError", "SharedMemoryError", "ImageGoneError",
+    "NoOrderedIndexError",
     "ClassNotAllowedError", "ClassNotFoundError", "ObjectStateError", "PickleNotAllowedError",
 ]
 
@@ -59,7 +61,11 @@ __version__ = "0.1.0"
 _KEYS, _VALUES, _ITEMS, _REVERSED = 0, 1, 2, 5
 
 
-def freeze(obj, path, *, allow_pickle=False):
+def _options(allow_pickle, ordered):
+    return (1 if allow_pickle else 0) | (2 if ordered else 0)
+
+
+def freeze(obj, path, *, allow_pickle=False, ordered=False):
     """Write the image of ``obj`` to ``path`` atomically.
 
     The image goes to a temporary file in the same folder, is flushed to
@@ -72,13 +78,20 @@ def freeze(obj, path, *, allow_pickle=False):
     state (see docs/OBJECTS.md); numpy arrays of numeric dtypes are stored
     aligned and read back without a copy. Objects no such rule covers raise
     ``TypeError``, or are stored as pickles with ``allow_pickle=True``.
+
+    With ``ordered=True`` every dict, set and frozenset whose keys are all
+    ``str`` (or all ``bytes``) gets an order index: its view answers sorted
+    and prefix queries (``keys(prefix=)``, ``longest_prefix``, ``irange``;
+    see docs/ORDERED.md), while lookups and insertion-order iteration work
+    as before.
     """
-    _binding.freeze(obj, _os.fspath(path), None, bool(allow_pickle))
+    _binding.freeze(obj, _os.fspath(path), None, _options(allow_pickle, ordered))
 
 
-def dumps(obj, *, allow_pickle=False):
-    """The image of ``obj`` as bytes (``loads`` reads it back)."""
-    return _binding.dumps(obj, bool(allow_pickle))
+def dumps(obj, *, allow_pickle=False, ordered=False):
+    """The image of ``obj`` as bytes (``loads`` reads it back); the options
+    are ``freeze``'s."""
+    return _binding.dumps(obj, _options(allow_pickle, ordered))
 
 
 def _with_trust(image, classes, trust, allow_pickle):
@@ -142,7 +155,7 @@ def verify(target):
     return image_of(target).verify()
 
 
-def share(obj, *, allow_pickle=False):
+def share(obj, *, allow_pickle=False, ordered=False):
     """Freeze ``obj`` into a new named shared-memory segment and return its
     root (a view for a container; for an object, an instance of its class
     whose container attributes are views), without any file.
@@ -164,7 +177,7 @@ def share(obj, *, allow_pickle=False):
     is reserved whole before it is written: where ``/dev/shm`` is too small
     this raises ``SharedMemoryError`` (use ``freeze()`` to a file instead).
     """
-    return _shm.share_image(obj, allow_pickle).root
+    return _shm.share_image(obj, _options(allow_pickle, ordered)).root
 
 
 def buffer_of(view, key):

@@ -78,6 +78,7 @@ typedef struct {
     PyObject *ClosedImageError;
     PyObject *StaleImageError;
     PyObject *LimitError;
+    PyObject *NoOrderedIndexError;
     PyObject *SharedMemoryError;
     PyObject *ImageGoneError;
     PyObject *attach_shm;    /* this module's _attach_shm */
@@ -170,15 +171,22 @@ typedef struct {
                              kind 6): called for a missing key, or NULL */
 } ViewObject;
 
-enum { IT_KEYS, IT_VALUES, IT_ITEMS, IT_LIST, IT_LIST_REV, IT_REC_REV };
+enum { IT_KEYS, IT_VALUES, IT_ITEMS, IT_LIST, IT_LIST_REV, IT_REC_REV, IT_ORD,
+       IT_ORD_REV };
 
 typedef struct {
     PyObject_HEAD
     ViewObject *view;
     int mode;
-    uint64_t cursor;      /* record cursor, or list index */
+    uint64_t cursor;      /* record cursor, or list index; IT_ORD: the next
+                             record's offset; IT_ORD_REV: its rank + 1 */
     uint64_t left;        /* items left */
     uint64_t *offs;       /* IT_REC_REV: record key offsets */
+    /* IT_ORD, IT_ORD_REV (R36): records in sorted order */
+    uint64_t rank, stop;  /* the next rank and the rank to stop at (IT_ORD);
+                             the lowest rank (IT_ORD_REV: stop) */
+    PyObject *prefix;     /* IT_ORD: stop at a key without it, or NULL */
+    int what;             /* IT_KEYS, IT_VALUES or IT_ITEMS */
 } IterObject;
 
 static void image_release(ImageObject *im);
@@ -2473,6 +2481,9 @@ make_iter(ViewObject *vw, int mode)
     it->cursor = 0;
     it->left = vw->v.u.c.count;
     it->offs = NULL;
+    it->prefix = NULL;
+    it->what = IT_KEYS;
+    it->rank = it->stop = 0;
     if (mode == IT_LIST_REV)
         it->cursor = vw->v.u.c.count;
     PyObject_GC_Track(it);
@@ -2504,6 +2515,8 @@ iter_collect(IterObject *it)
     return 0;
 }
 
+static PyObject *ord_iter_next(IterObject *it);
+
 static PyObject *
 Iter_next(IterObject *it)
 {
@@ -2514,6 +2527,9 @@ Iter_next(IterObject *it)
     if (it->left == 0)
         return NULL;
     switch (it->mode) {
+    case IT_ORD:
+    case IT_ORD_REV:
+        return ord_iter_next(it);
     case IT_LIST:
     case IT_LIST_REV: {
         uint64_t idx = it->mode == IT_LIST ? it->cursor++ : --it->cursor;
@@ -2573,6 +2589,7 @@ Iter_traverse(IterObject *it, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(it));
     Py_VISIT(it->view);
+    Py_VISIT(it->prefix);
     return 0;
 }
 
@@ -2583,6 +2600,7 @@ Iter_dealloc(IterObject *it)
     PyObject_GC_UnTrack(it);
     PyMem_Free(it->offs);
     Py_CLEAR(it->view);
+    Py_CLEAR(it->prefix);
     tp->tp_free((PyObject *)it);
     Py_DECREF(tp);
 }
@@ -2908,25 +2926,407 @@ Dict_reversed(ViewObject *vw, PyObject *unused)
     return make_iter(vw, IT_REC_REV);
 }
 
+
+/* ------------------------------------------------------------ ordered views */
+
+/* Sorted and prefix queries on a dict or set with an order index (R36). */
+
+static int
+need_order(ViewObject *vw)
+{
+    if (vw->v.type >= PF_DICT && vw->v.type <= PF_FROZENSET && vw->v.u.c.okind)
+        return 0;
+    PyErr_Format(vw->image->st->NoOrderedIndexError,
+                 "this %s has no order index: freeze it with ordered=True "
+                 "(permafrost.freeze(obj, path, ordered=True), or dumps or share), "
+                 "which indexes every dict and set whose keys are all str or all bytes",
+                 type_short_name(Py_TYPE(vw)));
+    return -1;
+}
+
+/* The code units of a query key for the view's order. */
+static int
+order_key(ViewObject *vw, PyObject *key, const void **data, size_t *n, int *width)
+{
+    if (vw->v.u.c.okind == PF_ORDER_STR && PyUnicode_Check(key)) {
+#if PY_VERSION_HEX < 0x030C0000
+        if (PyUnicode_READY(key) < 0)
+            return -1;
+#endif
+        *data = PyUnicode_DATA(key);
+        *n = (size_t)PyUnicode_GET_LENGTH(key);
+        *width = PyUnicode_KIND(key);
+        return 0;
+    }
+    if (vw->v.u.c.okind == PF_ORDER_BYTES && PyBytes_Check(key)) {
+        *data = PyBytes_AS_STRING(key);
+        *n = (size_t)PyBytes_GET_SIZE(key);
+        *width = 1;
+        return 0;
+    }
+    PyErr_Format(PyExc_TypeError, "this index orders %s keys, not %.100s",
+                 vw->v.u.c.okind == PF_ORDER_STR ? "str" : "bytes", Py_TYPE(key)->tp_name);
+    return -1;
+}
+
+/* A record as the query gives it: the key, the value, or (key, value);
+ * a set's record is its key. */
 static PyObject *
-Dict_keys(ViewObject *vw, PyObject *unused)
+ord_output(ViewObject *vw, int what, uint64_t kp, uint64_t vp)
+{
+    ImageObject *im = vw->image;
+    if (what == IT_KEYS || vw->v.type != PF_DICT)
+        return decode_key(im, kp);
+    if (what == IT_VALUES)
+        return decode(im, vp);
+    PyObject *k = decode_key(im, kp);
+    if (!k)
+        return NULL;
+    PyObject *v = decode(im, vp);
+    if (!v) {
+        Py_DECREF(k);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", k, v);
+}
+
+static PyObject *
+ord_iter_next(IterObject *it)
+{
+    ViewObject *vw = it->view;
+    ImageObject *im = vw->image;
+    pf_error err;
+    uint64_t kp = 0, vp = 0, pos;
+    int rc;
+    if (it->mode == IT_ORD) {
+        if (it->rank >= it->stop) {
+            it->left = 0;
+            return NULL;
+        }
+        pos = it->cursor;
+        rc = pf_ordered_next(im->img, &vw->v, &pos, &kp, &vp, &err);
+        if (rc == 0)
+            return PyErr_Format(im->st->CorruptImageError, "corrupt image: fewer "
+                                "records than the count (at offset %llu)",
+                                (unsigned long long)vw->v.pos);
+        if (rc < 0)
+            return fail(im->st, &err, rc);
+        if (it->prefix) {
+            const void *d;
+            size_t n, common;
+            int w, cmp;
+            if (order_key(vw, it->prefix, &d, &n, &w) < 0)
+                return NULL;
+            rc = pf_ordered_compare(im->img, kp, d, n, w, &cmp, &common, &err);
+            if (rc < 0)
+                return fail(im->st, &err, rc);
+            if (common < n) {
+                it->left = 0;
+                return NULL;
+            }
+        }
+        it->cursor = pos;
+        it->rank++;
+    } else {
+        if (it->cursor <= it->stop) {
+            it->left = 0;
+            return NULL;
+        }
+        rc = pf_ordered_at(im->img, &vw->v, it->cursor - 1, &pos, &err);
+        if (rc == PF_OK)
+            rc = pf_ordered_next(im->img, &vw->v, &pos, &kp, &vp, &err);
+        if (rc == 0)
+            return PyErr_Format(im->st->CorruptImageError, "corrupt image: fewer "
+                                "records than the count (at offset %llu)",
+                                (unsigned long long)vw->v.pos);
+        if (rc < 0)
+            return fail(im->st, &err, rc);
+        it->cursor--;
+    }
+    if (it->left)
+        it->left--;
+    return ord_output(vw, it->what, kp, vp);
+}
+
+/* An iterator over the records of ranks [lo, hi) in sorted order (reverse:
+ * from hi - 1 down), the first at pos; with a prefix, until a key lacks it. */
+static PyObject *
+ord_iter(ViewObject *vw, int what, uint64_t lo, uint64_t hi, uint64_t pos,
+         PyObject *prefix, int reverse)
+{
+    IterObject *it = (IterObject *)make_iter(vw, reverse ? IT_ORD_REV : IT_ORD);
+    if (!it)
+        return NULL;
+    it->what = what;
+    if (hi < lo)
+        hi = lo;
+    it->left = hi - lo;
+    if (reverse) {
+        it->cursor = hi;
+        it->stop = lo;
+    } else {
+        it->cursor = pos;
+        it->rank = lo;
+        it->stop = hi;
+        it->prefix = Py_XNewRef(prefix);
+    }
+    return (PyObject *)it;
+}
+
+/* Seeks key in the view's order: its rank and record offset. */
+static int
+ord_seek(ViewObject *vw, PyObject *key, int after, uint64_t *rank, uint64_t *pos)
+{
+    const void *d;
+    size_t n;
+    int w;
+    if (order_key(vw, key, &d, &n, &w) < 0)
+        return -1;
+    pf_error err;
+    int rc = pf_ordered_seek(vw->image->img, &vw->v, d, n, w, after, rank, pos, &err);
+    if (rc < 0) {
+        fail(vw->image->st, &err, rc);
+        return -1;
+    }
+    return 0;
+}
+
+/* The records whose key starts with prefix, in sorted order. */
+static PyObject *
+ord_prefix_iter(ViewObject *vw, PyObject *prefix, int what)
+{
+    uint64_t rank, pos;
+    if (need_order(vw) < 0 || ord_seek(vw, prefix, 0, &rank, &pos) < 0)
+        return NULL;
+    return ord_iter(vw, what, rank, vw->v.u.c.count, pos, prefix, 0);
+}
+
+static PyObject *
+ord_keys_kw(ViewObject *vw, PyObject *args, PyObject *kw, int what, const char *fmt,
+            PyObject *(*plain)(ViewObject *, PyObject *))
+{
+    static char *kwlist[] = {"prefix", NULL};
+    PyObject *prefix = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, fmt, kwlist, &prefix))
+        return NULL;
+    if (prefix == Py_None)
+        return plain ? plain(vw, NULL) : (need_order(vw) < 0 ? NULL
+               : ord_iter(vw, what, 0, vw->v.u.c.count, vw->v.u.c.body, NULL, 0));
+    return ord_prefix_iter(vw, prefix, what);
+}
+
+static PyObject *
+Ord_sorted_keys(ViewObject *vw, PyObject *args, PyObject *kw)
+{
+    return ord_keys_kw(vw, args, kw, IT_KEYS, "|$O:sorted_keys", NULL);
+}
+
+static PyObject *
+Ord_irange(ViewObject *vw, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"minimum", "maximum", "inclusive", "reverse", NULL};
+    PyObject *lo_key = Py_None, *hi_key = Py_None, *inclusive = NULL;
+    int reverse = 0, lo_in = 1, hi_in = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OOOp:irange", kwlist, &lo_key, &hi_key,
+                                     &inclusive, &reverse))
+        return NULL;
+    if (need_order(vw) < 0)
+        return NULL;
+    if (inclusive) {
+        PyObject *t = PySequence_Tuple(inclusive);
+        if (!t)
+            return NULL;
+        if (PyTuple_GET_SIZE(t) != 2) {
+            Py_DECREF(t);
+            PyErr_SetString(PyExc_TypeError, "inclusive must be a pair of bools");
+            return NULL;
+        }
+        lo_in = PyObject_IsTrue(PyTuple_GET_ITEM(t, 0));
+        hi_in = PyObject_IsTrue(PyTuple_GET_ITEM(t, 1));
+        Py_DECREF(t);
+        if (lo_in < 0 || hi_in < 0)
+            return NULL;
+    }
+    uint64_t lo = 0, hi = vw->v.u.c.count, pos = vw->v.u.c.body, ignored;
+    if (lo_key != Py_None && ord_seek(vw, lo_key, !lo_in, &lo, &pos) < 0)
+        return NULL;
+    if (hi_key != Py_None && ord_seek(vw, hi_key, hi_in, &hi, &ignored) < 0)
+        return NULL;
+    return ord_iter(vw, IT_KEYS, lo, hi, pos, NULL, reverse);
+}
+
+static PyObject *
+ord_bisect(ViewObject *vw, PyObject *key, int after)
+{
+    uint64_t rank, pos;
+    if (need_order(vw) < 0 || ord_seek(vw, key, after, &rank, &pos) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(rank);
+}
+
+static PyObject *
+Ord_bisect_left(ViewObject *vw, PyObject *key)
+{
+    return ord_bisect(vw, key, 0);
+}
+
+static PyObject *
+Ord_bisect_right(ViewObject *vw, PyObject *key)
+{
+    return ord_bisect(vw, key, 1);
+}
+
+/* (s, start) of longest_prefix and prefixes: the code units of s[start:]. */
+static int
+ord_text(ViewObject *vw, PyObject *args, PyObject *kw, const char *fmt, PyObject **s,
+         const uint8_t **d, size_t *n, int *w, Py_ssize_t *start)
+{
+    static char *kwlist[] = {"s", "start", NULL};
+    *start = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, fmt, kwlist, s, start))
+        return -1;
+    const void *dv;
+    if (need_order(vw) < 0 || order_key(vw, *s, &dv, n, w) < 0)
+        return -1;
+    Py_ssize_t len = (Py_ssize_t)*n;
+    if (*start < 0)
+        *start = *start + len < 0 ? 0 : *start + len;
+    if (*start > len)
+        *start = len;
+    *d = (const uint8_t *)dv + (size_t)*start * (size_t)*w;
+    *n -= (size_t)*start;
+    return 0;
+}
+
+static PyObject *
+Ord_longest_prefix(ViewObject *vw, PyObject *args, PyObject *kw)
+{
+    PyObject *s;
+    const uint8_t *d;
+    size_t n, len;
+    int w;
+    Py_ssize_t start;
+    if (ord_text(vw, args, kw, "O|n:longest_prefix", &s, &d, &n, &w, &start) < 0)
+        return NULL;
+    uint64_t rank, kp, vp;
+    pf_error err;
+    int rc = pf_ordered_longest_prefix(vw->image->img, &vw->v, d, n, w, &rank, &kp, &vp,
+                                       &len, &err);
+    if (rc < 0)
+        return fail(vw->image->st, &err, rc);
+    if (rc == 0) {
+        PyObject *rest = PySequence_GetSlice(s, start, PY_SSIZE_T_MAX);
+        if (rest) {
+            PyErr_SetObject(PyExc_KeyError, rest);
+            Py_DECREF(rest);
+        }
+        return NULL;
+    }
+    return ord_output(vw, IT_ITEMS, kp, vp);
+}
+
+static PyObject *
+Ord_prefixes(ViewObject *vw, PyObject *args, PyObject *kw)
+{
+    PyObject *s;
+    const uint8_t *d;
+    size_t n, len;
+    int w;
+    Py_ssize_t start;
+    if (ord_text(vw, args, kw, "O|n:prefixes", &s, &d, &n, &w, &start) < 0)
+        return NULL;
+    PyObject *out = PyList_New(0);
+    if (!out)
+        return NULL;
+    /* longest first, each search within the one before: then reversed */
+    for (;;) {
+        uint64_t rank, kp, vp;
+        pf_error err;
+        int rc = pf_ordered_longest_prefix(vw->image->img, &vw->v, d, n, w, &rank, &kp,
+                                           &vp, &len, &err);
+        if (rc < 0) {
+            Py_DECREF(out);
+            return fail(vw->image->st, &err, rc);
+        }
+        if (rc == 0)
+            break;
+        PyObject *r = ord_output(vw, IT_ITEMS, kp, vp);
+        if (!r || PyList_Append(out, r) < 0) {
+            Py_XDECREF(r);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(r);
+        if (len == 0)
+            break;
+        n = len - 1;
+    }
+    if (PyList_Reverse(out) < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
+#define ORDERED_METHODS \
+    {"sorted_keys", (PyCFunction)(void (*)(void))Ord_sorted_keys, METH_VARARGS | METH_KEYWORDS, \
+     "sorted_keys(*, prefix=None): the keys in sorted order (those that start with " \
+     "prefix), lazily. Needs an order index (freeze(..., ordered=True))."}, \
+    {"irange", (PyCFunction)(void (*)(void))Ord_irange, METH_VARARGS | METH_KEYWORDS, \
+     "irange(minimum=None, maximum=None, inclusive=(True, True), reverse=False): " \
+     "the keys between minimum and maximum in sorted order, lazily (as " \
+     "sortedcontainers.SortedDict.irange)."}, \
+    {"bisect_left", (PyCFunction)Ord_bisect_left, METH_O, \
+     "bisect_left(key): the number of keys < key."}, \
+    {"bisect_right", (PyCFunction)Ord_bisect_right, METH_O, \
+     "bisect_right(key): the number of keys <= key."}, \
+    {"longest_prefix", (PyCFunction)(void (*)(void))Ord_longest_prefix, \
+     METH_VARARGS | METH_KEYWORDS, \
+     "longest_prefix(s, start=0): the longest key that is a prefix of s[start:], " \
+     "as (key, value) (a set: the key); KeyError if none."}, \
+    {"prefixes", (PyCFunction)(void (*)(void))Ord_prefixes, METH_VARARGS | METH_KEYWORDS, \
+     "prefixes(s, start=0): the keys that are prefixes of s[start:], shortest " \
+     "first, as (key, value) pairs (a set: the keys)."}
+
+static PyObject *
+Dict_keys_plain(ViewObject *vw, PyObject *unused)
 {
     (void)unused;
     return PyObject_CallOneArg(vw->image->st->keys_cls, (PyObject *)vw);
 }
 
 static PyObject *
-Dict_values(ViewObject *vw, PyObject *unused)
+Dict_values_plain(ViewObject *vw, PyObject *unused)
 {
     (void)unused;
     return PyObject_CallOneArg(vw->image->st->values_cls, (PyObject *)vw);
 }
 
 static PyObject *
-Dict_items(ViewObject *vw, PyObject *unused)
+Dict_items_plain(ViewObject *vw, PyObject *unused)
 {
     (void)unused;
     return PyObject_CallOneArg(vw->image->st->items_cls, (PyObject *)vw);
+}
+
+/* keys(), values(), items(): dict's, and with prefix= (keyword only) the
+ * records whose key starts with it, in sorted order (R36). */
+static PyObject *
+Dict_keys(ViewObject *vw, PyObject *args, PyObject *kw)
+{
+    return ord_keys_kw(vw, args, kw, IT_KEYS, "|$O:keys", Dict_keys_plain);
+}
+
+static PyObject *
+Dict_values(ViewObject *vw, PyObject *args, PyObject *kw)
+{
+    return ord_keys_kw(vw, args, kw, IT_VALUES, "|$O:values", Dict_values_plain);
+}
+
+static PyObject *
+Dict_items(ViewObject *vw, PyObject *args, PyObject *kw)
+{
+    return ord_keys_kw(vw, args, kw, IT_ITEMS, "|$O:items", Dict_items_plain);
 }
 
 /* self == other for a dict view and a dict or dict view. */
@@ -3018,9 +3418,16 @@ Dict_or(PyObject *a, PyObject *b)
 static PyMethodDef Dict_methods[] = {
     {"get", (PyCFunction)(void (*)(void))Dict_get, METH_FASTCALL,
      "D.get(k[, d]) -> D[k] if k in D, else d (default None)."},
-    {"keys", (PyCFunction)Dict_keys, METH_NOARGS, "A set-like view of the keys."},
-    {"values", (PyCFunction)Dict_values, METH_NOARGS, "A view of the values."},
-    {"items", (PyCFunction)Dict_items, METH_NOARGS, "A set-like view of the (key, value) pairs."},
+    {"keys", (PyCFunction)(void (*)(void))Dict_keys, METH_VARARGS | METH_KEYWORDS,
+     "A set-like view of the keys; keys(prefix=p): the keys that start with p, "
+     "in sorted order, lazily (needs an order index)."},
+    {"values", (PyCFunction)(void (*)(void))Dict_values, METH_VARARGS | METH_KEYWORDS,
+     "A view of the values; values(prefix=p): the values of the keys that start "
+     "with p, in sorted key order, lazily (needs an order index)."},
+    {"items", (PyCFunction)(void (*)(void))Dict_items, METH_VARARGS | METH_KEYWORDS,
+     "A set-like view of the (key, value) pairs; items(prefix=p): the pairs whose "
+     "key starts with p, in sorted order, lazily (needs an order index)."},
+    ORDERED_METHODS,
     {"copy", (PyCFunction)View_copy, METH_NOARGS, "A shallow copy as a plain dict."},
     {"__reversed__", (PyCFunction)Dict_reversed, METH_NOARGS, NULL},
     {"__reduce__", (PyCFunction)View_reduce, METH_NOARGS, NULL},
@@ -3606,6 +4013,7 @@ static PyMethodDef Set_methods[] = {
     {"issuperset", (PyCFunction)(void (*)(void))Set_issuperset, METH_FASTCALL, NULL},
     {"issubset", (PyCFunction)Set_issubset, METH_O, NULL},
     {"isdisjoint", (PyCFunction)Set_isdisjoint, METH_O, NULL},
+    ORDERED_METHODS,
     {"__reduce__", (PyCFunction)View_reduce, METH_NOARGS, NULL},
     VIEW_LIFETIME_METHODS,
     READONLY_METHOD("add"), READONLY_METHOD("discard"), READONLY_METHOD("remove"),
@@ -3754,6 +4162,8 @@ typedef struct {
     PyObject *path;   /* list of path segments, innermost first, on TypeError */
     int type_error;   /* the pending TypeError is ours: add path segments */
     int allow_pickle; /* objects no rule covers may be pickled (R33) */
+    int ordered;      /* dicts and sets of str or bytes keys get an order
+                         index (R36) */
     int used_pickle;  /* one was */
     PyObject *names;  /* set of "module:qualname" the image names, or NULL */
     uint64_t *tup;    /* open tuples: (offset, container depth) pairs */
@@ -4128,6 +4538,110 @@ done:
     return r;
 }
 
+/* Ordered containers (R36): entries sorted by key. */
+typedef struct {
+    PyObject *key;
+    Py_ssize_t i;   /* insertion index */
+} okey;
+
+static int
+okey_cmp_str(const void *a, const void *b)
+{
+    /* exact str keys: PyUnicode_Compare is code point order and cannot
+     * fail; distinct keys of one dict never compare equal */
+    return PyUnicode_Compare(((const okey *)a)->key, ((const okey *)b)->key);
+}
+
+static int
+okey_cmp_bytes(const void *a, const void *b)
+{
+    PyObject *x = ((const okey *)a)->key, *y = ((const okey *)b)->key;
+    Py_ssize_t nx = PyBytes_GET_SIZE(x), ny = PyBytes_GET_SIZE(y);
+    int c = memcmp(PyBytes_AS_STRING(x), PyBytes_AS_STRING(y),
+                   (size_t)(nx < ny ? nx : ny));
+    return c ? c : (nx < ny ? -1 : nx > ny);
+}
+
+/* A dict, set or frozenset whose keys are all exact str or all exact
+ * bytes, with an order index (R36): the records in sorted order, the
+ * insertion order as ranks. 1 done, 0 not eligible (nothing written), -1
+ * error. */
+static int
+encode_ordered(enc_ctx *cx, PyObject *o, int type, Py_ssize_t n)
+{
+    pf_error err;
+    int rc, r = -1;
+    PyObject *items = type == PF_DICT ? PyDict_Items(o) : PySequence_List(o);
+    if (!items)
+        return -1;
+    if (PyList_GET_SIZE(items) != n) {
+        Py_DECREF(items);
+        PyErr_Format(PyExc_RuntimeError, "%s changed size during freeze", Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    PyTypeObject *kt = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *it = PyList_GET_ITEM(items, i);
+        PyTypeObject *t = Py_TYPE(type == PF_DICT ? PyTuple_GET_ITEM(it, 0) : it);
+        if ((t != &PyUnicode_Type && t != &PyBytes_Type) || (kt && t != kt)) {
+            Py_DECREF(items);
+            return 0;
+        }
+        kt = t;
+    }
+    okey *ks = PyMem_Malloc(sizeof(okey) * (size_t)n);
+    uint64_t *ranks = PyMem_Malloc(sizeof(uint64_t) * (size_t)n);
+    if (!ks || !ranks) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *it = PyList_GET_ITEM(items, i);
+        ks[i].key = type == PF_DICT ? PyTuple_GET_ITEM(it, 0) : it;
+        ks[i].i = i;
+    }
+    qsort(ks, (size_t)n, sizeof(okey), kt == &PyUnicode_Type ? okey_cmp_str : okey_cmp_bytes);
+    if (PyErr_Occurred())
+        goto done;
+    for (Py_ssize_t j = 0; j < n; j++)
+        ranks[ks[j].i] = (uint64_t)j;
+    uint64_t pos = pf_writer_pos(cx->w);
+    if (ptrmap_put(&cx->memo, o, pos) < 0)
+        goto done;
+    if ((rc = pf_write_container_begin(cx->w, type, (uint64_t)n, &err)) < 0) {
+        enc_fail(cx, &err, rc);
+        goto done;
+    }
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyObject *it = PyList_GET_ITEM(items, ks[j].i);
+        PyObject *k = type == PF_DICT ? PyTuple_GET_ITEM(it, 0) : it;
+        if ((rc = pf_write_item(cx->w, &err)) < 0) {
+            enc_fail(cx, &err, rc);
+            goto done;
+        }
+        if (encode(cx, k, 1) < 0)
+            goto done;
+        if ((rc = pf_write_key_done(cx->w, &err)) < 0) {
+            enc_fail(cx, &err, rc);
+            goto done;
+        }
+        if (type == PF_DICT && encode(cx, PyTuple_GET_ITEM(it, 1), 0) < 0) {
+            enc_path(cx, "[%R]", k);
+            goto done;
+        }
+    }
+    if ((rc = pf_write_end_ordered(cx->w, ranks, &err)) < 0) {
+        enc_fail(cx, &err, rc);
+        goto done;
+    }
+    r = 1;
+done:
+    PyMem_Free(ks);
+    PyMem_Free(ranks);
+    Py_DECREF(items);
+    return r;
+}
+
 static int
 encode_container(enc_ctx *cx, PyObject *o, int type)
 {
@@ -4136,6 +4650,11 @@ encode_container(enc_ctx *cx, PyObject *o, int type)
     Py_ssize_t n = PyObject_Size(o);
     if (n < 0)
         return -1;
+    if (cx->ordered && type != PF_LIST && n > 0) {
+        int r = encode_ordered(cx, o, type, n);
+        if (r != 0)
+            return r < 0 ? -1 : 0;
+    }
     uint64_t pos = pf_writer_pos(cx->w);
     if (ptrmap_put(&cx->memo, o, pos) < 0)
         return -1;
@@ -4429,10 +4948,14 @@ enc_add_path(enc_ctx *cx, const char *root)
     }
 }
 
+/* The options of freeze, dumps and share: a bit mask. */
+#define FREEZE_ALLOW_PICKLE 1
+#define FREEZE_ORDERED 2
+
 /* Freezes `obj` into a malloc'd image buffer. */
 static int
 freeze_to_buffer(pf_state *st, PyObject *obj, uint8_t **out, uint64_t *len,
-                 int allow_pickle, PyObject *names)
+                 int options, PyObject *names)
 {
     pf_error err;
     uint8_t rnd[24];
@@ -4446,7 +4969,8 @@ freeze_to_buffer(pf_state *st, PyObject *obj, uint8_t **out, uint64_t *len,
     enc_ctx cx;
     memset(&cx, 0, sizeof cx);
     cx.st = st;
-    cx.allow_pickle = allow_pickle;
+    cx.allow_pickle = (options & FREEZE_ALLOW_PICKLE) != 0;
+    cx.ordered = (options & FREEZE_ORDERED) != 0;
     cx.names = names;
     cx.path = PyList_New(0);
     if (!cx.path)
@@ -5527,6 +6051,20 @@ done:
 
 /* ------------------------------------------------------------ module functions */
 
+/* The options argument of freeze, dumps and _share (FREEZE_*), or -1. */
+static int
+freeze_options(PyObject *o)
+{
+    long v = PyLong_AsLong(o);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (v < 0 || v > (FREEZE_ALLOW_PICKLE | FREEZE_ORDERED)) {
+        PyErr_SetString(PyExc_ValueError, "unknown freeze options");
+        return -1;
+    }
+    return (int)v;
+}
+
 static PyObject *
 mod_freeze(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -5534,10 +6072,10 @@ mod_freeze(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     /* A third argument, for the tests, picks the publish mode (a
      * PF_PUBLISH_* number): the pointer files of Win32 on every OS. */
     if (nargs < 2 || nargs > 4)
-        return PyErr_Format(PyExc_TypeError, "freeze(obj, path[, mode, allow_pickle])");
+        return PyErr_Format(PyExc_TypeError, "freeze(obj, path[, mode, options])");
     int mode = PF_PUBLISH_DEFAULT;
-    int allow_pickle = nargs == 4 ? PyObject_IsTrue(args[3]) : 0;
-    if (allow_pickle < 0)
+    int options = nargs == 4 ? freeze_options(args[3]) : 0;
+    if (options < 0)
         return NULL;
     if (nargs >= 3 && args[2] != Py_None) {
         long m = PyLong_AsLong(args[2]);
@@ -5550,7 +6088,7 @@ mod_freeze(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     uint8_t *buf = NULL;
     uint64_t len = 0;
-    if (freeze_to_buffer(st, args[0], &buf, &len, allow_pickle, NULL) < 0) {
+    if (freeze_to_buffer(st, args[0], &buf, &len, options, NULL) < 0) {
         Py_DECREF(path);
         return NULL;
     }
@@ -5579,13 +6117,13 @@ mod_dumps(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     pf_state *st = PyModule_GetState(module);
     if (nargs < 1 || nargs > 2)
-        return PyErr_Format(PyExc_TypeError, "dumps(obj[, allow_pickle])");
-    int allow_pickle = nargs == 2 ? PyObject_IsTrue(args[1]) : 0;
-    if (allow_pickle < 0)
+        return PyErr_Format(PyExc_TypeError, "dumps(obj[, options])");
+    int options = nargs == 2 ? freeze_options(args[1]) : 0;
+    if (options < 0)
         return NULL;
     uint8_t *buf = NULL;
     uint64_t len = 0;
-    if (freeze_to_buffer(st, args[0], &buf, &len, allow_pickle, NULL) < 0)
+    if (freeze_to_buffer(st, args[0], &buf, &len, options, NULL) < 0)
         return NULL;
     PyObject *b = len <= (uint64_t)PY_SSIZE_T_MAX
                       ? PyBytes_FromStringAndSize((const char *)buf, (Py_ssize_t)len)
@@ -5746,19 +6284,20 @@ mod_share(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     pf_state *st = PyModule_GetState(module);
     if (nargs < 2 || nargs > 3 || !PyUnicode_Check(args[1]))
-        return PyErr_Format(PyExc_TypeError, "_share(obj, name: str[, allow_pickle])");
+        return PyErr_Format(PyExc_TypeError, "_share(obj, name: str[, options])");
     const char *name = PyUnicode_AsUTF8(args[1]);
     if (!name)
         return NULL;
-    int allow_pickle = nargs == 3 ? PyObject_IsTrue(args[2]) : 0;
-    if (allow_pickle < 0)
+    int options = nargs == 3 ? freeze_options(args[2]) : 0;
+    if (options < 0)
         return NULL;
+    const int allow_pickle = (options & FREEZE_ALLOW_PICKLE) != 0;
     uint8_t *buf = NULL;
     uint64_t len = 0;
     PyObject *names = PySet_New(NULL);
     if (!names)
         return NULL;
-    if (freeze_to_buffer(st, args[0], &buf, &len, allow_pickle, names) < 0) {
+    if (freeze_to_buffer(st, args[0], &buf, &len, options, names) < 0) {
         Py_DECREF(names);
         return NULL;
     }
@@ -6026,7 +6565,7 @@ static PyMethodDef module_methods[] = {
     {"freeze", (PyCFunction)(void (*)(void))mod_freeze, METH_FASTCALL,
      "freeze(obj, path): write the image of obj to path, atomically."},
     {"dumps", (PyCFunction)(void (*)(void))mod_dumps, METH_FASTCALL,
-     "dumps(obj[, allow_pickle]) -> bytes: the image of obj."},
+     "dumps(obj[, options]) -> bytes: the image of obj."},
     {"thaw", (PyCFunction)mod_thaw, METH_O,
      "thaw(x): a deep copy of a view (or a tuple holding views) into plain objects."},
     {"image_of", (PyCFunction)mod_image_of, METH_O, "image_of(view) -> the view's Image."},
@@ -6111,6 +6650,9 @@ module_exec(PyObject *module)
         "A safety limit (nesting depth, size) was reached while reading an image.");
     EXC(ImageGoneError, "ImageGoneError", st->Error,
         "A shared image is gone: its owner closed it or exited.");
+    EXC(NoOrderedIndexError, "NoOrderedIndexError", st->Error,
+        "A sorted or prefix query on a dict or set without an order index: "
+        "freeze it with ordered=True (str or bytes keys).");
     {
         PyObject *bases = PyTuple_Pack(2, st->Error, PyExc_OSError);
         if (!bases)
@@ -6174,6 +6716,7 @@ module_exec(PyObject *module)
     X(ClosedImageError) \
     X(StaleImageError) \
     X(LimitError) \
+    X(NoOrderedIndexError) \
     X(SharedMemoryError) \
     X(ImageGoneError) \
     X(attach_shm) \

@@ -182,15 +182,16 @@ def _new_name():
     return "/pf-%x-%s" % (_os.getpid() & 0xFFFFFFFF, _secrets.token_hex(8))
 
 
-def share_image(obj, allow_pickle=False):
+def share_image(obj, options=0):
     """Freeze ``obj`` into a new shared-memory segment; its ``Image``,
-    owned by this process."""
+    owned by this process. ``options``: freeze's, as a bit mask (1: allow
+    pickles, 2: ordered)."""
     global _atexit_done
     cleanup()
     name = _new_name()
     _register(name)  # first: a kill right after creating cannot leak it
     try:
-        image = _binding._share(obj, name, bool(allow_pickle))
+        image = _binding._share(obj, name, int(options))
     except BaseException:
         _unregister(name)
         raise

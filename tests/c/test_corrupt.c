@@ -394,7 +394,7 @@ static void named(const image *im)
     CHECK_RC(pf_image_open_buffer(b, im->len, &img, &e), PF_ECORRUPT);
     CHECK_EQ_U64(e.offset, 120);
     RESET();
-    b[16] = 2; /* incompat_flags: a bit this reader does not know (R6) */
+    b[16] = 4; /* incompat_flags: a bit this reader does not know (R6) */
     fix_header(b);
     CHECK_RC(pf_image_open_buffer(b, im->len, &img, &e), PF_EVERSION);
     RESET();

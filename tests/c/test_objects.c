@@ -388,7 +388,7 @@ static void test_versions(void)
         /* Any other incompat bit is a feature this reader does not know. */
         image y = copy_of(&x);
         pf_image *bad;
-        const uint64_t others[3] = {2, 3, UINT64_C(1) << 63};
+        const uint64_t others[3] = {4, 5, UINT64_C(1) << 63}; /* bits 0, 1: R32, R36 */
         for (int k = 0; k < 3; k++) {
             put64(y.buf + 16, others[k]);
             fix_header(y.buf);
