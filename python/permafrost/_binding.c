@@ -2934,7 +2934,9 @@ Dict_reversed(ViewObject *vw, PyObject *unused)
 static int
 need_order(ViewObject *vw)
 {
-    if (vw->v.type >= PF_DICT && vw->v.type <= PF_FROZENSET && vw->v.u.c.okind)
+    /* an empty dict or set is in order: its queries find nothing */
+    if (vw->v.type >= PF_DICT && vw->v.type <= PF_FROZENSET &&
+        (vw->v.u.c.okind || vw->v.u.c.count == 0))
         return 0;
     PyErr_Format(vw->image->st->NoOrderedIndexError,
                  "this %s has no order index: freeze it with ordered=True "
@@ -2948,7 +2950,8 @@ need_order(ViewObject *vw)
 static int
 order_key(ViewObject *vw, PyObject *key, const void **data, size_t *n, int *width)
 {
-    if (vw->v.u.c.okind == PF_ORDER_STR && PyUnicode_Check(key)) {
+    const int okind = vw->v.u.c.okind;
+    if ((okind == PF_ORDER_STR || okind == 0) && PyUnicode_Check(key)) {
 #if PY_VERSION_HEX < 0x030C0000
         if (PyUnicode_READY(key) < 0)
             return -1;
@@ -2958,14 +2961,16 @@ order_key(ViewObject *vw, PyObject *key, const void **data, size_t *n, int *widt
         *width = PyUnicode_KIND(key);
         return 0;
     }
-    if (vw->v.u.c.okind == PF_ORDER_BYTES && PyBytes_Check(key)) {
+    if ((okind == PF_ORDER_BYTES || okind == 0) && PyBytes_Check(key)) {
         *data = PyBytes_AS_STRING(key);
         *n = (size_t)PyBytes_GET_SIZE(key);
         *width = 1;
         return 0;
     }
     PyErr_Format(PyExc_TypeError, "this index orders %s keys, not %.100s",
-                 vw->v.u.c.okind == PF_ORDER_STR ? "str" : "bytes", Py_TYPE(key)->tp_name);
+                 okind == PF_ORDER_STR ? "str" : okind == PF_ORDER_BYTES ? "bytes"
+                                                                          : "str or bytes",
+                 Py_TYPE(key)->tp_name);
     return -1;
 }
 
@@ -3082,6 +3087,11 @@ ord_seek(ViewObject *vw, PyObject *key, int after, uint64_t *rank, uint64_t *pos
     int w;
     if (order_key(vw, key, &d, &n, &w) < 0)
         return -1;
+    if (vw->v.u.c.count == 0) {
+        *rank = 0;
+        *pos = vw->v.u.c.body;
+        return 0;
+    }
     pf_error err;
     int rc = pf_ordered_seek(vw->image->img, &vw->v, d, n, w, after, rank, pos, &err);
     if (rc < 0) {
@@ -3210,8 +3220,9 @@ Ord_longest_prefix(ViewObject *vw, PyObject *args, PyObject *kw)
         return NULL;
     uint64_t rank, kp, vp;
     pf_error err;
-    int rc = pf_ordered_longest_prefix(vw->image->img, &vw->v, d, n, w, &rank, &kp, &vp,
-                                       &len, &err);
+    int rc = vw->v.u.c.count == 0 ? 0
+             : pf_ordered_longest_prefix(vw->image->img, &vw->v, d, n, w, &rank, &kp,
+                                         &vp, &len, &err);
     if (rc < 0)
         return fail(vw->image->st, &err, rc);
     if (rc == 0) {
@@ -3239,7 +3250,7 @@ Ord_prefixes(ViewObject *vw, PyObject *args, PyObject *kw)
     if (!out)
         return NULL;
     /* longest first, each search within the one before: then reversed */
-    for (;;) {
+    while (vw->v.u.c.count) {
         uint64_t rank, kp, vp;
         pf_error err;
         int rc = pf_ordered_longest_prefix(vw->image->img, &vw->v, d, n, w, &rank, &kp,

@@ -1,0 +1,243 @@
+"""Ordered containers (issue 5; docs/FORMAT.md R36, docs/ORDERED.md): sorted
+and prefix queries on dict and set views frozen with ordered=True, checked
+against a reference in Python (a sorted list and bisect) over str keys of
+every width (surrogates and astral code points included) and bytes keys."""
+
+from __future__ import annotations
+
+import bisect
+import multiprocessing
+import pickle
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import permafrost as pf
+
+# Every code point, lone surrogates included; a small alphabet too, so that
+# keys share prefixes and are prefixes of each other.
+_ANY = st.characters(min_codepoint=0, max_codepoint=0x10FFFF, blacklist_categories=())
+_FEW = st.sampled_from(["a", "b", "\x00", "\xe9", "\u0101", "\ud800", "\U0001f600", "\uffff"])
+STR_KEYS = st.lists(st.text(_FEW, max_size=6) | st.text(_ANY, max_size=4), max_size=60)
+BYTES_KEYS = st.lists(st.binary(max_size=5) | st.sampled_from([b"", b"\x00", b"\xff", b"a"]),
+                      max_size=60)
+
+
+# ----------------------------------------------------------------- the reference
+
+
+class Reference:
+    """The answers of an ordered view, from a sorted list of the keys."""
+
+    def __init__(self, d):
+        self.d = d
+        self.keys = sorted(d)
+
+    def prefix(self, p):
+        i = bisect.bisect_left(self.keys, p)
+        out = []
+        while i < len(self.keys) and self.keys[i].startswith(p):
+            out.append(self.keys[i])
+            i += 1
+        return out
+
+    def prefixes(self, s, start=0):
+        s = s[start:]
+        return [s[:n] for n in range(len(s) + 1) if s[:n] in self.d]
+
+    def irange(self, lo=None, hi=None, inclusive=(True, True), reverse=False):
+        out = [k for k in self.keys
+               if (lo is None or (k >= lo if inclusive[0] else k > lo))
+               and (hi is None or (k <= hi if inclusive[1] else k < hi))]
+        return out[::-1] if reverse else out
+
+
+def probes_for(keys, extra):
+    """Query strings: the keys, their prefixes, and some that are not."""
+    out = set(extra)
+    for k in keys[:20]:
+        out.update(k[:n] for n in range(len(k) + 1))
+        out.add(k + k[:1])
+    return sorted(out, key=lambda x: (len(x), x))[:80]
+
+
+def check_view(view, d, probes):
+    ref = Reference(d)
+    is_dict = isinstance(d, dict)
+    assert list(view) == list(d)                       # insertion order kept
+    assert view == d
+    assert list(view.sorted_keys()) == ref.keys
+    for p in probes:
+        want = ref.prefix(p)
+        assert list(view.sorted_keys(prefix=p)) == want, p
+        if is_dict:
+            assert list(view.keys(prefix=p)) == want, p
+            assert list(view.values(prefix=p)) == [d[k] for k in want], p
+            assert list(view.items(prefix=p)) == [(k, d[k]) for k in want], p
+        assert view.bisect_left(p) == bisect.bisect_left(ref.keys, p), p
+        assert view.bisect_right(p) == bisect.bisect_right(ref.keys, p), p
+        pre = ref.prefixes(p)
+        got = view.prefixes(p)
+        assert got == ([(k, d[k]) for k in pre] if is_dict else pre), p
+        if pre:
+            want_lp = (pre[-1], d[pre[-1]]) if is_dict else pre[-1]
+            assert view.longest_prefix(p) == want_lp, p
+        else:
+            with pytest.raises(KeyError):
+                view.longest_prefix(p)
+        for q in probes[:8]:
+            for inc in ((True, True), (False, True), (True, False), (False, False)):
+                for rev in (False, True):
+                    assert list(view.irange(p, q, inclusive=inc, reverse=rev)) == \
+                        ref.irange(p, q, inc, rev), (p, q, inc, rev)
+        assert list(view.irange(minimum=p)) == ref.irange(p)
+        assert list(view.irange(maximum=p, reverse=True)) == ref.irange(None, p, reverse=True)
+
+
+# ----------------------------------------------------------------- differential
+
+
+@given(STR_KEYS, st.lists(st.text(_FEW, max_size=7), max_size=6), st.randoms())
+def test_str_keys_differential(keys, extra, rnd):
+    keys = list(dict.fromkeys(keys))
+    rnd.shuffle(keys)
+    d = {k: i for i, k in enumerate(keys)}
+    data = pf.dumps(d, ordered=True)
+    pf.verify(pf.Image.from_buffer(data))
+    probes = probes_for(keys, extra + [""])
+    check_view(pf.loads(data), d, probes)
+    s = set(keys)
+    check_view(pf.loads(pf.dumps(s, ordered=True)), s, probes)
+    fs = frozenset(keys)
+    check_view(pf.loads(pf.dumps([fs], ordered=True))[0], fs, probes)
+
+
+@given(BYTES_KEYS, st.lists(st.binary(max_size=6), max_size=6), st.randoms())
+def test_bytes_keys_differential(keys, extra, rnd):
+    keys = list(dict.fromkeys(keys))
+    rnd.shuffle(keys)
+    d = {k: [i] for i, k in enumerate(keys)}
+    data = pf.dumps(d, ordered=True)
+    pf.verify(pf.Image.from_buffer(data))
+    view = pf.loads(data)
+    check_view(view, d, probes_for(keys, extra + [b""]))
+
+
+def test_large_dict_every_query(tmp_path):
+    """Thousands of keys: several sample blocks and a slot table; keys that
+    share their first 8 bytes (the samples' prefixes tie) and keys that are
+    prefixes of each other."""
+    import random
+    rnd = random.Random(5)
+    words = set()
+    while len(words) < 5000:
+        base = rnd.choice(["internationalization", "internal", "inter", "a", "\u00e9t\u00e9",
+                           "\U0001f600x", "zzzzzzzz"])
+        words.add(base[:rnd.randint(0, len(base))] + "".join(
+            rnd.choice("abc\u00e9") for _ in range(rnd.randint(0, 4))))
+    keys = list(words)
+    rnd.shuffle(keys)
+    d = {k: i for i, k in enumerate(keys)}
+    path = tmp_path / "words.pf"
+    pf.freeze(d, path, ordered=True)
+    pf.verify(path)
+    view = pf.open(path)
+    probes = probes_for(keys, ["internationalizations", "inter", "zzzzzzzzz", "\U0001f600",
+                               "b", "internat"])
+    check_view(view, d, probes)
+    text = "internationalization of the internal interface"
+    for start in range(len(text)):
+        want = Reference(d).prefixes(text, start)
+        assert [k for k, _ in view.prefixes(text, start=start)] == want
+        if want:
+            assert view.longest_prefix(text, start=start) == (want[-1], d[want[-1]])
+
+
+# ----------------------------------------------------------------- which containers
+
+
+def test_only_str_or_bytes_keyed_containers_are_indexed():
+    value = {"words": {"b": 1, "a": 2}, "mixed": {"a": 1, 2: 3}, "ints": {3: 1, 1: 2},
+             "tags": {b"y", b"x"}, "list": ["b", "a"], "empty": {}, "nested": {"z": {"q": 1, "p": 2}}}
+    view = pf.loads(pf.dumps(value, ordered=True))
+    assert list(view.sorted_keys()) == sorted(value)
+    assert list(view["words"].sorted_keys()) == ["a", "b"]
+    assert list(view["tags"].sorted_keys()) == [b"x", b"y"]
+    assert list(view["nested"]["z"].keys(prefix="")) == ["p", "q"]
+    assert list(view["empty"].sorted_keys()) == []          # empty: in order
+    for unindexed in (view["mixed"], view["ints"]):
+        with pytest.raises(pf.NoOrderedIndexError, match="ordered=True"):
+            unindexed.longest_prefix("a")
+        with pytest.raises(pf.NoOrderedIndexError):
+            list(unindexed.keys(prefix="a"))
+    assert isinstance(pf.NoOrderedIndexError("x"), pf.Error)
+    plain = pf.loads(pf.dumps(value))
+    for method, args in [("sorted_keys", ()), ("irange", ()), ("bisect_left", ("a",)),
+                         ("bisect_right", ("a",)), ("longest_prefix", ("a",)),
+                         ("prefixes", ("a",))]:
+        with pytest.raises(pf.NoOrderedIndexError):
+            r = getattr(plain["words"], method)(*args)
+            list(r)
+    assert not hasattr(plain["words"], "iter_prefix")
+
+
+def test_ordered_image_is_version_1_1_and_plain_one_is_1_0():
+    import struct
+    plain = pf.dumps({"b": 1, "a": 2})
+    ordered = pf.dumps({"b": 1, "a": 2}, ordered=True)
+    assert struct.unpack_from("<H", plain, 10)[0] == 0
+    assert struct.unpack_from("<H", ordered, 10)[0] == 1
+    assert struct.unpack_from("<Q", ordered, 16)[0] == 2      # incompat bit 1
+    # nothing eligible: nothing ordered, a 1.0 image
+    none = pf.dumps([1, {3: 4}, {"a", 1}], ordered=True)
+    assert struct.unpack_from("<H", none, 10)[0] == 0 and struct.unpack_from("<Q", none, 16)[0] == 0
+
+
+def test_dict_signatures_are_kept():
+    view = pf.loads(pf.dumps({"b": 1, "a": 2}, ordered=True))
+    assert view.keys() == {"a", "b"} and sorted(view.values()) == [1, 2]
+    assert view.items() == {("a", 2), ("b", 1)}
+    with pytest.raises(TypeError):
+        view.keys("a")            # prefix is keyword-only
+    with pytest.raises(TypeError):
+        view.longest_prefix(b"a")  # a str index
+    with pytest.raises(TypeError):
+        view.bisect_left(1)
+    it = view.keys(prefix="")
+    assert iter(it) is it and list(it) == ["a", "b"] and list(it) == []
+
+
+def test_iterators_are_lazy_and_survive_as_long_as_the_view():
+    d = {"k%05d" % i: i for i in range(3000)}
+    view = pf.loads(pf.dumps(d, ordered=True))
+    it = view.items(prefix="k01")
+    assert next(it) == ("k01000", 1000)
+    del view
+    assert len(list(it)) == 999
+
+
+def test_start_of_longest_prefix_is_like_a_slice():
+    view = pf.loads(pf.dumps({"ab": 1, "b": 2}, ordered=True))
+    assert view.longest_prefix("xab", start=1) == ("ab", 1)
+    assert view.longest_prefix("xab", start=-2) == ("ab", 1)
+    assert view.longest_prefix("xab", start=2) == ("b", 2)
+    with pytest.raises(KeyError):
+        view.longest_prefix("xab", start=3)
+    with pytest.raises(KeyError):
+        view.longest_prefix("xab", start=-99)
+    assert view.prefixes("ab", start=5) == []
+
+
+def test_pickled_and_shared_views_keep_the_order(tmp_path):
+    d = {w: i for i, w in enumerate(["pear", "peach", "pea", "apple"])}
+    path = tmp_path / "fruit.pf"
+    pf.freeze(d, path, ordered=True)
+    view = pickle.loads(pickle.dumps(pf.open(path)))
+    assert list(view.keys(prefix="pea")) == ["pea", "peach", "pear"]
+    shared = pf.share(d, ordered=True)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        got = pool.map(shared.longest_prefix, ["peaches", "pears", "apples"])
+    assert got == [("peach", 1), ("pear", 0), ("apple", 3)]
+    assert pf.thaw(shared) == d and list(pf.thaw(shared)) == list(d)
