@@ -540,7 +540,7 @@ static int is_map(int type)
  * shorter than 2^32 bytes (so count < 2^32 too) the record index rides in
  * the high 32 bits, which lets us stop after exactly `count` records and
  * report a body holding more or fewer (R20). */
-static int ordered_record(const pf_range *r, const pf_val *c, uint64_t pos,
+static int read_record(const pf_range *r, const pf_val *c, uint64_t pos,
                           uint64_t *key_pos, uint64_t *val_pos, uint64_t *next,
                           pf_error *err);
 static int ordered_at(const pf_range *r, const pf_val *c, uint64_t rank,
@@ -580,14 +580,13 @@ static int record_next(const pf_range *r, const pf_val *c, uint64_t *cursor,
         int rc = ordered_at(r, c, rank, &pos, err);
         if (rc != PF_OK)
             return rc;
-        if ((rc = ordered_record(r, c, pos, key_pos, val_pos, &next, err)) != 1)
+        if ((rc = read_record(r, c, pos, key_pos, val_pos, &next, err)) != 1)
             return rc == 0 ? PF_CORRUPT(err, "body holds fewer records than "
                                         "count (R20)", c->pos) : rc;
         *cursor = i + 1;
         return 1;
     }
     const uint64_t bl = c->u.c.body_len, body = c->u.c.body;
-    const uint64_t body_end = body + bl;
     const int packed = bl <= 0xFFFFFFFFu;
     uint64_t off = packed ? (*cursor & 0xFFFFFFFFu) : *cursor;
     uint64_t idx = packed ? (*cursor >> 32) : 0;
@@ -605,27 +604,11 @@ static int record_next(const pf_range *r, const pf_val *c, uint64_t *cursor,
                               c->pos);
         return 0;
     }
-    pf_val v;
-    uint64_t kp = body + off;
-    int rc = decode(r, kp, &v, 0, 0, err);
-    if (rc != PF_OK)
-        return rc;
-    uint64_t next = v.next, vp = 0;
-    if (next > body_end)
-        return PF_CORRUPT(err, "record runs past the body (R20)", kp);
-    if (c->type == PF_DICT) {
-        if (next == body_end)
-            return PF_CORRUPT(err, "dict record without a value (R20)", kp);
-        vp = next;
-        rc = decode(r, vp, &v, 0, 0, err);
-        if (rc != PF_OK)
-            return rc;
-        next = v.next;
-        if (next > body_end)
-            return PF_CORRUPT(err, "record runs past the body (R20)", vp);
-    }
-    *key_pos = kp;
-    *val_pos = vp;
+    uint64_t next;
+    int rc = read_record(r, c, body + off, key_pos, val_pos, &next, err);
+    if (rc != 1)
+        return rc == 0 ? PF_CORRUPT(err, "body holds fewer records than count "
+                                    "(R20)", c->pos) : rc;
     off = next - body;
     *cursor = packed ? ((idx + 1) << 32) | off : off;
     return 1;
@@ -921,7 +904,7 @@ static int check_ordered(const pf_val *c, const void *key, int width,
 
 /* The record at pos: 1 with its key and value offsets (value 0 in a set)
  * and where the next one starts; 0 at the body end. */
-static int ordered_record(const pf_range *r, const pf_val *c, uint64_t pos,
+static int read_record(const pf_range *r, const pf_val *c, uint64_t pos,
                           uint64_t *key_pos, uint64_t *val_pos, uint64_t *next,
                           pf_error *err)
 {
@@ -951,6 +934,15 @@ static int ordered_record(const pf_range *r, const pf_val *c, uint64_t pos,
     *val_pos = vp;
     *next = n;
     return 1;
+}
+
+/* 8 bytes as a big-endian number: compares as memcmp does. */
+static inline uint64_t load_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int k = 0; k < 8; k++)
+        v = v << 8 | p[k];
+    return v;
 }
 
 static const uint8_t *sample_at(const pf_range *r, const pf_val *c, uint64_t j)
@@ -983,7 +975,7 @@ static int ordered_at(const pf_range *r, const pf_val *c, uint64_t rank,
     uint64_t p, kp, vp, next;
     int rc = sample_pos(r, c, j, &p, err);
     for (uint64_t k = j << c->u.c.sshift; rc == PF_OK && k < rank; k++) {
-        rc = ordered_record(r, c, p, &kp, &vp, &next, err);
+        rc = read_record(r, c, p, &kp, &vp, &next, err);
         if (rc == 0)
             return PF_CORRUPT(err, "order sample past its rank (R36)", c->pos);
         if (rc == 1) {
@@ -1008,16 +1000,30 @@ static int key_cmp(const pf_range *r, const pf_val *c, uint64_t kp,
                    const uint8_t *key, size_t n, int width, int *cmp,
                    size_t *common, uint64_t *klen, pf_error *err)
 {
-    pf_val kv;
-    int rc = decode(r, kp, &kv, 1, 0, err);
-    if (rc != PF_OK)
-        return rc;
-    if (kv.type != (c->u.c.okind == PF_ORDER_STR ? PF_STR : PF_BYTES))
-        return PF_CORRUPT(err, "ordered container key not of its order's "
-                          "kind (R36)", kp);
-    const uint8_t *d = kv.u.s.data;
-    const int kw = kv.u.s.width;
-    const size_t len = (size_t)kv.u.s.len;
+    const uint8_t *d;
+    int kw;
+    size_t len;
+    const unsigned t = kp >= r->start && kp < r->end ? r->base[kp] : 0;
+    if (t >= PF_T_SHORT_STR && c->u.c.okind == PF_ORDER_STR &&
+        t - PF_T_SHORT_STR < r->end - kp) {
+        /* the common key, a short ASCII str written in place (R15): its
+         * bytes are checked ASCII when it is decoded; an order compares
+         * them as they are */
+        d = r->base + kp + 1;
+        kw = 1;
+        len = t - PF_T_SHORT_STR;
+    } else {
+        pf_val kv;
+        int rc = decode(r, kp, &kv, 1, 0, err);
+        if (rc != PF_OK)
+            return rc;
+        if (kv.type != (c->u.c.okind == PF_ORDER_STR ? PF_STR : PF_BYTES))
+            return PF_CORRUPT(err, "ordered container key not of its order's "
+                              "kind (R36)", kp);
+        d = kv.u.s.data;
+        kw = kv.u.s.width;
+        len = (size_t)kv.u.s.len;
+    }
     const size_t m = len < n ? len : n;
     size_t i = 0;
     if (kw == 1 && width == 1) {
@@ -1073,9 +1079,15 @@ void pf_order_prefix(const void *keyp, size_t n, int width, int okind,
 
 /* seek, and the record before the one found (its offset in *prev, or 0
  * when the found one is the first). */
+typedef struct {
+    int found;            /* a record met whose key is a prefix of the key */
+    uint64_t rank, kp, vp, len;   /* the last such: the longest */
+} seek_prefix;
+
 static int seek_impl(const pf_range *r, const pf_val *c, const uint8_t *key,
                      size_t n, int width, int after, uint64_t *rank_out,
-                     uint64_t *pos_out, uint64_t *prev_out, pf_error *err)
+                     uint64_t *pos_out, uint64_t *prev_out, seek_prefix *best,
+                     pf_error *err)
 {
     const uint64_t count = c->u.c.count;
     const unsigned sshift = (unsigned)c->u.c.sshift;
@@ -1083,6 +1095,7 @@ static int seek_impl(const pf_range *r, const pf_val *c, const uint8_t *key,
                               ((count & ((UINT64_C(1) << sshift) - 1)) != 0);
     uint8_t probe[8];
     pf_order_prefix(key, n, width, c->u.c.okind, probe);
+    const uint64_t pk = load_be64(probe);
     /* the last sample whose key is < key (after: <= key) */
     uint64_t lo = 0, hi = nsamples;
     int rc, cmp;
@@ -1090,7 +1103,8 @@ static int seek_impl(const pf_range *r, const pf_val *c, const uint8_t *key,
     uint64_t klen, kp, vp, next;
     while (lo < hi) {
         const uint64_t mid = lo + (hi - lo) / 2;
-        const int c8 = memcmp(sample_at(r, c, mid), probe, 8);
+        const uint64_t sk = load_be64(sample_at(r, c, mid));
+        const int c8 = sk < pk ? -1 : sk > pk;
         int below;
         if (c8 != 0) {
             below = c8 < 0;
@@ -1114,7 +1128,7 @@ static int seek_impl(const pf_range *r, const pf_val *c, const uint8_t *key,
             return rc;
     }
     while (rank < count) {
-        rc = ordered_record(r, c, pos, &kp, &vp, &next, err);
+        rc = read_record(r, c, pos, &kp, &vp, &next, err);
         if (rc < 0)
             return rc;
         if (rc == 0)
@@ -1123,6 +1137,13 @@ static int seek_impl(const pf_range *r, const pf_val *c, const uint8_t *key,
         if ((rc = key_cmp(r, c, kp, key, n, width, &cmp, &common, &klen,
                           err)) != PF_OK)
             return rc;
+        if (best && common == klen && cmp <= 0) {
+            best->found = 1;
+            best->rank = rank;
+            best->kp = kp;
+            best->vp = vp;
+            best->len = klen;
+        }
         if (after ? cmp > 0 : cmp >= 0)
             break;
         prev = pos;
@@ -1148,7 +1169,7 @@ int pf_ordered_seek(const pf_image *img, const pf_val *c, const void *key,
     if (rc != PF_OK)
         return rc;
     return seek_impl(&img->r, c, (const uint8_t *)key, n, width, after, rank,
-                     pos, &prev, err);
+                     pos, &prev, NULL, err);
 }
 
 int pf_ordered_at(const pf_image *img, const pf_val *c, uint64_t rank,
@@ -1169,7 +1190,7 @@ int pf_ordered_next(const pf_image *img, const pf_val *c, uint64_t *pos,
     int rc = check_ordered(c, &k, 1, err);
     if (rc != PF_OK)
         return rc;
-    rc = ordered_record(&img->r, c, *pos, key_pos, val_pos, &next, err);
+    rc = read_record(&img->r, c, *pos, key_pos, val_pos, &next, err);
     if (rc == 1)
         *pos = next;
     return rc;
@@ -1212,11 +1233,22 @@ int pf_ordered_longest_prefix(const pf_image *img, const pf_val *c,
         uint64_t rank, pos, prev, kp, vp, next, klen;
         int cmp;
         size_t common;
-        if ((rc = seek_impl(r, c, key, m, width, 1, &rank, &pos, &prev, err)) != PF_OK)
+        seek_prefix best = {0, 0, 0, 0, 0};
+        if ((rc = seek_impl(r, c, key, m, width, 1, &rank, &pos, &prev, &best,
+                            err)) != PF_OK)
             return rc;
+        if (best.found) {
+            /* Prefixes of one text sort by length: the last one the scan
+             * met (all before key[0..m)) is the longest there is. */
+            *rank_out = best.rank;
+            *key_pos = best.kp;
+            *val_pos = best.vp;
+            *len = (size_t)best.len;
+            return 1;
+        }
         if (rank == 0)
             return 0;
-        if ((rc = ordered_record(r, c, prev, &kp, &vp, &next, err)) != 1)
+        if ((rc = read_record(r, c, prev, &kp, &vp, &next, err)) != 1)
             return rc == 0 ? PF_CORRUPT(err, "order sample past the body (R36)",
                                         c->pos) : rc;
         if ((rc = key_cmp(r, c, kp, key, m, width, &cmp, &common, &klen, err)) != PF_OK)

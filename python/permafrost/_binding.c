@@ -3208,6 +3208,25 @@ ord_text(ViewObject *vw, PyObject *args, PyObject *kw, const char *fmt, PyObject
     return 0;
 }
 
+/* The longest key that is a prefix of the n units at d: 1 with its record
+ * and length, 0 if none, -1 with an exception. */
+static int
+ord_longest(ViewObject *vw, const uint8_t *d, size_t n, int w, uint64_t *kp,
+            uint64_t *vp, size_t *len)
+{
+    uint64_t rank;
+    pf_error err;
+    if (vw->v.u.c.count == 0)
+        return 0;
+    int rc = pf_ordered_longest_prefix(vw->image->img, &vw->v, d, n, w, &rank, kp, vp,
+                                       len, &err);
+    if (rc < 0) {
+        fail(vw->image->st, &err, rc);
+        return -1;
+    }
+    return rc;
+}
+
 static PyObject *
 Ord_longest_prefix(ViewObject *vw, PyObject *args, PyObject *kw)
 {
@@ -3216,15 +3235,12 @@ Ord_longest_prefix(ViewObject *vw, PyObject *args, PyObject *kw)
     size_t n, len;
     int w;
     Py_ssize_t start;
+    uint64_t kp, vp;
     if (ord_text(vw, args, kw, "O|n:longest_prefix", &s, &d, &n, &w, &start) < 0)
         return NULL;
-    uint64_t rank, kp, vp;
-    pf_error err;
-    int rc = vw->v.u.c.count == 0 ? 0
-             : pf_ordered_longest_prefix(vw->image->img, &vw->v, d, n, w, &rank, &kp,
-                                         &vp, &len, &err);
+    int rc = ord_longest(vw, d, n, w, &kp, &vp, &len);
     if (rc < 0)
-        return fail(vw->image->st, &err, rc);
+        return NULL;
     if (rc == 0) {
         PyObject *rest = PySequence_GetSlice(s, start, PY_SSIZE_T_MAX);
         if (rest) {
@@ -3250,14 +3266,12 @@ Ord_prefixes(ViewObject *vw, PyObject *args, PyObject *kw)
     if (!out)
         return NULL;
     /* longest first, each search within the one before: then reversed */
-    while (vw->v.u.c.count) {
-        uint64_t rank, kp, vp;
-        pf_error err;
-        int rc = pf_ordered_longest_prefix(vw->image->img, &vw->v, d, n, w, &rank, &kp,
-                                           &vp, &len, &err);
+    for (;;) {
+        uint64_t kp, vp;
+        int rc = ord_longest(vw, d, n, w, &kp, &vp, &len);
         if (rc < 0) {
             Py_DECREF(out);
-            return fail(vw->image->st, &err, rc);
+            return NULL;
         }
         if (rc == 0)
             break;
