@@ -60,7 +60,7 @@ $(SAN_VENV)/.stamp-pkg-test: $(SAN_VENV)/.stamp-venv $(PKG_SOURCES)
 
 # --------------------------------------------------------------- Python
 
-.PHONY: help install demo test pytest pytest-fast pysan pythons bench bench-peers bench-build bench-stress bench-objects fuzz-python
+.PHONY: help install demo test pytest pytest-fast pysan pythons bench bench-peers bench-build bench-stress bench-objects bench-ordered fuzz-python
 
 help:
 	@echo "make demo      build into .venv and run bench/demo.py (DEMO_ARGS=...)"
@@ -80,6 +80,7 @@ help:
 	@echo "make bench-build  the streaming Builder at scale, the 20 GB projection (BUILD_ARGS=...)"
 	@echo "make bench-stress processes x threads reading one image, every answer checked (STRESS_ARGS=...)"
 	@echo "make bench-objects a Python trie and a numpy array frozen, vs objects and pickled copies (OBJECTS_ARGS=...)"
+	@echo "make bench-ordered the ordered key index vs marisa-trie and a Python trie (ORDERED_ARGS=...)"
 	@echo "make install   just build and install into .venv"
 	@echo "make clean     remove build outputs, venvs and caches"
 
@@ -122,6 +123,15 @@ bench-stress: $(VENV)/.stamp-pkg-bench
 OBJECTS_ARGS ?=
 bench-objects: $(VENV)/.stamp-pkg-test
 	$(VENV_PY) bench/objects.py $(OBJECTS_ARGS)
+
+# The ordered key index (issue 5): freeze(ordered=True) against marisa-trie
+# (RecordTrie, mmap) and a pure-Python dict-of-dicts trie on 2M words and
+# phrases: build, size and index overhead, lookups, prefix enumeration,
+# longest-prefix scans, PSS of workers (bench/ordered.py; ORDERED_ARGS=--quick,
+# --size N, --repeat N, --workers N).
+ORDERED_ARGS ?=
+bench-ordered: $(VENV)/.stamp-pkg-bench
+	$(VENV_PY) bench/ordered.py $(ORDERED_ARGS)
 
 # THE test command: C unit tests, then the whole pytest suite.
 test: $(VENV)/.stamp-pkg-test

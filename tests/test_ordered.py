@@ -227,6 +227,10 @@ def test_start_of_longest_prefix_is_like_a_slice():
     with pytest.raises(KeyError):
         view.longest_prefix("xab", start=-99)
     assert view.prefixes("ab", start=5) == []
+    assert view.longest_prefix("zz", default=None) is None
+    assert view.longest_prefix("abc", default=None) == ("ab", 1)
+    with pytest.raises(TypeError):
+        view.longest_prefix("zz", 0, None)     # default is keyword-only
 
 
 def test_pickled_and_shared_views_keep_the_order(tmp_path):

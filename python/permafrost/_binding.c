@@ -3188,12 +3188,15 @@ Ord_bisect_right(ViewObject *vw, PyObject *key)
 
 /* (s, start) of longest_prefix and prefixes: the code units of s[start:]. */
 static int
-ord_text(ViewObject *vw, PyObject *args, PyObject *kw, const char *fmt, PyObject **s,
-         const uint8_t **d, size_t *n, int *w, Py_ssize_t *start)
+ord_text(ViewObject *vw, PyObject *args, PyObject *kw, PyObject **s, const uint8_t **d,
+         size_t *n, int *w, Py_ssize_t *start, PyObject **dflt)
 {
-    static char *kwlist[] = {"s", "start", NULL};
+    static char *kwlist[] = {"s", "start", "default", NULL};
+    static char *kwlist2[] = {"s", "start", NULL};
     *start = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, fmt, kwlist, s, start))
+    if (dflt ? !PyArg_ParseTupleAndKeywords(args, kw, "O|n$O:longest_prefix", kwlist, s,
+                                            start, dflt)
+             : !PyArg_ParseTupleAndKeywords(args, kw, "O|n:prefixes", kwlist2, s, start))
         return -1;
     const void *dv;
     if (need_order(vw) < 0 || order_key(vw, *s, &dv, n, w) < 0)
@@ -3236,11 +3239,14 @@ Ord_longest_prefix(ViewObject *vw, PyObject *args, PyObject *kw)
     int w;
     Py_ssize_t start;
     uint64_t kp, vp;
-    if (ord_text(vw, args, kw, "O|n:longest_prefix", &s, &d, &n, &w, &start) < 0)
+    PyObject *dflt = NULL;
+    if (ord_text(vw, args, kw, &s, &d, &n, &w, &start, &dflt) < 0)
         return NULL;
     int rc = ord_longest(vw, d, n, w, &kp, &vp, &len);
     if (rc < 0)
         return NULL;
+    if (rc == 0 && dflt)
+        return Py_NewRef(dflt);
     if (rc == 0) {
         PyObject *rest = PySequence_GetSlice(s, start, PY_SSIZE_T_MAX);
         if (rest) {
@@ -3260,7 +3266,7 @@ Ord_prefixes(ViewObject *vw, PyObject *args, PyObject *kw)
     size_t n, len;
     int w;
     Py_ssize_t start;
-    if (ord_text(vw, args, kw, "O|n:prefixes", &s, &d, &n, &w, &start) < 0)
+    if (ord_text(vw, args, kw, &s, &d, &n, &w, &start, NULL) < 0)
         return NULL;
     PyObject *out = PyList_New(0);
     if (!out)
@@ -3307,8 +3313,9 @@ Ord_prefixes(ViewObject *vw, PyObject *args, PyObject *kw)
      "bisect_right(key): the number of keys <= key."}, \
     {"longest_prefix", (PyCFunction)(void (*)(void))Ord_longest_prefix, \
      METH_VARARGS | METH_KEYWORDS, \
-     "longest_prefix(s, start=0): the longest key that is a prefix of s[start:], " \
-     "as (key, value) (a set: the key); KeyError if none."}, \
+     "longest_prefix(s, start=0, *, default): the longest key that is a prefix of " \
+     "s[start:], as (key, value) (a set: the key); if none, default, or KeyError " \
+     "without one."}, \
     {"prefixes", (PyCFunction)(void (*)(void))Ord_prefixes, METH_VARARGS | METH_KEYWORDS, \
      "prefixes(s, start=0): the keys that are prefixes of s[start:], shortest " \
      "first, as (key, value) pairs (a set: the keys)."}
@@ -4569,23 +4576,11 @@ typedef struct {
     Py_ssize_t i;   /* insertion index */
 } okey;
 
-static int
-okey_cmp_str(const void *a, const void *b)
-{
-    /* exact str keys: PyUnicode_Compare is code point order and cannot
-     * fail; distinct keys of one dict never compare equal */
-    return PyUnicode_Compare(((const okey *)a)->key, ((const okey *)b)->key);
-}
-
-static int
-okey_cmp_bytes(const void *a, const void *b)
-{
-    PyObject *x = ((const okey *)a)->key, *y = ((const okey *)b)->key;
-    Py_ssize_t nx = PyBytes_GET_SIZE(x), ny = PyBytes_GET_SIZE(y);
-    int c = memcmp(PyBytes_AS_STRING(x), PyBytes_AS_STRING(y),
-                   (size_t)(nx < ny ? nx : ny));
-    return c ? c : (nx < ny ? -1 : nx > ny);
-}
+#if defined(__GNUC__) || defined(__clang__)
+#define OBJ_PREFETCH(p) __builtin_prefetch(p)
+#else
+#define OBJ_PREFETCH(p) ((void)(p))
+#endif
 
 /* A dict, set or frozenset whose keys are all exact str or all exact
  * bytes, with an order index (R36): the records in sorted order, the
@@ -4620,16 +4615,40 @@ encode_ordered(enc_ctx *cx, PyObject *o, int type, Py_ssize_t n)
         PyErr_NoMemory();
         goto done;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *it = PyList_GET_ITEM(items, i);
-        ks[i].key = type == PF_DICT ? PyTuple_GET_ITEM(it, 0) : it;
-        ks[i].i = i;
+    /* The order of the keys by list.sort, whose comparison of str (or bytes)
+     * of one type is a memcmp where it can be: indices sorted by key. */
+    {
+        PyObject *keys = PyList_New(n), *idx = keys ? PyList_New(n) : NULL;
+        PyObject *get = NULL, *sort = NULL, *kwargs = NULL, *res = NULL;
+        for (Py_ssize_t i = 0; idx && i < n; i++) {
+            PyObject *it = PyList_GET_ITEM(items, i);
+            PyObject *ii = PyLong_FromSsize_t(i);
+            if (!ii) {
+                Py_CLEAR(idx);
+                break;
+            }
+            PyList_SET_ITEM(keys, i, Py_NewRef(type == PF_DICT ? PyTuple_GET_ITEM(it, 0) : it));
+            PyList_SET_ITEM(idx, i, ii);
+        }
+        if (idx && (get = PyObject_GetAttrString(keys, "__getitem__")) &&
+            (sort = PyObject_GetAttrString(idx, "sort")) &&
+            (kwargs = Py_BuildValue("{s:O}", "key", get)))
+            res = PyObject_Call(sort, cx->st->empty_tuple, kwargs);
+        for (Py_ssize_t j = 0; res && j < n; j++) {
+            Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(idx, j));
+            ks[j].key = PyList_GET_ITEM(keys, i);
+            ks[j].i = i;
+            ranks[i] = (uint64_t)j;
+        }
+        Py_XDECREF(res);
+        Py_XDECREF(kwargs);
+        Py_XDECREF(sort);
+        Py_XDECREF(get);
+        Py_XDECREF(idx);
+        Py_XDECREF(keys); /* the keys stay alive in items */
+        if (!res)
+            goto done;
     }
-    qsort(ks, (size_t)n, sizeof(okey), kt == &PyUnicode_Type ? okey_cmp_str : okey_cmp_bytes);
-    if (PyErr_Occurred())
-        goto done;
-    for (Py_ssize_t j = 0; j < n; j++)
-        ranks[ks[j].i] = (uint64_t)j;
     uint64_t pos = pf_writer_pos(cx->w);
     if (ptrmap_put(&cx->memo, o, pos) < 0)
         goto done;
@@ -4638,6 +4657,20 @@ encode_ordered(enc_ctx *cx, PyObject *o, int type, Py_ssize_t n)
         goto done;
     }
     for (Py_ssize_t j = 0; j < n; j++) {
+        /* The keys are read in sorted order, not where they lie in memory:
+         * ask for them ahead, their objects first and then their bytes
+         * (a Python str keeps them in the object for these sizes). */
+        if (j + 16 < n) {
+            PyObject *far = PyList_GET_ITEM(items, ks[j + 16].i);
+            OBJ_PREFETCH(far);
+            OBJ_PREFETCH(ks[j + 16].key);
+        }
+        if (j + 8 < n) {
+            PyObject *near = PyList_GET_ITEM(items, ks[j + 8].i);
+            if (type == PF_DICT)
+                OBJ_PREFETCH(PyTuple_GET_ITEM(near, 1));
+            OBJ_PREFETCH((const char *)ks[j + 8].key + 64);
+        }
         PyObject *it = PyList_GET_ITEM(items, ks[j].i);
         PyObject *k = type == PF_DICT ? PyTuple_GET_ITEM(it, 0) : it;
         if ((rc = pf_write_item(cx->w, &err)) < 0) {
