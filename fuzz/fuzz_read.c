@@ -13,8 +13,17 @@
  *     REF targets followed once; every dict/set key hashed (pf_hash_at) and
  *     looked up again by value with pf_find (fuzz_common.h).
  * Both stop after a work budget, so sharing cannot blow a walk up.
- * Then the full check, pf_image_verify, which must end cleanly and may pass
- * only an image that the first walk reads without a fault.
+ * The second walk also runs the ordered queries (R36) of tests/c/ordered.h
+ * on every ordered container it meets: the sorted walk, every rank, each
+ * key (and its neighbours) sought back and prefix-matched, the insertion
+ * order, and probes made of the input's last bytes. Every call must end
+ * cleanly; on an image that pf_image_verify passes, every answer must be
+ * the right one (a seek's rank in [0, count] with the keys around it in
+ * order, at(rank) and next on the record seek found, longest prefixes as
+ * a brute force finds them, insertion order a permutation).
+ * The full check, pf_image_verify, runs first (its verdict says how strict
+ * the ordered checks are); it must end cleanly and may pass only an image
+ * that the first walk reads without a fault.
  *
  * An input that starts with the magic but whose header check does not match
  * is read a second time with the check recomputed, so that mutations of the
@@ -28,6 +37,7 @@
 
 #include "permafrost.h"
 #include "walk.h"
+#include "ordered.h"
 #include "fuzz_common.h"
 
 #define FZ_BUDGET 20000       /* ivals visited per walk */
@@ -40,6 +50,9 @@ typedef struct fz_walker {
     uint64_t seen[FZ_SEEN_CAP];   /* REF targets already walked, +1 (0 empty) */
     size_t nseen;
     uint64_t sink;                /* keeps the touched bytes alive */
+    int verified;                 /* pf_image_verify passed the image */
+    const uint8_t *probe;         /* bytes for ordered probe keys */
+    size_t nprobe;
 } fz_walker;
 
 /* 1 if target was walked before (or the table is full); else records it. */
@@ -125,6 +138,15 @@ static int visit_container(fz_walker *fw, const pf_val *v, int depth)
         if (fw->budget <= 0)
             return PF_ELIMIT;
     }
+    if (v->u.c.okind) {
+        const char *why = "";
+        const int orc = ord_check(img, v, fw->verified, fw->probe, fw->nprobe,
+                                  &why);
+        if (orc == ORD_UNCLEAN || orc == ORD_BROKEN)
+            FZ_FAIL("ordered container at %llu%s: %s",
+                    (unsigned long long)v->pos,
+                    fw->verified ? " (verified)" : "", why);
+    }
     return rc;
 }
 
@@ -200,8 +222,9 @@ static int visit(fz_walker *fw, uint64_t pos, int depth, uint64_t *next)
     return PF_OK;
 }
 
-/* Everything done with one open image. */
-static void read_image(const pf_image *img)
+/* Everything done with one open image; probe: bytes for ordered keys. */
+static void read_image(const pf_image *img, const uint8_t *probe,
+                       size_t nprobe)
 {
     const uint64_t start = pf_image_data_start(img);
     const uint64_t end = pf_image_data_end(img);
@@ -213,6 +236,14 @@ static void read_image(const pf_image *img)
     FZ_ASSERT(root >= start && root < end);                            /* R8 */
     (void)pf_image_version_minor(img);
 
+    /* The full check: a clean result, and an image that passes it walks
+     * without a fault (within the walk's own budget and depth). */
+    pf_error e;
+    memset(&e, 0, sizeof e);
+    int vr = pf_image_verify(img, NULL, &e);
+    if (vr != PF_OK && (e.msg == NULL || e.code != vr))
+        FZ_FAIL("verify failed without an error message or code");
+
     walk_state ws = {0, FZ_BUDGET, FZ_MAX_DEPTH, 0, 0};
     int rc = walk(img, root, 0, &ws);
     if (rc == -100)
@@ -223,17 +254,13 @@ static void read_image(const pf_image *img)
         abort();
     fw->img = img;
     fw->budget = FZ_BUDGET;
+    fw->verified = vr == PF_OK;
+    fw->probe = probe;
+    fw->nprobe = nprobe;
     uint64_t next;
     (void)visit(fw, root, 0, &next);
     free(fw);
 
-    /* The full check: a clean result, and an image that passes it walks
-     * without a fault (within the walk's own budget and depth). */
-    pf_error e;
-    memset(&e, 0, sizeof e);
-    int vr = pf_image_verify(img, NULL, &e);
-    if (vr != PF_OK && (e.msg == NULL || e.code != vr))
-        FZ_FAIL("verify failed without an error message or code");
     if (vr == PF_OK && rc != PF_OK && rc != PF_ELIMIT)
         FZ_FAIL("verify passed an image whose walk fails: %d", rc);
 }
@@ -242,6 +269,9 @@ static void open_and_read(const uint8_t *data, size_t size)
 {
     pf_image *img = NULL;
     pf_error e;
+    /* ordered probes: the input's last 32 bytes */
+    const size_t nprobe = size < 32 ? size : 32;
+    const uint8_t *probe = data + size - nprobe;
     if (pf_image_open_buffer(data, size, &img, &e) != PF_OK) {
         if (img)
             FZ_FAIL("failed open left an image");
@@ -262,12 +292,12 @@ static void open_and_read(const uint8_t *data, size_t size)
         memcpy(copy, data, (size_t)isize);
         if (pf_image_open_buffer(copy, isize, &img, &e) != PF_OK)
             FZ_FAIL("image opens with a tail but not without: %s", e.msg);
-        read_image(img);
+        read_image(img, probe, nprobe);
         pf_image_close(img);
         free(copy);
         return;
     }
-    read_image(img);
+    read_image(img, probe, nprobe);
     pf_image_close(img);
 }
 
@@ -276,6 +306,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     (void)check_report; /* check.h comes with walk.h; its report is unused */
+    (void)ord_check_all; /* ordered.h: read_image checks each container */
     open_and_read(data, size);
     if (size >= PF_HEADER_LEN && memcmp(data, PF_MAGIC, 8) == 0) {
         uint64_t want = pf_hash_bytes(data, 120, 0), have;

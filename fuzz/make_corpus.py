@@ -148,7 +148,47 @@ def values():
     }
     out.update(_cycles())
     out.update(_objects())
+    out.update(_ordered())
     return out
+
+
+def _ordered():
+    """Ordered containers (format 1.1, R36): every value whose name starts
+    with "ordered_" is written with dumps(ordered=True), which orders each
+    dict, set and frozenset whose keys are all str or all bytes."""
+    strs = ["", "a", "ab", "abc", "b", "a\x00", "a\x00b", "\x00", "\x7f",
+            "caf", "caf\xe9", "\x80", "\xe9t\xe9", "\xff", "\u0100", "\u07ff",
+            "\u0800", "\u65e5", "\u65e5\u672c", "lone \ud800", "\ud800\udc00",
+            "\udfff", "\uffff", "\U00010000", "\U0001F600", "\U0001F600x",
+            "\U0010FFFF"]
+    shuffled = strs[11:] + strs[:11]        # inserted out of sorted order
+    ties = ["prefix__%03d" % i for i in range(40)]  # one 8-byte prefix
+    blobs = [b"", b"\x00", b"\x00\x00", b"\x00\xff", b"a", b"ab",
+             b"abcdefgh", b"abcdefgh\x00", b"abcdefghi", b"\x7f", b"\x80",
+             b"\xff", b"\xff\x00", b"\xff\xff"]
+    return {
+        "ordered_dict_widths": {k: i for i, k in enumerate(shuffled)},
+        "ordered_dict_sorted": {k: i for i, k in enumerate(sorted(strs))},
+        "ordered_dict_ties": {k: None for k in reversed(ties)},
+        "ordered_set_ties": set(ties),
+        "ordered_bytes": {k: len(k) for k in reversed(blobs)},
+        "ordered_frozenset_bytes": frozenset(blobs),
+        "ordered_small": [{"b": 1, "a": 2}, {"x"}, frozenset({b"\xff", b"\x00"})],
+        "ordered_large": {"%03x" % ((i * 97) % 300): i for i in range(300)},
+        "ordered_nested": {
+            "outer": {"inner": {"deep": {b"y", b"x"}},
+                      "list": [{"b": 1, "a": 2}, frozenset({"q", "p"})]},
+            "fs key": {frozenset({"k2", "k1"}): "an ordered frozenset key"},
+        },
+        # eligible containers next to ineligible ones (int, mixed, tuple keys)
+        "ordered_mixed": [{"b": 1, "a": 2}, {2: "int", 1: "keys"},
+                          {"s": 1, b"b": 2}, {"y", "x"}, {(1, "t"): 0},
+                          {b"2", b"1"}, {1.5, "x"}, set(), {}],
+        # keys stored once and reached by REF or SREF from later dicts
+        "ordered_ref_keys": [{"shared key one": i, "shared key two": -i}
+                             for i in range(4)]
+        + [{"word-%d" % j: j for j in range(12)} for _ in range(3)],
+    }
 
 
 def _objects():
@@ -293,9 +333,14 @@ def _same_value(path, data):
     value = permafrost.thaw(permafrost.loads(data, trust=True, allow_pickle=True))
     try:
         with open(path, "rb") as f:
-            old = permafrost.thaw(permafrost.loads(f.read(), trust=True,
-                                                   allow_pickle=True))
+            raw = f.read()
+        old = permafrost.thaw(permafrost.loads(raw, trust=True,
+                                               allow_pickle=True))
     except (permafrost.Error, ValueError, OSError):
+        return False
+    # an ordered image thaws equal to a plain one: the incompat flags and
+    # minor version (header bytes 10..24) tell them apart
+    if raw[10:12] != data[10:12] or raw[16:24] != data[16:24]:
         return False
     if type(old) is not type(value):
         return False
@@ -334,7 +379,8 @@ def main(argv=None):
     changed, total = [], 0
     for name, value in sorted(values().items()):
         path = os.path.join(READ_DIR, name + ".pfi")
-        data = permafrost.dumps(value, allow_pickle=name == "obj_pickle")
+        data = permafrost.dumps(value, allow_pickle=name == "obj_pickle",
+                                ordered=name.startswith("ordered_"))
         if len(data) > MAX_FILE:
             sys.exit("make_corpus: %s is %d bytes (limit %d)"
                      % (name, len(data), MAX_FILE))

@@ -320,6 +320,9 @@ int pf_range_record_next(const pf_range *r, const pf_val *c, uint64_t *cursor,
  * zero-padded. */
 void pf_order_prefix(const void *key, size_t n, int width, int okind,
                      uint8_t out[8]);
+/* The largest sample shift a reader accepts (R36): a search, and each
+ * step of insertion-order iteration, reads at most 2^6 records. */
+#define PF_ORDER_MAX_SSHIFT 6
 int pf_keys_equal(const pf_range *r, uint64_t a, uint64_t b, int *eq,
                   pf_error *err);
 

@@ -242,8 +242,8 @@ static int decode_order(const pf_range *r, pf_val *out, pf_error *err)
         return PF_CORRUPT(err, "order kind not 1 or 2 (R36)", ob);
     if (PF_UNLIKELY(pbits != 0 && (count < 2 || pbits != pf_bitlen64(count - 1))))
         return PF_CORRUPT(err, "order perm width not bitlen(count - 1) (R36)", ob + 1);
-    if (PF_UNLIKELY(sshift > 16))
-        return PF_CORRUPT(err, "order sample shift above 16 (R36)", ob + 2);
+    if (PF_UNLIKELY(sshift > PF_ORDER_MAX_SSHIFT))
+        return PF_CORRUPT(err, "order sample shift above 6 (R36)", ob + 2);
     for (int k = 3; k < 8; k++)
         if (PF_UNLIKELY(base[ob + k] != 0))
             return PF_CORRUPT(err, "order block reserved byte not zero (R36)", ob + k);
@@ -1065,6 +1065,10 @@ void pf_order_prefix(const void *keyp, size_t n, int width, int okind,
             b[1] = (uint8_t)(0x80 | ((cp >> 6) & 0x3F));
             b[2] = (uint8_t)(0x80 | (cp & 0x3F));
             nb = 3;
+        } else if (cp > 0x10FFFF) {
+            /* no stored key holds one (R15): after every UTF-8 byte */
+            memset(out + o, 0xFF, 8 - o);
+            return;
         } else {
             b[0] = (uint8_t)(0xF0 | (cp >> 18));
             b[1] = (uint8_t)(0x80 | ((cp >> 12) & 0x3F));

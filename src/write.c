@@ -990,9 +990,10 @@ static int write_order(pf_writer *w, pf_frame *f, int width,
     int rc = ensure(w, (size_t)olen, err);
     if (rc != PF_OK)
         return rc;
+    r.base = w->buf; /* ensure() may have moved the buffer */
     uint8_t *o = w->buf + w->len;
     memset(o, 0, (size_t)olen);
-    o[0] = (uint8_t)okind;
+    o[0] = (uint8_t)(okind ? okind : PF_ORDER_STR); /* empty: any kind (R36) */
     o[1] = (uint8_t)pbits;
     o[2] = PF_ORDER_SSHIFT;
     if (pbits) {
