@@ -1086,6 +1086,8 @@ void pf_order_prefix(const void *keyp, size_t n, int width, int okind,
 typedef struct {
     int found;            /* a record met whose key is a prefix of the key */
     uint64_t rank, kp, vp, len;   /* the last such: the longest */
+    size_t low;           /* the shortest common prefix with the key of the
+                             records met before it (SIZE_MAX: none) */
 } seek_prefix;
 
 static int seek_impl(const pf_range *r, const pf_val *c, const uint8_t *key,
@@ -1141,12 +1143,16 @@ static int seek_impl(const pf_range *r, const pf_val *c, const uint8_t *key,
         if ((rc = key_cmp(r, c, kp, key, n, width, &cmp, &common, &klen,
                           err)) != PF_OK)
             return rc;
-        if (best && common == klen && cmp <= 0) {
-            best->found = 1;
-            best->rank = rank;
-            best->kp = kp;
-            best->vp = vp;
-            best->len = klen;
+        if (best && cmp <= 0) {
+            if (common == klen) {
+                best->found = 1;
+                best->rank = rank;
+                best->kp = kp;
+                best->vp = vp;
+                best->len = klen;
+            }
+            if (common < best->low)
+                best->low = common;
         }
         if (after ? cmp > 0 : cmp >= 0)
             break;
@@ -1231,13 +1237,16 @@ int pf_ordered_longest_prefix(const pf_image *img, const pf_val *c,
         return rc;
     /* The longest stored key <= key[0..m) is its answer if it is a prefix
      * of it; otherwise the answer is a prefix of their common part, which
-     * is shorter: each round shortens m. */
+     * is shorter: each round shortens m. Better still: a prefix of
+     * key[0..m) that the scan did not meet sorts before every key it met
+     * (all <= key[0..m), none a prefix), so it is no longer than the
+     * shortest common part of those. */
     size_t m = n;
     for (;;) {
         uint64_t rank, pos, prev, kp, vp, next, klen;
         int cmp;
         size_t common;
-        seek_prefix best = {0, 0, 0, 0, 0};
+        seek_prefix best = {0, 0, 0, 0, 0, SIZE_MAX};
         if ((rc = seek_impl(r, c, key, m, width, 1, &rank, &pos, &prev, &best,
                             err)) != PF_OK)
             return rc;
@@ -1266,6 +1275,6 @@ int pf_ordered_longest_prefix(const pf_image *img, const pf_val *c,
         }
         if (common >= m) /* a damaged order: the key sorts after key[0..m) */
             return PF_CORRUPT(err, "ordered container keys out of order (R36)", kp);
-        m = common;
+        m = common < best.low ? common : best.low;
     }
 }
