@@ -92,8 +92,12 @@ demo: $(VENV)/.stamp-pkg-none
 bench: $(VENV)/.stamp-pkg-bench
 	$(VENV_PY) bench/run.py $(BENCH_ARGS)
 
-# permafrost against LMDB, SQLite, marisa-trie, dbm, pickle copies and a
-# Manager dict (bench/peers.py; PEERS_ARGS=--quick, --size N, --workers N).
+# permafrost against LMDB, SQLite, marisa-trie, dbm, pickle copies, fork
+# copy-on-write, UltraDict, pyarrow IPC, Ray and a Manager dict: latency,
+# attach, memory and throughput against the number of workers, prefix
+# queries, a nested hash tree, and PNG charts next to the table
+# (bench/peers.py; PEERS_ARGS=--quick, --size N, --workers N, --repeat N,
+# --seconds S, --tree-size N, --only NAMES).
 PEERS_ARGS ?=
 bench-peers: $(VENV)/.stamp-pkg-bench
 	$(VENV_PY) bench/peers.py $(PEERS_ARGS)
@@ -231,7 +235,8 @@ CTEST_SUPPORT := $(filter-out $(CTEST_SRC),$(sort $(wildcard tests/c/*.c)))
 PF_CPPFLAGS := -Iinclude -Isrc
 CTEST_CFLAGS ?= -std=c11 -Wall -Wextra -Werror -O1 -g
 # shm_open: in libc since glibc 2.34, in librt before (an empty stub after).
-CTEST_LDLIBS ?= -lm $(if $(filter Linux,$(shell uname -s)),-lrt)
+# -pthread: verify's threads (src/os.c); in libc since glibc 2.34.
+CTEST_LDLIBS ?= -lm -pthread $(if $(filter Linux,$(shell uname -s)),-lrt)
 SAN_FLAGS ?= -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 CTEST_TIMEOUT ?= 600
 # A hung test program fails instead of hanging the run (coreutils timeout).
@@ -334,12 +339,12 @@ FUZZ_MAX_LEN ?= 4096
 
 $(FUZZ_DIR)/replay-%: fuzz/replay.c fuzz/fuzz_%.c $(FUZZ_DEPS)
 	@mkdir -p $(@D)
-	$(CC) $(REPLAY_CFLAGS) $(FUZZ_CPPFLAGS) fuzz/replay.c fuzz/fuzz_$*.c $(SRC_C) -o $@ -lm
+	$(CC) $(REPLAY_CFLAGS) $(FUZZ_CPPFLAGS) fuzz/replay.c fuzz/fuzz_$*.c $(SRC_C) -o $@ -lm -pthread
 
 $(FUZZ_DIR)/fuzz-%: fuzz/fuzz_%.c $(FUZZ_DEPS)
 	@mkdir -p $(@D)
 	@command -v $(FUZZ_CC) >/dev/null 2>&1 || { echo "fuzz: $(FUZZ_CC) not found (apt-get install clang)" >&2; exit 1; }
-	$(FUZZ_CC) $(LIBFUZZER_CFLAGS) $(FUZZ_CPPFLAGS) fuzz/fuzz_$*.c $(SRC_C) -o $@ -lm
+	$(FUZZ_CC) $(LIBFUZZER_CFLAGS) $(FUZZ_CPPFLAGS) fuzz/fuzz_$*.c $(SRC_C) -o $@ -lm -pthread
 
 # make fuzz-coverage: the line coverage of the reader code (src/read.c,
 # image.c, verify.c, hash.c) that replaying the committed corpora reaches,
@@ -355,7 +360,7 @@ fuzz-coverage: $(FUZZ_DEPS) fuzz/replay.c $(patsubst %,fuzz/fuzz_%.c,$(FUZZ_TARG
 	done; \
 	for t in $(FUZZ_TARGETS); do \
 		$(CC) $(COV_CFLAGS) $(FUZZ_CPPFLAGS) fuzz/replay.c fuzz/fuzz_$$t.c \
-			$(COV_DIR)/*.o -o $(COV_DIR)/replay-$$t -lm; \
+			$(COV_DIR)/*.o -o $(COV_DIR)/replay-$$t -lm -pthread; \
 		$(COV_DIR)/replay-$$t -q fuzz/corpus/$$t; \
 	done; \
 	cd $(COV_DIR) && for f in $(COV_SRC); do \

@@ -68,7 +68,8 @@ class BuildExt(build_ext):
                 # The sanitizer flags come last so that their -O1 wins over -O2.
                 compile_args = (GNU_STD + GNU_OPT + (GNU_WERROR if WERROR else [])
                                 + (GNU_SANITIZE_COMPILE if SANITIZE else []))
-                link_args = GNU_SANITIZE if SANITIZE else []
+                # -pthread: verify's threads (src/os.c)
+                link_args = ["-pthread"] + (GNU_SANITIZE if SANITIZE else [])
             ext.extra_compile_args = compile_args + list(ext.extra_compile_args or [])
             ext.extra_link_args = link_args + list(ext.extra_link_args or [])
         super().build_extensions()

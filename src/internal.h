@@ -320,6 +320,21 @@ int pf_range_record_next(const pf_range *r, const pf_val *c, uint64_t *cursor,
  * zero-padded. */
 void pf_order_prefix(const void *key, size_t n, int width, int okind,
                      uint8_t out[8]);
+/* Threads (os.c): pf_thread_start runs fn(arg) on a new thread (PF_OK, or
+ * PF_ENOMEM / PF_EIO with no thread); pf_thread_join waits for it and
+ * frees it. pf_cpu_count: the processors online (at least 1). */
+typedef struct pf_thread pf_thread;
+int pf_thread_start(pf_thread **out, void (*fn)(void *), void *arg);
+void pf_thread_join(pf_thread *t);
+unsigned pf_cpu_count(void);
+
+/* The full check with at most `threads` threads (0: as many as the
+ * processors, up to 8); pf_image_verify is pf_verify_ex(img, stats, 0,
+ * err). A big root container is split between them; the answer is the
+ * same whatever the count. */
+int pf_verify_ex(const pf_image *img, pf_verify_stats *stats, unsigned threads,
+                 pf_error *err);
+
 /* The largest sample shift a reader accepts (R36): a search, and each
  * step of insertion-order iteration, reads at most 2^6 records. */
 #define PF_ORDER_MAX_SSHIFT 6

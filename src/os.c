@@ -4,8 +4,8 @@
  * mapping), writing a file atomically (temporary file in the same folder,
  * flushed, renamed over the target), named shared-memory segments (POSIX
  * shm_open, Win32 named file mappings backed by the paging file), process
- * ids and start times (for the registry of segment owners), and the OS
- * random source.
+ * ids and start times (for the registry of segment owners), the OS
+ * random source, and threads (the full check's helpers, verify.c).
  * DESIGN.md, "The image": images are published atomically and never change.
  */
 #if !defined(_WIN32)
@@ -126,6 +126,7 @@ static char *join(const char *prefix, size_t n, const char *name)
 #define WIN32_LEAN_AND_MEAN
 #include <windows.h>
 #include <bcrypt.h>
+#include <process.h>
 #if defined(_MSC_VER)
 #pragma comment(lib, "bcrypt")
 #endif
@@ -634,6 +635,50 @@ int pf_os_random(void *buf, size_t n, pf_error *err)
     return PF_OK;
 }
 
+/* Threads (verify.c's helpers): a function run once on a new thread. */
+struct pf_thread {
+    HANDLE h;
+    void (*fn)(void *);
+    void *arg;
+};
+
+static unsigned __stdcall thread_main(void *p)
+{
+    pf_thread *t = (pf_thread *)p;
+    t->fn(t->arg);
+    return 0;
+}
+
+int pf_thread_start(pf_thread **out, void (*fn)(void *), void *arg)
+{
+    pf_thread *t = (pf_thread *)malloc(sizeof *t);
+    if (!t)
+        return PF_ENOMEM;
+    t->fn = fn;
+    t->arg = arg;
+    t->h = (HANDLE)_beginthreadex(NULL, 0, thread_main, t, 0, NULL);
+    if (!t->h) {
+        free(t);
+        return PF_EIO;
+    }
+    *out = t;
+    return PF_OK;
+}
+
+void pf_thread_join(pf_thread *t)
+{
+    WaitForSingleObject(t->h, INFINITE);
+    CloseHandle(t->h);
+    free(t);
+}
+
+unsigned pf_cpu_count(void)
+{
+    SYSTEM_INFO si;
+    GetSystemInfo(&si);
+    return si.dwNumberOfProcessors ? (unsigned)si.dwNumberOfProcessors : 1;
+}
+
 #else
 /* ================================================================== POSIX */
 
@@ -646,6 +691,7 @@ int pf_os_random(void *buf, size_t n, pf_error *err)
 #endif
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <pthread.h>
 #include <unistd.h>
 #if defined(__linux__) && defined(__has_include)
 #if __has_include(<sys/random.h>)
@@ -1200,6 +1246,47 @@ int pf_os_random(void *buf, size_t n, pf_error *err)
     }
     close_retry(fd);
     return PF_OK;
+}
+
+/* Threads (verify.c's helpers): a function run once on a new thread. */
+struct pf_thread {
+    pthread_t t;
+    void (*fn)(void *);
+    void *arg;
+};
+
+static void *thread_main(void *p)
+{
+    pf_thread *t = (pf_thread *)p;
+    t->fn(t->arg);
+    return NULL;
+}
+
+int pf_thread_start(pf_thread **out, void (*fn)(void *), void *arg)
+{
+    pf_thread *t = (pf_thread *)malloc(sizeof *t);
+    if (!t)
+        return PF_ENOMEM;
+    t->fn = fn;
+    t->arg = arg;
+    if (pthread_create(&t->t, NULL, thread_main, t) != 0) {
+        free(t);
+        return PF_EIO;
+    }
+    *out = t;
+    return PF_OK;
+}
+
+void pf_thread_join(pf_thread *t)
+{
+    pthread_join(t->t, NULL);
+    free(t);
+}
+
+unsigned pf_cpu_count(void)
+{
+    const long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
 }
 
 #endif /* _WIN32 */

@@ -59,6 +59,8 @@ typedef struct vframe {
     uint8_t sshift;     /* ... its sample shift */
     uint64_t samples;   /* ... its samples' offset */
     uint64_t oprev;     /* ... the key before, or 0 */
+    uint64_t stop;      /* a range of the root's records (a thread's share):
+                           where the next range starts; else 0 */
     uint64_t *ring;     /* slot table: RING (key pos, hash) pairs waiting */
     uint32_t ring_head, ring_n;
     uint64_t small_hash[8]; /* containers without a slot table: key hashes */
@@ -78,12 +80,23 @@ typedef struct vctx {
     uint64_t depth, cap;
     pf_verify_stats *st;
     pf_error *err;
+    int shared;         /* seen is shared with other threads */
+    uint64_t range_records; /* records of its range, once walked */
 } vctx;
+
+#if defined(_MSC_VER)
+#include <intrin.h>
+#define OR8(p, b) ((uint8_t)_InterlockedOr8((volatile char *)(p), (char)(b)))
+#else
+#define OR8(p, b) __atomic_fetch_or((p), (uint8_t)(b), __ATOMIC_RELAXED)
+#endif
 
 static int seen_test_set(vctx *v, uint64_t pos)
 {
     const uint64_t k = pos - v->r->start;
     const uint8_t bit = (uint8_t)(1u << (k & 7));
+    if (v->shared) /* one thread walks what several reach */
+        return (OR8(&v->seen[k >> 3], bit) & bit) != 0;
     if (v->seen[k >> 3] & bit)
         return 1;
     v->seen[k >> 3] |= bit;
@@ -779,6 +792,22 @@ static int step(vctx *v)
 {
     vframe *f = &v->stack[v->depth - 1];
     int rc;
+    if (f->stop && !f->at_value && f->next >= f->stop) {
+        /* The end of a thread's range of the root's records: the next
+         * range starts here, at a record whose offset a slot gave. */
+        if (f->next != f->stop)
+            return PF_CORRUPT(v->err, "a slot's record offset is not where "
+                              "a record starts (R22, R24)", f->stop);
+        if (f->ring) {
+            if ((rc = queue_slot(v, f, 0, 0, 1)) != PF_OK)
+                return rc;
+            free(f->ring);
+            f->ring = NULL;
+        }
+        v->range_records = f->i;
+        v->depth--;
+        return PF_OK;
+    }
     if (f->i == f->count && !f->at_value) {
         /* The end: the keys still queued, a body exactly its items (R19,
          * R20). */
@@ -918,7 +947,253 @@ static int check_sections(vctx *v)
     return PF_OK;
 }
 
+/* ------------------------------------------------------- threads */
+
+/* A big root dict, set or list is split into ranges of records, one a
+ * thread, each walked by its own context; they share the `seen` bitmap
+ * (atomically: what several ranges reach is walked once) and nothing
+ * else. Every check of a record is the same as in one walk; the ranges'
+ * ends must meet the next ranges' starts, and their record counts add up
+ * to the count. */
+#define PAR_MIN_RECORDS 65536
+#define PAR_MIN_SHARE 16384
+#define PAR_MAX_THREADS 8
+
+typedef struct vjob {
+    vctx v;
+    pf_verify_stats st;
+    pf_error err;
+    int rc;
+} vjob;
+
+static void free_ctx(vctx *v)
+{
+    for (uint64_t d = 0; d < v->depth; d++) /* frames left by an error */
+        free(v->stack[d].ring);
+    free(v->stack);
+    free(v->strs);
+    free(v->vstr);
+    v->stack = NULL;
+    v->strs = v->vstr = NULL;
+    v->depth = 0;
+}
+
+static int ctx_maps(vctx *v, pf_error *err)
+{
+    const uint64_t span = v->r->end - v->r->start;
+    v->strs = (uint8_t *)calloc((size_t)(span / 8 + 1), 1);
+    v->vstr = v->strs ? (uint8_t *)calloc((size_t)v->r->vcount + 1, 1) : NULL;
+    if (!v->vstr) {
+        free(v->strs);
+        v->strs = NULL;
+        return pf_fail(err, PF_ENOMEM, "out of memory for the verify bitmap", 0);
+    }
+    return PF_OK;
+}
+
+static void run_job(void *p)
+{
+    vjob *j = (vjob *)p;
+    int rc = PF_OK;
+    while (rc == PF_OK && j->v.depth > 0)
+        rc = step(&j->v);
+    j->rc = rc;
+}
+
+/* The frame of records [start, stop) of root container x, the first of
+ * index i0. */
+static int push_range(vctx *v, const pf_val *x, uint64_t start, uint64_t i0,
+                      uint64_t stop)
+{
+    v->stack = (vframe *)malloc(64 * sizeof(vframe));
+    if (!v->stack)
+        return pf_fail(v->err, PF_ENOMEM, "out of memory for the verify stack", 0);
+    v->cap = 64;
+    vframe *f = &v->stack[v->depth++];
+    memset(f, 0, offsetof(vframe, small_hash));
+    f->pos = x->pos;
+    f->kind = (uint8_t)x->type;
+    f->count = UINT64_MAX; /* ends at stop */
+    f->body = x->u.c.body;
+    f->body_len = x->u.c.body_len;
+    f->table = x->u.c.table;
+    f->nslots = x->u.c.nslots;
+    f->width = (uint8_t)x->u.c.width;
+    f->next = start;
+    f->i = i0;
+    f->stop = stop;
+    if (f->nslots) {
+        f->ring = (uint64_t *)malloc(RING * 2 * sizeof(uint64_t));
+        if (!f->ring)
+            return pf_fail(v->err, PF_ENOMEM, "out of memory for the verify stack", 0);
+    }
+    return PF_OK;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    const uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Where the ranges start: (offset in the body, record index) for each of
+ * n ranges, the first at 0; fewer when the records cannot be split so.
+ * A list's table gives its items' offsets; a dict's or set's slots give
+ * the offsets of some records (not their indexes: 0, unused). */
+static unsigned split_points(vctx *v, const pf_val *x, unsigned n,
+                             uint64_t *offs, uint64_t *idx)
+{
+    const uint8_t *base = v->r->base;
+    const int w = x->u.c.width;
+    const uint64_t count = x->u.c.count, bl = x->u.c.body_len;
+    offs[0] = idx[0] = 0;
+    if (x->type == PF_LIST) {
+        unsigned m = 1;
+        for (unsigned t = 1; t < n; t++) {
+            const uint64_t i = count / n * t;
+            const uint64_t off = pf_ldw(base + x->u.c.table + i * (uint64_t)w, w);
+            if (off <= offs[m - 1] || off >= bl)
+                return 1; /* a damaged table: one walk reports it */
+            offs[m] = off;
+            idx[m++] = i;
+        }
+        return m;
+    }
+    /* record offsets from slots spread over the table, sorted */
+    enum { NS = 4096 };
+    uint64_t *cand = (uint64_t *)malloc(NS * sizeof(uint64_t));
+    if (!cand)
+        return 1;
+    const unsigned ibits = pf_bitlen64(bl);
+    const uint64_t imask = (UINT64_C(1) << ibits) - 1;
+    size_t nc = 0;
+    for (uint64_t k = 0; k < NS; k++) {
+        const uint64_t s = x->u.c.nslots / NS * k;
+        const uint64_t slot = pf_ldw(base + x->u.c.table + s * (uint64_t)w, w);
+        const uint64_t ro = slot & imask;
+        if (ro != 0 && ro - 1 < bl)
+            cand[nc++] = ro - 1;
+    }
+    qsort(cand, nc, sizeof *cand, cmp_u64);
+    unsigned m = 1;
+    size_t c = 0;
+    for (unsigned t = 1; t < n; t++) {
+        const uint64_t want = bl / n * t;
+        while (c < nc && (cand[c] < want || cand[c] <= offs[m - 1]))
+            c++;
+        if (c == nc)
+            break;
+        offs[m] = cand[c];
+        idx[m++] = 0;
+    }
+    free(cand);
+    return m;
+}
+
+/* The walk of a big root container by threads: 1 done (rc in *out), 0
+ * not suited (the caller walks it alone). */
+static int verify_parallel(vctx *v, unsigned threads, int *out)
+{
+    pf_val x;
+    const uint64_t root = pf_image_root(v->img);
+    if (threads < 2 || pf_decode_ex(v->r, root, &x, 1, 1, v->err) != PF_OK ||
+        x.pos != root || !IS_CONTAINER(x.type) || x.u.c.okind ||
+        x.u.c.count < PAR_MIN_RECORDS || (x.type != PF_LIST && !x.u.c.nslots))
+        return 0;
+    unsigned n = threads;
+    if (n > PAR_MAX_THREADS)
+        n = PAR_MAX_THREADS;
+    if (x.u.c.count / PAR_MIN_SHARE < n)
+        n = (unsigned)(x.u.c.count / PAR_MIN_SHARE);
+    uint64_t offs[PAR_MAX_THREADS], idx[PAR_MAX_THREADS];
+    n = split_points(v, &x, n, offs, idx);
+    if (n < 2)
+        return 0;
+    /* the root container itself, as push() would take it */
+    (void)seen_test_set(v, root);
+    v->st->values++;
+    v->st->containers++;
+    if (x.type != PF_LIST) {
+        vframe f;
+        memset(&f, 0, sizeof f);
+        f.pos = x.pos;
+        f.count = x.u.c.count;
+        f.table = x.u.c.table;
+        f.nslots = x.u.c.nslots;
+        f.width = (uint8_t)x.u.c.width;
+        if ((*out = count_slots(v, &f)) != PF_OK)
+            return 1;
+    }
+    vjob *jobs = (vjob *)calloc(n, sizeof(vjob));
+    pf_thread *th[PAR_MAX_THREADS] = {NULL};
+    if (!jobs) {
+        *out = pf_fail(v->err, PF_ENOMEM, "out of memory for the verify threads", 0);
+        return 1;
+    }
+    int rc = PF_OK;
+    for (unsigned t = 0; t < n && rc == PF_OK; t++) {
+        vjob *j = &jobs[t];
+        j->v.img = v->img;
+        j->v.r = v->r;
+        j->v.seen = v->seen;
+        j->v.shared = 1;
+        j->v.st = &j->st;
+        j->v.err = &j->err;
+        const uint64_t stop = x.u.c.body + (t + 1 < n ? offs[t + 1] : x.u.c.body_len);
+        if ((rc = ctx_maps(&j->v, v->err)) == PF_OK)
+            rc = push_range(&j->v, &x, x.u.c.body + offs[t], idx[t], stop);
+    }
+    if (rc == PF_OK) {
+        for (unsigned t = 1; t < n; t++)
+            if (pf_thread_start(&th[t], run_job, &jobs[t]) != PF_OK)
+                th[t] = NULL; /* run here, after job 0 */
+        run_job(&jobs[0]);
+        for (unsigned t = 1; t < n; t++) {
+            if (th[t])
+                pf_thread_join(th[t]);
+            else
+                run_job(&jobs[t]);
+        }
+        /* the first range's fault, as one walk would find first */
+        uint64_t records = 0;
+        for (unsigned t = 0; t < n && rc == PF_OK; t++) {
+            rc = jobs[t].rc;
+            if (rc != PF_OK && v->err)
+                *v->err = jobs[t].err;
+            records += jobs[t].v.range_records - idx[t];
+        }
+        if (rc == PF_OK && x.type == PF_LIST) {
+            /* a list's ranges start at known indexes: each must hold
+             * exactly the items up to the next */
+            for (unsigned t = 0; t + 1 < n && rc == PF_OK; t++)
+                if (jobs[t].v.range_records != idx[t + 1])
+                    rc = PF_CORRUPT(v->err, "list table offset is not its item's "
+                                    "(R19, R24)", x.u.c.table);
+            records = jobs[n - 1].v.range_records;
+        }
+        if (rc == PF_OK && records != x.u.c.count)
+            rc = PF_CORRUPT(v->err, "container count is not its records "
+                            "(R19, R20)", x.pos);
+        for (unsigned t = 0; t < n; t++) {
+            v->st->values += jobs[t].st.values;
+            v->st->containers += jobs[t].st.containers;
+            v->st->keys += jobs[t].st.keys;
+        }
+    }
+    for (unsigned t = 0; t < n; t++)
+        free_ctx(&jobs[t].v);
+    free(jobs);
+    *out = rc;
+    return 1;
+}
+
 int pf_image_verify(const pf_image *img, pf_verify_stats *stats, pf_error *err)
+{
+    return pf_verify_ex(img, stats, 0, err);
+}
+
+int pf_verify_ex(const pf_image *img, pf_verify_stats *stats, unsigned threads,
+                 pf_error *err)
 {
     pf_verify_stats local;
     if (!img)
@@ -933,26 +1208,28 @@ int pf_image_verify(const pf_image *img, pf_verify_stats *stats, pf_error *err)
     int rc = check_sections(&v);
     if (rc != PF_OK)
         return rc;
+    if (threads == 0) {
+        threads = pf_cpu_count();
+        if (threads > PAR_MAX_THREADS)
+            threads = PAR_MAX_THREADS;
+    }
     const uint64_t span = v.r->end - v.r->start;
     v.seen = (uint8_t *)calloc((size_t)(span / 8 + 1), 1);
-    v.strs = v.seen ? (uint8_t *)calloc((size_t)(span / 8 + 1), 1) : NULL;
-    v.vstr = v.strs ? (uint8_t *)calloc((size_t)v.r->vcount + 1, 1) : NULL;
-    if (!v.vstr) {
-        free(v.seen);
-        free(v.strs);
-        v.seen = NULL;
-    }
     if (!v.seen)
         return pf_fail(err, PF_ENOMEM, "out of memory for the verify bitmap", 0);
+    if (verify_parallel(&v, threads, &rc)) {
+        free(v.seen);
+        return rc;
+    }
+    if ((rc = ctx_maps(&v, err)) != PF_OK) {
+        free(v.seen);
+        return rc;
+    }
     uint64_t end;
     rc = visit(&v, pf_image_root(img), &end);
     while (rc == PF_OK && v.depth > 0)
         rc = step(&v);
-    for (uint64_t d = 0; d < v.depth; d++) /* frames left by an error */
-        free(v.stack[d].ring);
+    free_ctx(&v);
     free(v.seen);
-    free(v.strs);
-    free(v.vstr);
-    free(v.stack);
     return rc;
 }

@@ -4,9 +4,13 @@
  * rule is found (equal keys under Python equality, non-canonical strings
  * and ints, a list table or slot table that lies, a changed byte under a
  * checksum); shared subtrees are checked once, however often referenced.
+ * A big root dict, set or list is checked by threads, each a range of its
+ * records: the same answer and counts as one walk, on sound images and on
+ * damaged ones.
  */
 #include "check.h"
 #include "permafrost.h"
+#include "internal.h" /* pf_verify_ex */
 
 static uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
@@ -328,8 +332,111 @@ static void test_shared_subtrees_once(void)
     pf_free(im.buf);
 }
 
+/* A root of `n` records that share strings, a list and tuples across
+ * records (so that ranges reach what others walk), with nested dicts. */
+static image big_root(int type, uint32_t n)
+{
+    pf_writer *w = writer();
+    const uint64_t root = pf_writer_pos(w);
+    REQUIRE(pf_write_container_begin(w, type, n, NULL) == PF_OK);
+    uint64_t shared = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        char k[24], sv[24];
+        int kn = snprintf(k, sizeof k, "key-%07u", (unsigned)i);
+        int sn = snprintf(sv, sizeof sv, "shared %u", (unsigned)(i % 97));
+        REQUIRE(pf_write_item(w, NULL) == PF_OK);
+        if (type != PF_LIST) {
+            REQUIRE(pf_write_str(w, k, (size_t)kn, 1, 1, NULL) == PF_OK);
+            REQUIRE(pf_write_key_done(w, NULL) == PF_OK);
+            if (type != PF_DICT)
+                continue;
+        }
+        switch (i % 5) {
+        case 0:
+            REQUIRE(pf_write_int(w, (int64_t)i * 7919, NULL) == PF_OK);
+            break;
+        case 1:
+            REQUIRE(pf_write_tuple_begin(w, 3, NULL) == PF_OK);
+            REQUIRE(pf_write_int(w, i, NULL) == PF_OK);
+            REQUIRE(pf_write_float(w, i / 8.0, NULL) == PF_OK);
+            REQUIRE(pf_write_str(w, sv, (size_t)sn, 1, 1, NULL) == PF_OK);
+            break;
+        case 2:
+            if (!shared) {
+                shared = pf_writer_pos(w);
+                REQUIRE(pf_write_container_begin(w, PF_LIST, 2, NULL) == PF_OK);
+                REQUIRE(pf_write_item(w, NULL) == PF_OK);
+                REQUIRE(pf_write_str(w, "in the shared list", 18, 1, 1, NULL) == PF_OK);
+                REQUIRE(pf_write_item(w, NULL) == PF_OK);
+                REQUIRE(pf_write_none(w, NULL) == PF_OK);
+                REQUIRE(pf_write_end(w, NULL) == PF_OK);
+            } else {
+                REQUIRE(pf_write_ref(w, shared, NULL) == PF_OK);
+            }
+            break;
+        case 3:
+            REQUIRE(pf_write_container_begin(w, PF_DICT, 2, NULL) == PF_OK);
+            for (int j = 0; j < 2; j++) {
+                REQUIRE(pf_write_item(w, NULL) == PF_OK);
+                REQUIRE(pf_write_str(w, j ? "b" : "a", 1, 1, 1, NULL) == PF_OK);
+                REQUIRE(pf_write_key_done(w, NULL) == PF_OK);
+                REQUIRE(pf_write_str(w, sv, (size_t)sn, 1, 1, NULL) == PF_OK);
+            }
+            REQUIRE(pf_write_end(w, NULL) == PF_OK);
+            break;
+        default:
+            REQUIRE(pf_write_str(w, sv, (size_t)sn, 1, 1, NULL) == PF_OK);
+            break;
+        }
+    }
+    REQUIRE(pf_write_end(w, NULL) == PF_OK);
+    return finish(w, root);
+}
+
+static int verify_threads(const image *im, unsigned threads, pf_verify_stats *st)
+{
+    pf_image *img;
+    REQUIRE(pf_image_open_buffer(im->buf, im->len, &img, NULL) == PF_OK);
+    int rc = pf_verify_ex(img, st, threads, NULL);
+    pf_image_close(img);
+    return rc;
+}
+
+static void test_threads(void)
+{
+    const int types[3] = {PF_DICT, PF_SET, PF_LIST};
+    uint64_t rnd = 0x9E3779B97F4A7C15u;
+    for (int k = 0; k < 3; k++) {
+        image im = big_root(types[k], 100000);
+        pf_verify_stats one, many;
+        CHECK_RC(verify_threads(&im, 1, &one), PF_OK);
+        for (unsigned t = 2; t <= 5; t++) {
+            CHECK_RC(verify_threads(&im, t, &many), PF_OK);
+            CHECK_EQ_U64(many.values, one.values);
+            CHECK_EQ_U64(many.containers, one.containers);
+            CHECK_EQ_U64(many.keys, one.keys);
+        }
+        /* damage, judged by structure: one walk and four threads agree */
+        no_checksums(&im);
+        for (int d = 0; d < 40; d++) {
+            rnd ^= rnd << 13;
+            rnd ^= rnd >> 7;
+            rnd ^= rnd << 17;
+            const uint64_t at = 128 + rnd % (im.len - 128 - 64);
+            const uint8_t was = im.buf[at];
+            im.buf[at] ^= (uint8_t)(1u << (rnd >> 40) % 8);
+            const int a = verify_threads(&im, 1, NULL);
+            const int b = verify_threads(&im, 4, NULL);
+            CHECK((a == PF_OK) == (b == PF_OK));
+            im.buf[at] = was;
+        }
+        pf_free(im.buf);
+    }
+}
+
 int main(void)
 {
+    test_threads();
     test_equal_keys();
     test_canonical_forms();
     test_tables_that_lie();
