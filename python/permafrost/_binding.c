@@ -61,6 +61,7 @@ PyModule_AddObjectRef(PyObject *m, const char *name, PyObject *o)
 
 #define PF_PYERR (-1000) /* returned through the core: a Python error is set */
 #define PF_MAX_TUPLE_DEPTH 1000
+#define PF_MAX_OBJECT_DEPTH 2000
 
 /* ------------------------------------------------------------ module state */
 
@@ -283,6 +284,7 @@ typedef struct {
     uint64_t opos[32];
     PyObject *oobj[32];   /* borrowed: build_object holds them */
     unsigned on;
+    unsigned odepth;      /* objects and arrays being built, nested */
     int want_end;         /* decode_at's caller wants where the value ends */
 } dec_ctx;
 
@@ -371,6 +373,25 @@ static void View_dealloc(PyObject *vw);
 static PyObject *decode_ext(dec_ctx *cx, const pf_val *v, int via_ref);
 
 /* Builds the Python value of a decoded ival. */
+/* R35: the proxy only places the key; the value is the key. Apart from
+ * decode_val, whose frame every level of nested objects pays for. */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((noinline))
+#endif
+static PyObject *
+decode_keyed(dec_ctx *cx, const pf_val *v)
+{
+    pf_val pv;
+    pf_error err;
+    uint64_t end = 0;
+    int rc = pf_read(cx->im->img, v->u.key.first, &pv, &err);
+    if (rc < 0)
+        return fail(cx->im->st, &err, rc);
+    PyObject *o = decode_at(cx, pv.next, &end);
+    cx->tuple_end = end;
+    return o;
+}
+
 static PyObject *
 decode_val(dec_ctx *cx, const pf_val *v, int via_ref)
 {
@@ -494,18 +515,8 @@ decode_val(dec_ctx *cx, const pf_val *v, int via_ref)
     case PF_PICKLE:
     case PF_ARRAY:
         return decode_ext(cx, v, via_ref);
-    case PF_KEYED: {
-        /* R35: the proxy only places the key; the value is the key */
-        pf_val pv;
-        pf_error err;
-        uint64_t end = 0;
-        int rc = pf_read(cx->im->img, v->u.key.first, &pv, &err);
-        if (rc < 0)
-            return fail(st, &err, rc);
-        PyObject *o = decode_at(cx, pv.next, &end);
-        cx->tuple_end = end;
-        return o;
-    }
+    case PF_KEYED:
+        return decode_keyed(cx, v);
     default:
         return PyErr_Format(st->CorruptImageError,
                             "corrupt image: unknown value type (at offset %llu)",
@@ -1342,8 +1353,20 @@ decode_ext(dec_ctx *cx, const pf_val *v, int via_ref)
         cx->tuple_end = v->end;
         return decode_pickle(im, v);
     }
+    /* Objects are built eagerly, each inside the one that holds it: the
+     * nesting is bounded here, the same on every Python (whose own count
+     * of C recursion differs by version, and whose stack it must not
+     * overflow). */
+    if (cx->odepth >= PF_MAX_OBJECT_DEPTH) {
+        PyErr_Format(PyExc_RecursionError, "objects in an image nested deeper than %d "
+                     "while reading them (each is built inside the one that holds it)",
+                     PF_MAX_OBJECT_DEPTH);
+        return NULL;
+    }
     if (v->type == PF_ARRAY) {
+        cx->odepth++;
         PyObject *r = build_array(im, v, &rd, &end);
+        cx->odepth--;
         cx->tuple_end = end;
         return r;
     }
@@ -1382,7 +1405,9 @@ decode_ext(dec_ctx *cx, const pf_val *v, int via_ref)
         return o;
     }
     const unsigned on = cx->on;
+    cx->odepth++;
     o = build_object(im, v, &rd, &end);
+    cx->odepth--;
     cx->on = on; /* built (or failed): out of the stack ... */
     /* ... and, complete, into the image's table (weak) */
     if (o && PyType_SUPPORTS_WEAKREFS(Py_TYPE(o)) && ocache_put(im, v->pos, o) < 0)
@@ -1430,6 +1455,7 @@ decode(ImageObject *im, uint64_t pos)
     cx.depth = 0;
     cx.memo = NULL;
     cx.on = 0;
+    cx.odepth = 0;
     cx.want_end = 1;
     PyObject *r = decode_at(&cx, pos, NULL);
     Py_XDECREF(cx.memo);
@@ -1785,6 +1811,7 @@ key_equal(match_ctx *mc, const pf_val *vp, uint64_t key_pos)
     cx.depth = 0;
     cx.memo = NULL;
     cx.on = 0;
+    cx.odepth = 0;
     cx.want_end = 1;
     PyObject *stored = decode_val(&cx, &v, v.pos != key_pos);
     Py_XDECREF(cx.memo);
@@ -5733,6 +5760,7 @@ typedef struct {
      * cycle); anywhere else the incomplete tuple would be hashed or seen. */
     uint64_t *busy;
     size_t nbusy, capbusy, base;
+    unsigned odepth;  /* objects and arrays being built, nested */
 } thaw_ctx;
 
 static int
@@ -5956,9 +5984,18 @@ thaw_at(thaw_ctx *tx, uint64_t pos, uint64_t *next)
             return NULL;
         obj_reader rd = {thaw_field, thaw_keep, tx};
         uint64_t end;
-        if (v.type == PF_OBJECT)
-            return build_object(im, &v, &rd, &end);
+        if (tx->odepth >= PF_MAX_OBJECT_DEPTH) /* as decode_ext bounds it */
+            return PyErr_Format(PyExc_RecursionError, "objects in an image nested "
+                                "deeper than %d while thawing them", PF_MAX_OBJECT_DEPTH);
+        if (v.type == PF_OBJECT) {
+            tx->odepth++;
+            PyObject *o = build_object(im, &v, &rd, &end);
+            tx->odepth--;
+            return o;
+        }
+        tx->odepth++;
         PyObject *a = build_array(im, &v, &rd, &end);
+        tx->odepth--;
         if (!a)
             return NULL;
         /* a copy of its own, writable, as thaw gives of everything */
@@ -5975,6 +6012,7 @@ thaw_at(thaw_ctx *tx, uint64_t pos, uint64_t *next)
     cx.depth = 0;
     cx.memo = NULL;
     cx.on = 0;
+    cx.odepth = 0;
     cx.want_end = 1;
     PyObject *r = decode_val(&cx, &v, 0); /* a scalar: no memo needed */
     Py_XDECREF(cx.memo);
@@ -5988,7 +6026,7 @@ thaw_image_at(ImageObject *im, uint64_t pos)
 {
     if (!im->img)
         return PyErr_Format(im->st->ClosedImageError, "the image is closed");
-    thaw_ctx tx = {im, PyDict_New(), NULL, 0, 0, 0};
+    thaw_ctx tx = {im, PyDict_New(), NULL, 0, 0, 0, 0};
     if (!tx.memo)
         return NULL;
     PyObject *r = thaw_at(&tx, pos, NULL);
