@@ -99,7 +99,15 @@ bench: $(VENV)/.stamp-pkg-bench
 # (bench/peers.py; PEERS_ARGS=--quick, --size N, --workers N, --repeat N,
 # --seconds S, --tree-size N, --only NAMES).
 PEERS_ARGS ?=
+# The heavier contenders are installed one by one, each where it can be:
+# one without a wheel for this Python or platform is skipped (the table
+# names it and why), not the whole benchmark.
+PEERS_OPTIONAL ?= pyarrow UltraDict ray
 bench-peers: $(VENV)/.stamp-pkg-bench
+	@for p in $(PEERS_OPTIONAL); do \
+		$(VENV_PY) -m pip install $(PIP_FLAGS) "$$p" || \
+			echo "bench-peers: $$p did not install: its contender is skipped"; \
+	done
 	$(VENV_PY) bench/peers.py $(PEERS_ARGS)
 
 # The Python layer under fuzzed images: coverage-guided with atheris when it

@@ -117,11 +117,17 @@ def markdown_table(header, rows):
     return "\n".join(out)
 
 
+def results_stem(out_dir, name, when):
+    """OUT_DIR/<name>-<date>-<time>: the report's path without ".md", for
+    files written next to it (charts)."""
+    return os.path.join(out_dir, "%s-%s" % (name, when.strftime("%Y-%m-%d-%H%M%S")))
+
+
 def write_results(out_dir, name, when, text):
     """Writes a run's report to OUT_DIR/<name>-<date>-<time>.md (UTF-8),
     says where on stdout, and returns the path."""
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "%s-%s.md" % (name, when.strftime("%Y-%m-%d-%H%M%S")))
+    path = results_stem(out_dir, name, when) + ".md"
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
     print("written to %s" % path)

@@ -150,6 +150,15 @@ def value_checksum(value):
     raise TypeError("value_checksum: unexpected %s" % t.__name__)
 
 
+def mapping_checksum(mapping):
+    """value_checksum summed over a mapping's values, plus its length: the
+    checksum of one inner dict of a "hash tree" (a dict of dicts)."""
+    acc = len(mapping)
+    for value in mapping.values():
+        acc += value_checksum(value)
+    return acc & _MASK64
+
+
 def table_checksum(mapping, keys):
     """Checksum of `mapping[k]` over `keys`, order-independent."""
     acc = 0
