@@ -631,6 +631,20 @@ typedef struct hash_ctx {
     uint64_t open[PF_MAX_KEY_DEPTH];   /* their positions (R18) */
 } hash_ctx;
 
+/* A tuple, frozenset or keyed value of a key, entered: its depth bounded,
+ * and, reached through a REF, not one being hashed (R18). */
+static int open_key(hash_ctx *hc, const pf_val *v, uint64_t pos, pf_error *err)
+{
+    if (hc->depth >= PF_MAX_KEY_DEPTH)
+        return pf_fail(err, PF_ELIMIT, "key nested too deeply", pos);
+    if (v->pos != pos)
+        for (int i = 0; i < hc->depth; i++)
+            if (hc->open[i] == v->pos)
+                return PF_CORRUPT(err, "REF cycle inside a key (R18)", pos);
+    hc->open[hc->depth++] = v->pos;
+    return PF_OK;
+}
+
 /* Hashes the key ival at pos; *next is just past its encoding at pos. */
 static int hash_val(hash_ctx *hc, uint64_t pos, uint64_t *hash, uint64_t *next,
                     pf_error *err)
@@ -663,13 +677,8 @@ static int hash_val(hash_ctx *hc, uint64_t pos, uint64_t *hash, uint64_t *next,
         break;
     case PF_TUPLE:
     case PF_FROZENSET: {
-        if (hc->depth >= PF_MAX_KEY_DEPTH)
-            return pf_fail(err, PF_ELIMIT, "key nested too deeply", pos);
-        if (v.pos != pos) /* reached through a REF: must not close a cycle */
-            for (int i = 0; i < hc->depth; i++)
-                if (hc->open[i] == v.pos)
-                    return PF_CORRUPT(err, "REF cycle inside a key (R18)", pos);
-        hc->open[hc->depth++] = v.pos;
+        if ((rc = open_key(hc, &v, pos, err)) != PF_OK)
+            return rc;
         if (v.type == PF_TUPLE) {
             pf_hasher st;
             uint64_t cur = v.u.tup.first, h;
@@ -704,13 +713,8 @@ static int hash_val(hash_ctx *hc, uint64_t pos, uint64_t *hash, uint64_t *next,
     }
     case PF_KEYED: {                       /* R35: the hash of its proxy */
         uint64_t cur;
-        if (hc->depth >= PF_MAX_KEY_DEPTH)
-            return pf_fail(err, PF_ELIMIT, "key nested too deeply", pos);
-        if (v.pos != pos) /* reached through a REF: must not close a cycle */
-            for (int i = 0; i < hc->depth; i++)
-                if (hc->open[i] == v.pos)
-                    return PF_CORRUPT(err, "REF cycle inside a key (R18)", pos);
-        hc->open[hc->depth++] = v.pos;
+        if ((rc = open_key(hc, &v, pos, err)) != PF_OK)
+            return rc;
         rc = hash_val(hc, v.u.key.first, hash, &cur, err);
         hc->depth--;
         if (rc != PF_OK)

@@ -2544,6 +2544,27 @@ iter_collect(IterObject *it)
 
 static PyObject *ord_iter_next(IterObject *it);
 
+/* A record as an iteration gives it: the key (IT_KEYS, and always for a
+ * set), the value (IT_VALUES), or (key, value). */
+static PyObject *
+record_output(ViewObject *vw, int what, uint64_t kp, uint64_t vp)
+{
+    ImageObject *im = vw->image;
+    if (what == IT_KEYS || vw->v.type != PF_DICT)
+        return decode_key(im, kp);
+    if (what == IT_VALUES)
+        return decode(im, vp);
+    PyObject *k = decode_key(im, kp);
+    if (!k)
+        return NULL;
+    PyObject *v = decode(im, vp);
+    if (!v) {
+        Py_DECREF(k);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", k, v);
+}
+
 static PyObject *
 Iter_next(IterObject *it)
 {
@@ -2579,27 +2600,7 @@ Iter_next(IterObject *it)
         if (next_record(im, &vw->v, &it->cursor, &kp, &vp) < 0)
             return NULL;
         it->left--;
-        if (it->mode == IT_KEYS)
-            return decode_key(im, kp);
-        if (it->mode == IT_VALUES)
-            return decode(im, vp);
-        PyObject *k = decode_key(im, kp);
-        if (!k)
-            return NULL;
-        PyObject *v = decode(im, vp);
-        if (!v) {
-            Py_DECREF(k);
-            return NULL;
-        }
-        PyObject *t = PyTuple_New(2);
-        if (!t) {
-            Py_DECREF(k);
-            Py_DECREF(v);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(t, 0, k);
-        PyTuple_SET_ITEM(t, 1, v);
-        return t;
+        return record_output(vw, it->mode, kp, vp);
     }
     }
 }
@@ -3001,26 +3002,6 @@ order_key(ViewObject *vw, PyObject *key, const void **data, size_t *n, int *widt
     return -1;
 }
 
-/* A record as the query gives it: the key, the value, or (key, value);
- * a set's record is its key. */
-static PyObject *
-ord_output(ViewObject *vw, int what, uint64_t kp, uint64_t vp)
-{
-    ImageObject *im = vw->image;
-    if (what == IT_KEYS || vw->v.type != PF_DICT)
-        return decode_key(im, kp);
-    if (what == IT_VALUES)
-        return decode(im, vp);
-    PyObject *k = decode_key(im, kp);
-    if (!k)
-        return NULL;
-    PyObject *v = decode(im, vp);
-    if (!v) {
-        Py_DECREF(k);
-        return NULL;
-    }
-    return Py_BuildValue("(NN)", k, v);
-}
 
 static PyObject *
 ord_iter_next(IterObject *it)
@@ -3077,7 +3058,7 @@ ord_iter_next(IterObject *it)
     }
     if (it->left)
         it->left--;
-    return ord_output(vw, it->what, kp, vp);
+    return record_output(vw, it->what, kp, vp);
 }
 
 /* An iterator over the records of ranks [lo, hi) in sorted order (reverse:
@@ -3282,7 +3263,7 @@ Ord_longest_prefix(ViewObject *vw, PyObject *args, PyObject *kw)
         }
         return NULL;
     }
-    return ord_output(vw, IT_ITEMS, kp, vp);
+    return record_output(vw, IT_ITEMS, kp, vp);
 }
 
 static PyObject *
@@ -3308,7 +3289,7 @@ Ord_prefixes(ViewObject *vw, PyObject *args, PyObject *kw)
         }
         if (rc == 0)
             break;
-        PyObject *r = ord_output(vw, IT_ITEMS, kp, vp);
+        PyObject *r = record_output(vw, IT_ITEMS, kp, vp);
         if (!r || PyList_Append(out, r) < 0) {
             Py_XDECREF(r);
             Py_DECREF(out);
