@@ -335,6 +335,23 @@ unsigned pf_cpu_count(void);
 int pf_verify_ex(const pf_image *img, pf_verify_stats *stats, unsigned threads,
                  pf_error *err);
 
+/* Code unit k of code units of `width` bytes (1, 2 or 4) at p: a str's
+ * code points as stored (R15), or bytes. */
+PF_INLINE uint32_t pf_unit_at(const uint8_t *p, uint64_t k, int width)
+{
+    return width == 1 ? p[k] : width == 2 ? pf_ld16(p + 2 * k) : pf_ld32(p + 4 * k);
+}
+
+/* Compares code units a[0..na) (of width wa) with b[0..nb) (width wb), the
+ * order of str by code point and of bytes by byte (R36): < 0, 0, > 0; and
+ * *common, the length of their common prefix. */
+int pf_units_cmp(const uint8_t *a, size_t na, int wa, const uint8_t *b, size_t nb,
+                 int wb, size_t *common);
+
+/* Entry i of an ordered container's perm (R36): pbits bits from bit
+ * i * pbits, least significant first. */
+uint64_t pf_perm_get(const uint8_t *perm, uint64_t i, unsigned pbits);
+
 /* The largest sample shift a reader accepts (R36): a search, and each
  * step of insertion-order iteration, reads at most 2^6 records. */
 #define PF_ORDER_MAX_SSHIFT 6

@@ -546,9 +546,7 @@ static int read_record(const pf_range *r, const pf_val *c, uint64_t pos,
 static int ordered_at(const pf_range *r, const pf_val *c, uint64_t rank,
                       uint64_t *pos, pf_error *err);
 
-/* Entry i of an ordered container's perm (R36): pbits bits from bit
- * i * pbits, least significant first. */
-static uint64_t perm_get(const uint8_t *perm, uint64_t i, unsigned pbits)
+uint64_t pf_perm_get(const uint8_t *perm, uint64_t i, unsigned pbits)
 {
     const uint64_t bit = i * pbits;
     const uint8_t *p = perm + bit / 8;
@@ -572,7 +570,7 @@ static int record_next(const pf_range *r, const pf_val *c, uint64_t *cursor,
         const uint64_t i = *cursor;
         if (i >= c->u.c.count)
             return 0;
-        const uint64_t rank = perm_get(r->base + c->u.c.perm, i, (unsigned)c->u.c.pbits);
+        const uint64_t rank = pf_perm_get(r->base + c->u.c.perm, i, (unsigned)c->u.c.pbits);
         if (rank >= c->u.c.count)
             return PF_CORRUPT(err, "order perm entry not below count (R36)",
                               c->u.c.perm);
@@ -993,10 +991,21 @@ static int ordered_at(const pf_range *r, const pf_val *c, uint64_t rank,
     return PF_OK;
 }
 
-/* Code unit k of n units of `width` bytes at p. */
-static inline uint32_t unit_at(const uint8_t *p, size_t k, int width)
+int pf_units_cmp(const uint8_t *a, size_t na, int wa, const uint8_t *b, size_t nb,
+                 int wb, size_t *common)
 {
-    return width == 1 ? p[k] : width == 2 ? pf_ld16(p + 2 * k) : pf_ld32(p + 4 * k);
+    const size_t m = na < nb ? na : nb;
+    size_t i = 0;
+    if (wa == 1 && wb == 1) {
+        while (i + 8 <= m && memcmp(a + i, b + i, 8) == 0)
+            i += 8;
+    }
+    while (i < m && pf_unit_at(a, i, wa) == pf_unit_at(b, i, wb))
+        i++;
+    *common = i;
+    if (i < m)
+        return pf_unit_at(a, i, wa) < pf_unit_at(b, i, wb) ? -1 : 1;
+    return na < nb ? -1 : na > nb;
 }
 
 /* The stored key at kp (str or bytes, as the order's kind) against key. */
@@ -1028,20 +1037,8 @@ static int key_cmp(const pf_range *r, const pf_val *c, uint64_t kp,
         kw = kv.u.s.width;
         len = (size_t)kv.u.s.len;
     }
-    const size_t m = len < n ? len : n;
-    size_t i = 0;
-    if (kw == 1 && width == 1) {
-        while (i + 8 <= m && memcmp(d + i, key + i, 8) == 0)
-            i += 8;
-    }
-    while (i < m && unit_at(d, i, kw) == unit_at(key, i, width))
-        i++;
-    *common = i;
     *klen = len;
-    if (i < m)
-        *cmp = unit_at(d, i, kw) < unit_at(key, i, width) ? -1 : 1;
-    else
-        *cmp = len < n ? -1 : len > n ? 1 : 0;
+    *cmp = pf_units_cmp(d, len, kw, key, n, width, common);
     return PF_OK;
 }
 
@@ -1054,7 +1051,7 @@ void pf_order_prefix(const void *keyp, size_t n, int width, int okind,
     size_t o = 0;
     memset(out, 0, 8);
     for (size_t k = 0; k < n && o < 8; k++) {
-        uint32_t cp = unit_at(key, k, width);
+        uint32_t cp = pf_unit_at(key, k, width);
         uint8_t b[4];
         unsigned nb;
         if (okind == PF_ORDER_BYTES || cp < 0x80) {

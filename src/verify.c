@@ -192,9 +192,7 @@ static int nums_equal(const num *a, double ia, const num *b, double ib)
 
 static uint32_t code_unit(const pf_val *x, uint64_t k)
 {
-    const uint8_t *p = x->u.s.data;
-    return x->u.s.width == 1 ? p[k] : x->u.s.width == 2 ? pf_ld16(p + 2 * k)
-                                                        : pf_ld32(p + 4 * k);
+    return pf_unit_at(x->u.s.data, k, x->u.s.width);
 }
 
 /* The offsets of a tuple's items, or a frozenset's keys, one by one. */
@@ -340,9 +338,22 @@ static int check_scalar(vctx *v, uint64_t pos, const pf_val *x)
 
 /* ------------------------------------------------------- slots */
 
-/* The hash of the key at pos; a value that cannot be a key is corrupt. */
-static int key_hash(vctx *v, uint64_t pos, uint64_t *h)
+static int short_str_ok(vctx *v, uint64_t q, uint64_t *end);
+
+/* The hash of the key at pos; a value that cannot be a key is corrupt.
+ * The commonest key, a short ASCII str, is hashed here: then *short_end
+ * (if asked for) is its end, with the string checked; else 0. */
+static int key_hash(vctx *v, uint64_t pos, uint64_t *h, uint64_t *short_end)
 {
+    uint64_t e = 0;
+    if (pos >= v->r->start && pos < v->r->end && short_str_ok(v, pos, &e)) {
+        *h = pf_hash_str(v->r->seed, v->r->base + pos + 1, (size_t)(e - pos - 1), 1);
+        if (short_end)
+            *short_end = e;
+        return PF_OK;
+    }
+    if (short_end)
+        *short_end = 0;
     int rc = pf_hash_range(v->r, pos, h, v->err);
     if (rc == PF_ETYPE)
         return PF_CORRUPT(v->err, "a key of a type that cannot be a key (R21)", pos);
@@ -351,8 +362,6 @@ static int key_hash(vctx *v, uint64_t pos, uint64_t *h)
 
 /* Record `kp` of frame f, whose key hashes to h: found again from its home
  * slot (R22), and no equal key on its way. */
-static int short_str_ok(vctx *v, uint64_t q, uint64_t *end);
-
 static int check_slot(vctx *v, vframe *f, uint64_t kp, uint64_t h)
 {
     const pf_range *r = v->r;
@@ -392,10 +401,8 @@ static int check_slot(vctx *v, vframe *f, uint64_t kp, uint64_t h)
             if (ro == 0 || ro - 1 >= f->body_len)
                 return PF_CORRUPT(v->err, "slot record offset outside the "
                                   "body (R24)", f->table + s * f->width);
-            uint64_t other = f->body + ro - 1, h2, oend;
-            if (short_str_ok(v, other, &oend))
-                h2 = pf_hash_str(r->seed, r->base + other + 1, (size_t)(oend - other - 1), 1);
-            else if ((rc = key_hash(v, other, &h2)) != PF_OK)
+            uint64_t other = f->body + ro - 1, h2;
+            if ((rc = key_hash(v, other, &h2, NULL)) != PF_OK)
                 return rc;
             if (h2 == h) {
                 if ((rc = keys_equal(v->r, v->err, other, kp, 0, &eq)) != PF_OK)
@@ -440,10 +447,7 @@ static int check_perm(vctx *v, const pf_val *x)
         return pf_fail(v->err, PF_ENOMEM, "out of memory for the verify bitmap", 0);
     int rc = PF_OK;
     for (uint64_t i = 0; i < count && rc == PF_OK; i++) {
-        uint64_t e = 0;
-        const uint64_t bit = i * pbits;
-        for (unsigned b = 0; b < pbits; b++)
-            e |= (uint64_t)(perm[(bit + b) / 8] >> ((bit + b) % 8) & 1) << b;
+        const uint64_t e = pf_perm_get(perm, i, pbits);
         if (e >= count || (seen[e / 8] >> (e % 8) & 1))
             rc = PF_CORRUPT(v->err, "order perm is not a permutation of "
                             "0..count-1 (R36)", x->u.c.perm);
@@ -879,12 +883,9 @@ static int step(vctx *v)
         }
     } else if (!IS_SEQ(f->kind) && !f->at_value) {
         uint64_t h, kend;                                 /* a key: R21, R22 */
-        const int short_key = q >= v->r->start && q < v->r->end &&
-                              short_str_ok(v, q, &kend);
-        if (short_key)                  /* the commonest key: hashed here */
-            h = pf_hash_str(v->r->seed, v->r->base + q + 1, (size_t)(kend - q - 1), 1);
-        else if ((rc = key_hash(v, q, &h)) != PF_OK)
+        if ((rc = key_hash(v, q, &h, &kend)) != PF_OK)
             return rc;
+        const int short_key = kend != 0;
         if ((rc = queue_slot(v, f, q, h, 0)) != PF_OK)
             return rc;
         v->st->keys++;

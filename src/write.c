@@ -954,21 +954,10 @@ static int write_order(pf_writer *w, pf_frame *f, int width,
             return pf_fail(err, PF_EINVAL, "an ordered container's keys must be "
                            "all str or all bytes", f->body + f->recs[i]);
         okind = k;
+        size_t common;
         if (i > 0) {
-            int cmp = 0;
-            const uint64_t m = prev.u.s.len < kv.u.s.len ? prev.u.s.len : kv.u.s.len;
-            for (uint64_t u = 0; u < m && !cmp; u++) {
-                const uint32_t a = prev.u.s.width == 1 ? prev.u.s.data[u]
-                    : prev.u.s.width == 2 ? pf_ld16(prev.u.s.data + 2 * u)
-                                          : pf_ld32(prev.u.s.data + 4 * u);
-                const uint32_t b = kv.u.s.width == 1 ? kv.u.s.data[u]
-                    : kv.u.s.width == 2 ? pf_ld16(kv.u.s.data + 2 * u)
-                                        : pf_ld32(kv.u.s.data + 4 * u);
-                cmp = a < b ? -1 : a > b;
-            }
-            if (!cmp)
-                cmp = prev.u.s.len < kv.u.s.len ? -1 : prev.u.s.len > kv.u.s.len;
-            if (cmp >= 0)
+            if (pf_units_cmp(prev.u.s.data, (size_t)prev.u.s.len, prev.u.s.width,
+                             kv.u.s.data, (size_t)kv.u.s.len, kv.u.s.width, &common) >= 0)
                 return pf_fail(err, PF_EINVAL, "an ordered container's records "
                                "must be written in strictly ascending key order",
                                f->body + f->recs[i]);
