@@ -22,6 +22,7 @@
 #include "permafrost.h"
 #include "tmpdir.h"
 #include "walk.h"
+#include "damage.h"
 
 typedef struct image {
     uint8_t *buf;
@@ -29,17 +30,8 @@ typedef struct image {
 } image;
 
 static uint16_t get16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
-static uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 static void put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
-static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 
-/* header_check = pf_hash_bytes(header[0..120), 0) at offset 120 (R5). */
-static void fix_header(uint8_t *b)
-{
-    uint64_t h = pf_hash_bytes(b, 120, 0);
-    memcpy(b + 120, &h, 8);
-}
 
 static pf_writer *writer(void)
 {
@@ -1089,129 +1081,14 @@ static void test_cycles(void)
 
 /* ------------------------------------------------------------------ damage */
 
-static long variants, verified, outcome[16];
-
-static int clean_rc(int rc)
-{
-    return rc == PF_OK || rc == PF_ECORRUPT || rc == PF_EVERSION ||
-           rc == PF_ELIMIT;
-}
-
-/* Opens b[0..len), walks it, verifies it (with the checksums, then with
- * them cleared): every result clean, and an image that verifies walks
- * without a fault. 1 if all was well. */
-static int open_walk(const uint8_t *b, uint64_t len)
-{
-    pf_image *img;
-    pf_error e;
-    int ok = 1;
-    variants++;
-    memset(&e, 0, sizeof e);
-    int rc = pf_image_open_buffer(b, len, &img, &e);
-    if (rc != PF_OK)
-        return clean_rc(rc) && rc < 0 && e.msg && e.code == rc;
-    walk_state ws = {0, 20000, 60, 0, 0};
-    int wrc = walk(img, pf_image_root(img), 0, &ws);
-    pf_image_close(img);
-    if (!clean_rc(wrc)) {
-        fprintf(stderr, "    unclean walk result %d\n", wrc);
-        ok = 0;
-    }
-    outcome[-wrc < 16 && wrc <= 0 ? -wrc : 15]++;
-    uint8_t *scratch = (uint8_t *)malloc((size_t)len);
-    REQUIRE(scratch != NULL);
-    for (int pass = 0; pass < 2; pass++) {
-        memcpy(scratch, b, (size_t)len);
-        if (pass == 1) {
-            uint64_t stab = get64(b + 64);
-            uint32_t nsec;
-            memcpy(&nsec, b + 72, 4);
-            for (uint32_t k = 0; k < nsec && stab + 32 * (k + 1) <= len; k++)
-                put64(scratch + stab + 32 * k + 24, 0);
-        }
-        if (pf_image_open_buffer(scratch, len, &img, NULL) != PF_OK)
-            continue;
-        memset(&e, 0, sizeof e);
-        int vrc = pf_image_verify(img, NULL, &e);
-        pf_image_close(img);
-        if (!clean_rc(vrc) || (vrc != PF_OK && (!e.msg || e.code != vrc))) {
-            fprintf(stderr, "    unclean verify result %d\n", vrc);
-            ok = 0;
-        }
-        if (vrc == PF_OK) {
-            verified++;
-            if (pass == 1) {
-                /* what verifies must walk: walk the very bytes again */
-                pf_image *again;
-                REQUIRE(pf_image_open_buffer(scratch, len, &again, NULL) == PF_OK);
-                walk_state w2 = {0, 20000, 60, 0, 0};
-                int rc2 = walk(again, pf_image_root(again), 0, &w2);
-                pf_image_close(again);
-                if (rc2 != PF_OK && rc2 != PF_ELIMIT) {
-                    fprintf(stderr, "    verified, but the walk found %d\n", rc2);
-                    ok = 0;
-                }
-            }
-        }
-    }
-    free(scratch);
-    return ok;
-}
-
+/* The sweep of damage.h, with the extension types' tags (and pads of 63
+ * and 64) among the byte values. */
 static void damage(const image *im, const char *name)
 {
-    uint8_t *b = (uint8_t *)malloc((size_t)im->len + 64);
-    REQUIRE(b != NULL);
-    long bad = 0;
-    CHECK(open_walk(im->buf, im->len));
+    static const uint8_t vals[] = {0x00, 0x03, 0x7F, 0x80, 0xFF, 0x18, 0x21, 0x24,
+                                   0x25, 0x26, 0x27, 0x3F, 0x40};
     CHECK_RC(verify_im(im, NULL, NULL), PF_OK);
-    /* Every truncation of the buffer: shorter than image_size. */
-    for (uint64_t cut = 0; cut < im->len; cut++) {
-        pf_image *img;
-        memcpy(b, im->buf, (size_t)cut);
-        int rc = pf_image_open_buffer(b, cut, &img, NULL);
-        bad += rc != PF_ECORRUPT;
-    }
-    /* Every truncation of DATA behind a consistent header and table. */
-    const uint64_t data_end = get64(im->buf + 64);
-    for (uint64_t cut = 129; cut < data_end; cut++) {
-        memcpy(b, im->buf, (size_t)cut);
-        memset(b + cut, 0, 32);
-        put32(b + cut, 1);
-        put32(b + cut + 4, 1);
-        put64(b + cut + 8, 128);
-        put64(b + cut + 16, cut - 128);
-        put64(b + 48, cut + 32);
-        put64(b + 64, cut);
-        put32(b + 72, 1);
-        fix_header(b);
-        bad += !open_walk(b, cut + 32);
-    }
-    /* Every byte, several new values (the extension types, pads of 63 and
-     * 64 among them); header bytes also with the check fixed. */
-    for (uint64_t i = 0; i < im->len; i++) {
-        const uint8_t o = im->buf[i];
-        const uint8_t vals[] = {(uint8_t)(o ^ 0x01), (uint8_t)(o ^ 0x80),
-                                (uint8_t)(o ^ 0xFF), 0x00, 0x03, 0x7F, 0x80,
-                                0xFF, (uint8_t)(o + 1), (uint8_t)(o - 1),
-                                0x18, 0x21, 0x24, 0x25, 0x26, 0x27, 0x3F,
-                                0x40};
-        for (size_t k = 0; k < sizeof vals; k++) {
-            if (vals[k] == o)
-                continue;
-            memcpy(b, im->buf, (size_t)im->len);
-            b[i] = vals[k];
-            bad += !open_walk(b, im->len);
-            if (i < 120) {
-                fix_header(b);
-                bad += !open_walk(b, im->len);
-            }
-        }
-    }
-    if (bad)
-        fprintf(stderr, "    %s: %ld unclean variants\n", name, bad);
-    CHECK(bad == 0);
-    free(b);
+    dmg_sweep(im->buf, im->len, name, vals, sizeof vals, NULL);
 }
 
 /* ------------------------------------------------------------------ keyed values */
@@ -2322,8 +2199,8 @@ static void test_damage(void)
         free(ims[k].buf);
     }
     printf("damage: %ld variants; %ld verified; outcomes: ok %ld, corrupt %ld, "
-           "version %ld, limit %ld\n", variants, verified, outcome[0],
-           outcome[-PF_ECORRUPT], outcome[-PF_EVERSION], outcome[-PF_ELIMIT]);
+           "version %ld, limit %ld\n", dmg_variants, dmg_verified, dmg_outcome[0],
+           dmg_outcome[-PF_ECORRUPT], dmg_outcome[-PF_EVERSION], dmg_outcome[-PF_ELIMIT]);
 }
 
 /* ------------------------------------------------------------------ builder */
