@@ -699,12 +699,20 @@ def run(pf, args, tmp, no_index, mem_skip, chk):
         trie = marisa_trie.RecordTrie(RECORD_FORMAT, ((k, (v,)) for k, v in d.items()))
         trie.save(paths["marisa"])
 
+    def build_streamed():
+        # the Builder: entries in the dict's (unsorted) order, sorted at close()
+        with pf.Builder(paths["builder"], ordered=True) as b:
+            b.update(d.items())
+
+    paths["builder"] = os.path.join(tmp, "builder.pf")
     builders = {"permafrost": lambda: pf.freeze(d, paths["ordered"], ordered=True),
                 "permafrost plain": lambda: pf.freeze(d, paths["plain"]),
+                "permafrost Builder": build_streamed,
                 "marisa": build_marisa,
                 "python": lambda: DictTrie.build(d)}
     if no_index:
         del builders["permafrost"]
+        del builders["permafrost Builder"]
     times = {name: [] for name in builders}
     pytrie = None
     f["python_rss"] = None
@@ -738,12 +746,23 @@ def run(pf, args, tmp, no_index, mem_skip, chk):
         log("size: image %s with the index, %s without: index overhead %.1f%% of the "
             "key bytes" % (benchutil.fmt_bytes(f["size"]["ordered"]),
                            benchutil.fmt_bytes(f["size"]["plain"]), 100 * f["overhead"]))
+    if "builder" in f["size"]:
+        log("size: the Builder's ordered image %s" % benchutil.fmt_bytes(f["size"]["builder"]))
     log("size: marisa file %s, Python trie pickle %s, %s nodes"
         % (benchutil.fmt_bytes(f["size"]["marisa"]), benchutil.fmt_bytes(f["size"]["python"]),
            format(f["nodes"], ",")))
 
     view = pf.open(paths["plain" if no_index else "ordered"])
     plain_view = pf.open(paths["plain"]) if not no_index else None
+    if not no_index:
+        streamed = pf.open(paths["builder"])
+        chk.expect("Builder(ordered=True) sorted_keys()", list(streamed.sorted_keys()),
+                   sorted_keys)
+        chk.expect("Builder(ordered=True) insertion order", list(streamed), keys)
+        for p in ("a", "new ", "z"):
+            chk.expect("Builder(ordered=True) items(prefix=)",
+                       list(streamed.items(prefix=p)), list(view.items(prefix=p)))
+        del streamed
     mtrie = marisa_trie.RecordTrie(RECORD_FORMAT)
     mtrie.mmap(paths["marisa"])
     pf_objs = {} if no_index else {"permafrost": view}
@@ -957,6 +976,9 @@ def report(pf, args, argv, f, no_index, mem_skip, chk, when, load_start):
     b = f["build"]
     add("build: freeze(ordered=True) / RecordTrie + save / sort + insert (GC off)",
         b.get("permafrost"), b["marisa"], b["python"], ns)
+    if b.get("permafrost Builder"):
+        add("build: Builder(ordered=True), entries unsorted / RecordTrie + save / "
+            "sort + insert", b["permafrost Builder"], b["marisa"], b["python"], ns)
     add("size: image / saved file / the trie's pickle",
         f["size"].get("ordered"), f["size"]["marisa"], f["size"]["python"], fb)
     if f["python_rss"]:

@@ -446,6 +446,13 @@ void pf_free(void *p);
 typedef struct pf_builder pf_builder;
 int pf_builder_new(const char *path, int root_type, uint64_t memory,
                    pf_builder **out, pf_error *err);
+/* pf_builder_new with flags: PF_BUILD_ORDERED gives every dict level (the
+ * root, nested levels) whose keys are all str or all bytes an order index
+ * (R36): its records are sorted by key when it ends, in the same bounded
+ * memory (an external merge sort through a scratch file). */
+#define PF_BUILD_ORDERED 1u
+int pf_builder_new_ex(const char *path, int root_type, uint64_t memory,
+                      unsigned flags, pf_builder **out, pf_error *err);
 pf_writer *pf_builder_writer(pf_builder *b);
 int pf_builder_begin(pf_builder *b, pf_error *err);
 int pf_builder_key_done(pf_builder *b, pf_error *err);

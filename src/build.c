@@ -55,6 +55,40 @@ typedef struct spool {
     uint64_t total;         /* items appended */
 } spool;
 
+/* A key entry of an ordered level: KE_HDR bytes of u64 fields, then the
+ * key's code units (str as stored, R15; bytes), zero-padded to 8. */
+enum {
+    KE_PRE = 0,             /* its 8-byte order prefix (R36), big-endian */
+    KE_HASH = 8,            /* its stable hash */
+    KE_INS = 16,            /* its record's insertion index in the level */
+    KE_OFF = 24,            /* its record's offset in the body */
+    KE_LEN = 32,            /* its record's length */
+    KE_UNITS = 40,          /* code units << 3 | width */
+    KE_HDR = 48
+};
+
+typedef struct ent {
+    uint8_t *p;             /* an entry, or NULL */
+    size_t cap;
+    int kind;               /* PF_ORDER_STR, PF_ORDER_BYTES, or 0: other */
+} ent;
+
+typedef struct krun {
+    uint64_t off, bytes;    /* a sorted run in the scratch file */
+} krun;
+
+/* The key entries of a level: in memory (mem, with idx their offsets),
+ * spilled as key-sorted runs to the scratch file. */
+typedef struct kspool {
+    uint8_t *mem;
+    size_t len, cap;
+    uint64_t *idx;
+    size_t n, icap;
+    krun *runs;
+    size_t nruns, runs_cap;
+    uint64_t charged;       /* bytes counted in spool_used */
+} kspool;
+
 typedef struct level {
     int type;               /* PF_T_DICT or PF_T_LIST */
     uint64_t hdr, body;     /* file offsets of its header and body */
@@ -62,6 +96,12 @@ typedef struct level {
     spool items;
     uint64_t rec_start;     /* the parent's record holding it */
     uint64_t key_hash;      /* that record's key hash (parent dict) */
+    /* An ordered build's dict level (R36): the key entries of its records;
+     * okind PF_ORDER_STR or PF_ORDER_BYTES once a record is ended, 0
+     * before, -1 once a key of another kind came (then no order). */
+    kspool keys;
+    int okind;
+    ent saved;              /* the parent's pending key entry */
 } level;
 
 /* The pool cache: strings met in earlier records (content in `arena`), to
@@ -103,6 +143,8 @@ struct pf_builder {
     size_t depth, levels_cap;
     int state;
     uint64_t pending_hash;
+    int ordered;            /* PF_BUILD_ORDERED: dict levels get an order */
+    ent pk;                 /* ordered: the pending record's key entry */
     size_t key_len;
     uint64_t spool_limit, spool_used;
     uint64_t entries;
@@ -238,6 +280,354 @@ static void spool_free(pf_builder *b, spool *s)
     free(s->mem);
     free(s->chunks);
     memset(s, 0, sizeof *s);
+}
+
+/* ------------------------------------------------------------------ key spools */
+
+PF_INLINE uint64_t ke_units(const uint8_t *e) { return pf_ld64(e + KE_UNITS) >> 3; }
+PF_INLINE int ke_width(const uint8_t *e) { return (int)(pf_ld64(e + KE_UNITS) & 7); }
+PF_INLINE uint64_t ke_size(const uint8_t *e)
+{
+    return KE_HDR + ((ke_units(e) * (uint64_t)ke_width(e) + 7) & ~(uint64_t)7);
+}
+
+PF_INLINE uint64_t ld64be(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (unsigned i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+PF_INLINE void st64be(uint8_t *p, uint64_t v)
+{
+    for (unsigned i = 8; i-- > 0; v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+/* The order of two key entries: by key (R36), then by insertion. */
+static int ke_cmp(const uint8_t *a, const uint8_t *b)
+{
+    uint64_t x = pf_ld64(a + KE_PRE), y = pf_ld64(b + KE_PRE);
+    if (x != y)
+        return x < y ? -1 : 1;
+    size_t common;
+    int c = pf_units_cmp(a + KE_HDR, (size_t)ke_units(a), ke_width(a),
+                         b + KE_HDR, (size_t)ke_units(b), ke_width(b), &common);
+    if (c)
+        return c;
+    x = pf_ld64(a + KE_INS);
+    y = pf_ld64(b + KE_INS);
+    return x < y ? -1 : x > y;
+}
+
+/* Sorts n entry offsets into mem by ke_cmp: runs of 16 by insertion, then
+ * merged bottom-up through tmp (n offsets). */
+static void ke_sort(const uint8_t *mem, uint64_t *a, uint64_t *tmp, size_t n)
+{
+    for (size_t lo = 0; lo < n; lo += 16) {
+        size_t hi = n - lo > 16 ? lo + 16 : n;
+        for (size_t i = lo + 1; i < hi; i++) {
+            uint64_t x = a[i];
+            size_t j = i;
+            for (; j > lo && ke_cmp(mem + a[j - 1], mem + x) > 0; j--)
+                a[j] = a[j - 1];
+            a[j] = x;
+        }
+    }
+    uint64_t *src = a, *dst = tmp;
+    for (size_t w = 16; w < n; w *= 2) {
+        for (size_t lo = 0; lo < n; lo += 2 * w) {
+            size_t mid = n - lo > w ? lo + w : n;
+            size_t hi = n - mid > w ? mid + w : n;
+            size_t i = lo, j = mid, k = lo;
+            while (i < mid && j < hi)
+                dst[k++] = ke_cmp(mem + src[j], mem + src[i]) < 0 ? src[j++]
+                                                                  : src[i++];
+            while (i < mid)
+                dst[k++] = src[i++];
+            while (j < hi)
+                dst[k++] = src[j++];
+        }
+        uint64_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != a)
+        memcpy(a, src, n * sizeof *a);
+}
+
+#define KBUF (1u << 20)         /* a run's write buffer */
+#define KRDR_BUF (64u << 10)    /* a run reader's buffer */
+
+/* Writes the entries in memory, sorted, as a run to the scratch file. */
+static int kspool_spill(pf_builder *b, kspool *k, pf_error *err)
+{
+    if (k->n == 0)
+        return PF_OK;
+    int rc = scratch_open(b, err);
+    if (rc != PF_OK)
+        return rc;
+    if (k->nruns == k->runs_cap) {
+        size_t ncap = k->runs_cap ? 2 * k->runs_cap : 8;
+        krun *nr = (krun *)realloc(k->runs, ncap * sizeof(krun));
+        if (!nr)
+            return pf_fail(err, PF_ENOMEM, "out of memory for spill runs", 0);
+        k->runs = nr;
+        k->runs_cap = ncap;
+    }
+    uint64_t *tmp = (uint64_t *)malloc(k->n * sizeof(uint64_t));
+    uint8_t *buf = (uint8_t *)malloc(KBUF);
+    if (!tmp || !buf) {
+        free(tmp);
+        free(buf);
+        return pf_fail(err, PF_ENOMEM, "out of memory to sort keys", 0);
+    }
+    ke_sort(k->mem, k->idx, tmp, k->n);
+    free(tmp);
+    const uint64_t start = b->scratch_end;
+    uint64_t at = start;
+    size_t fill = 0;
+    for (size_t i = 0; i < k->n && rc == PF_OK; i++) {
+        const uint8_t *e = k->mem + k->idx[i];
+        const size_t sz = (size_t)ke_size(e);
+        if (KBUF - fill < sz && fill) {
+            rc = pf_file_pwrite(&b->scratch, buf, fill, at, err);
+            at += fill;
+            fill = 0;
+        }
+        if (rc != PF_OK)
+            break;
+        if (sz > KBUF) {
+            rc = pf_file_pwrite(&b->scratch, e, sz, at, err);
+            at += sz;
+        } else {
+            memcpy(buf + fill, e, sz);
+            fill += sz;
+        }
+    }
+    if (rc == PF_OK && fill) {
+        rc = pf_file_pwrite(&b->scratch, buf, fill, at, err);
+        at += fill;
+    }
+    free(buf);
+    if (rc != PF_OK)
+        return rc;
+    k->runs[k->nruns].off = start;
+    k->runs[k->nruns].bytes = at - start;
+    k->nruns++;
+    b->scratch_end = at;
+    k->len = 0;
+    k->n = 0;
+    return PF_OK;
+}
+
+/* Appends entry e, spilling what is held when the spools would pass their
+ * share of the budget (one entry always fits). */
+static int kspool_push(pf_builder *b, kspool *k, const uint8_t *e,
+                       pf_error *err)
+{
+    const uint64_t sz = ke_size(e);
+    if (sz > SIZE_MAX / 4)
+        return pf_fail(err, PF_ELIMIT, "key too large", 0);
+    while (k->n == k->icap || k->cap - k->len < sz) {
+        size_t ncap = k->cap, nicap = k->icap;
+        while (ncap - k->len < sz)
+            ncap = ncap ? 2 * ncap : 4096;
+        if (k->n == nicap)
+            nicap = nicap ? 2 * nicap : 256;
+        const uint64_t more = (ncap - k->cap) + 8 * (uint64_t)(nicap - k->icap);
+        if (k->n && b->spool_used + more > b->spool_limit) {
+            int rc = kspool_spill(b, k, err);
+            if (rc != PF_OK)
+                return rc;
+            continue; /* empty now: grow only if one entry does not fit */
+        }
+        if (ncap != k->cap) {
+            uint8_t *nm = (uint8_t *)realloc(k->mem, ncap);
+            if (!nm)
+                return pf_fail(err, PF_ENOMEM, "out of memory for keys", 0);
+            b->spool_used += ncap - k->cap;
+            k->charged += ncap - k->cap;
+            k->mem = nm;
+            k->cap = ncap;
+        }
+        if (nicap != k->icap) {
+            uint64_t *ni = (uint64_t *)realloc(k->idx, nicap * sizeof(uint64_t));
+            if (!ni)
+                return pf_fail(err, PF_ENOMEM, "out of memory for keys", 0);
+            b->spool_used += 8 * (uint64_t)(nicap - k->icap);
+            k->charged += 8 * (uint64_t)(nicap - k->icap);
+            k->idx = ni;
+            k->icap = nicap;
+        }
+    }
+    memcpy(k->mem + k->len, e, (size_t)sz);
+    k->idx[k->n++] = k->len;
+    k->len += (size_t)sz;
+    return PF_OK;
+}
+
+static void kspool_free(pf_builder *b, kspool *k)
+{
+    b->spool_used -= k->charged;
+    free(k->mem);
+    free(k->idx);
+    free(k->runs);
+    memset(k, 0, sizeof *k);
+}
+
+/* Reads one run's entries (from the scratch file), or the sorted entries
+ * in memory (k not NULL). cur: the head entry, valid until the next read;
+ * NULL at the end. */
+typedef struct krdr {
+    const uint8_t *cur;
+    uint8_t *buf;
+    size_t cap, len, pos;   /* buffered bytes [pos, len) */
+    uint64_t off, left;     /* in the scratch file: next read, bytes left */
+    const kspool *k;
+    size_t i;
+} krdr;
+
+static int krdr_next(pf_builder *b, krdr *r, pf_error *err)
+{
+    if (r->k) {
+        r->cur = r->i < r->k->n ? r->k->mem + r->k->idx[r->i++] : NULL;
+        return PF_OK;
+    }
+    for (;;) {
+        const size_t have = r->len - r->pos;
+        uint64_t need = KE_HDR;
+        if (have >= KE_HDR) {
+            need = ke_size(r->buf + r->pos);
+            if (have >= need) {
+                r->cur = r->buf + r->pos;
+                r->pos += (size_t)need;
+                return PF_OK;
+            }
+        }
+        if (r->left == 0) {
+            r->cur = NULL;
+            return have ? pf_fail(err, PF_EIO, "a sorted run of keys ends "
+                                  "inside an entry", 0) : PF_OK;
+        }
+        memmove(r->buf, r->buf + r->pos, have);
+        r->len = have;
+        r->pos = 0;
+        if (need > r->cap) {
+            uint8_t *nb = (uint8_t *)realloc(r->buf, (size_t)need);
+            if (!nb)
+                return pf_fail(err, PF_ENOMEM, "out of memory to merge keys", 0);
+            r->buf = nb;
+            r->cap = (size_t)need;
+        }
+        size_t k = r->cap - r->len;
+        if (k > r->left)
+            k = (size_t)r->left;
+        int rc = pf_file_pread(&b->scratch, r->buf + r->len, k, r->off, err);
+        if (rc != PF_OK)
+            return rc;
+        r->off += k;
+        r->left -= k;
+        r->len += k;
+    }
+}
+
+/* A level's key entries in key order (ties in insertion order): a heap
+ * merge of its runs and its memory (sorted first). */
+typedef struct kmerge {
+    krdr *r;
+    size_t nr;
+    size_t *heap;           /* readers with a head, the least first */
+    size_t nh;
+} kmerge;
+
+static void kmerge_sift(kmerge *m, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, s = i;
+        if (l < m->nh && ke_cmp(m->r[m->heap[l]].cur, m->r[m->heap[s]].cur) < 0)
+            s = l;
+        if (l + 1 < m->nh &&
+            ke_cmp(m->r[m->heap[l + 1]].cur, m->r[m->heap[s]].cur) < 0)
+            s = l + 1;
+        if (s == i)
+            return;
+        size_t t = m->heap[i];
+        m->heap[i] = m->heap[s];
+        m->heap[s] = t;
+        i = s;
+    }
+}
+
+static void kmerge_free(kmerge *m)
+{
+    if (m->r)
+        for (size_t i = 0; i < m->nr; i++)
+            free(m->r[i].buf);
+    free(m->r);
+    free(m->heap);
+    memset(m, 0, sizeof *m);
+}
+
+static int kmerge_init(pf_builder *b, kmerge *m, kspool *k, pf_error *err)
+{
+    memset(m, 0, sizeof *m);
+    uint64_t *tmp = (uint64_t *)malloc((k->n ? k->n : 1) * sizeof(uint64_t));
+    if (!tmp)
+        return pf_fail(err, PF_ENOMEM, "out of memory to sort keys", 0);
+    ke_sort(k->mem, k->idx, tmp, k->n);
+    free(tmp);
+    m->nr = k->nruns + 1;
+    m->r = (krdr *)calloc(m->nr, sizeof(krdr));
+    m->heap = (size_t *)malloc(m->nr * sizeof(size_t));
+    if (!m->r || !m->heap) {
+        kmerge_free(m);
+        return pf_fail(err, PF_ENOMEM, "out of memory to merge keys", 0);
+    }
+    for (size_t i = 0; i < m->nr; i++) {
+        krdr *r = &m->r[i];
+        if (i < k->nruns) {
+            r->buf = (uint8_t *)malloc(KRDR_BUF);
+            if (!r->buf) {
+                kmerge_free(m);
+                return pf_fail(err, PF_ENOMEM, "out of memory to merge keys", 0);
+            }
+            r->cap = KRDR_BUF;
+            r->off = k->runs[i].off;
+            r->left = k->runs[i].bytes;
+        } else {
+            r->k = k;
+        }
+        int rc = krdr_next(b, r, err);
+        if (rc != PF_OK) {
+            kmerge_free(m);
+            return rc;
+        }
+        if (r->cur)
+            m->heap[m->nh++] = i;
+    }
+    for (size_t i = m->nh / 2; i-- > 0;)
+        kmerge_sift(m, i);
+    return PF_OK;
+}
+
+/* The least entry left, or NULL. */
+PF_INLINE const uint8_t *kmerge_top(const kmerge *m)
+{
+    return m->nh ? m->r[m->heap[0]].cur : NULL;
+}
+
+static int kmerge_pop(pf_builder *b, kmerge *m, pf_error *err)
+{
+    krdr *r = &m->r[m->heap[0]];
+    int rc = krdr_next(b, r, err);
+    if (rc != PF_OK)
+        return rc;
+    if (!r->cur)
+        m->heap[0] = m->heap[--m->nh];
+    kmerge_sift(m, 0);
+    return PF_OK;
 }
 
 /* Reads a spool's items in order: the chunks one after another, then the
@@ -630,8 +1020,12 @@ void pf_builder_free(pf_builder *b)
     pf_file_close(&b->poolf);
     if (b->tmp && !b->finished)
         (void)pf_os_remove(b->tmp);
-    for (size_t i = 0; i < b->depth; i++)
+    for (size_t i = 0; i < b->depth; i++) {
         spool_free(b, &b->levels[i].items);
+        kspool_free(b, &b->levels[i].keys);
+        free(b->levels[i].saved.p);
+    }
+    free(b->pk.p);
     spool_free(b, &b->values);
     free(b->levels);
     pf_writer_free(b->w);
@@ -684,6 +1078,12 @@ static int container_type(int type)
 int pf_builder_new(const char *path, int root_type, uint64_t memory,
                    pf_builder **out, pf_error *err)
 {
+    return pf_builder_new_ex(path, root_type, memory, 0, out, err);
+}
+
+int pf_builder_new_ex(const char *path, int root_type, uint64_t memory,
+                      unsigned flags, pf_builder **out, pf_error *err)
+{
     if (!out || !path)
         return pf_fail(err, PF_EINVAL, "no path or no output", 0);
     *out = NULL;
@@ -720,6 +1120,11 @@ int pf_builder_new(const char *path, int root_type, uint64_t memory,
         goto fail;
     }
     memcpy(b->path, path, plen + 1);
+    if (flags & ~PF_BUILD_ORDERED) {
+        rc = pf_fail(err, PF_EINVAL, "unknown builder flags", 0);
+        goto fail;
+    }
+    b->ordered = (flags & PF_BUILD_ORDERED) != 0;
     uint8_t rnd[24];
     if ((rc = pf_os_random(rnd, sizeof rnd, err)) != PF_OK)
         goto fail;
@@ -728,6 +1133,8 @@ int pf_builder_new(const char *path, int root_type, uint64_t memory,
     if ((rc = pf_writer_new(&b->w, b->seed, err)) != PF_OK)
         goto fail;
     pf_writer_record_mode(b->w, pool_fn, b);
+    if (b->ordered)
+        pf_writer_pool_keys_off(b->w);
     if ((rc = pf_file_temp(path, 0, &b->out, &b->tmp, err)) != PF_OK)
         goto fail;
     memset(b->obuf, 0, PF_HEADER_LEN); /* the header, written at the end */
@@ -793,6 +1200,42 @@ int pf_builder_begin(pf_builder *b, pf_error *err)
     return PF_OK;
 }
 
+/* b->pk for the key just written, in range r (an ordered build): its
+ * entry if it is a str or bytes, else kind 0. */
+static int key_entry(pf_builder *b, const pf_range *r, uint64_t hash,
+                     pf_error *err)
+{
+    pf_val kv;
+    b->pk.kind = 0;
+    int rc = pf_decode(r, PF_HEADER_LEN, &kv, 1, err);
+    if (rc != PF_OK)
+        return rc;
+    if (kv.type != PF_STR && kv.type != PF_BYTES)
+        return PF_OK;
+    const int kind = kv.type == PF_STR ? PF_ORDER_STR : PF_ORDER_BYTES;
+    const uint64_t nb = kv.u.s.len * (uint64_t)kv.u.s.width;
+    const uint64_t sz = KE_HDR + ((nb + 7) & ~(uint64_t)7);
+    if (sz > SIZE_MAX / 4)
+        return pf_fail(err, PF_ELIMIT, "key too large", 0);
+    if (sz > b->pk.cap) {
+        uint8_t *np = (uint8_t *)realloc(b->pk.p, (size_t)sz);
+        if (!np)
+            return pf_fail(err, PF_ENOMEM, "out of memory for a key", 0);
+        b->pk.p = np;
+        b->pk.cap = (size_t)sz;
+    }
+    uint8_t *e = b->pk.p, pre[8];
+    memset(e, 0, KE_HDR);
+    pf_order_prefix(kv.u.s.data, (size_t)kv.u.s.len, kv.u.s.width, kind, pre);
+    pf_st64(e + KE_PRE, ld64be(pre));
+    pf_st64(e + KE_HASH, hash);
+    pf_st64(e + KE_UNITS, kv.u.s.len << 3 | (uint64_t)kv.u.s.width);
+    memcpy(e + KE_HDR, kv.u.s.data, (size_t)nb);
+    memset(e + KE_HDR + nb, 0, (size_t)(sz - KE_HDR - nb));
+    b->pk.kind = kind;
+    return PF_OK;
+}
+
 int pf_builder_key_done(pf_builder *b, pf_error *err)
 {
     int rc = usable(b, err);
@@ -822,6 +1265,8 @@ int pf_builder_key_done(pf_builder *b, pf_error *err)
     /* The value's REFs must not reach into the key: the key of an equal
      * later record may replace this one's (a different encoding of an
      * equal key, 1 and 1.0). */
+    if (b->ordered && (rc = key_entry(b, &r, h, err)) != PF_OK)
+        return rc;
     pf_writer_forget(b->w);
     pf_writer_pool_off(b->w, 0);
     b->pending_hash = h;
@@ -838,6 +1283,19 @@ static int record_done(pf_builder *b, uint64_t rec_start, uint64_t hash,
     int rc = spool_push(b, &l->items, l->type == PF_T_DICT ? hash
                                                           : rec_start - l->body,
                         rec_start - l->body, err);
+    if (rc == PF_OK && b->ordered && l->type == PF_T_DICT && l->okind >= 0) {
+        if (!b->pk.kind || (l->okind && b->pk.kind != l->okind)) {
+            l->okind = -1; /* keys of two kinds: no order for this level */
+            kspool_free(b, &l->keys);
+        } else {
+            uint8_t *e = b->pk.p;
+            l->okind = b->pk.kind;
+            pf_st64(e + KE_INS, l->count);
+            pf_st64(e + KE_OFF, rec_start - l->body);
+            pf_st64(e + KE_LEN, out_pos(b) - rec_start);
+            rc = kspool_push(b, &l->keys, e, err);
+        }
+    }
     if (rc != PF_OK)
         return broken(b, rc);
     l->count++;
@@ -890,6 +1348,8 @@ int pf_builder_open(pf_builder *b, int type, pf_error *err)
     level *l = &b->levels[b->depth - 1];
     l->rec_start = start;
     l->key_hash = b->pending_hash;
+    l->saved = b->pk; /* the parent's key entry waits for the record's end */
+    memset(&b->pk, 0, sizeof b->pk);
     b->state = ST_IDLE;
     return PF_OK;
 }
@@ -1325,9 +1785,263 @@ static int compact(pf_builder *b, level *l, uint64_t body_len, const fixes *x,
     return rc;
 }
 
+/* ------------------------------------------------------------------ ordered */
+
+/* Where finish_ordered reads the old body's records: all of it in memory,
+ * or through a window that grows while reads follow each other. The new
+ * body goes to the output (all in memory: the old one is truncated
+ * first) or to the scratch file at `at`, through obuf. */
+typedef struct mover {
+    const level *l;
+    uint8_t *all;
+    uint8_t *win;
+    uint64_t woff;
+    size_t wlen, last;
+    uint8_t *obuf;
+    size_t olen;
+    uint64_t at;
+} mover;
+
+#define MOVE_BUF (1u << 20)
+
+static int mover_flush(pf_builder *b, mover *m, pf_error *err)
+{
+    int rc = pf_file_pwrite(&b->scratch, m->obuf, m->olen, m->at, err);
+    m->at += m->olen;
+    m->olen = 0;
+    return rc;
+}
+
+/* Appends the old body's bytes [off, off + len) to the new body. */
+static int mover_copy(pf_builder *b, mover *m, uint64_t off, uint64_t len,
+                      pf_error *err)
+{
+    if (m->all)
+        return out_write(b, m->all + off, (size_t)len, err);
+    const uint64_t body_len = out_pos(b) - m->l->body;
+    while (len > 0) {
+        if (off < m->woff || off >= m->woff + m->wlen) {
+            /* small reads for records that come apart, doubling while
+             * each starts where the last read ended */
+            size_t want = off == m->woff + m->wlen && m->last ? 2 * m->last : 512;
+            if (want > MOVE_BUF)
+                want = MOVE_BUF;
+            if (want < len)
+                want = len < MOVE_BUF ? (size_t)len : MOVE_BUF;
+            if (want > body_len - off)
+                want = (size_t)(body_len - off);
+            int rc = pf_file_pread(&b->out, m->win, want, m->l->body + off, err);
+            if (rc != PF_OK)
+                return rc;
+            m->woff = off;
+            m->wlen = m->last = want;
+        }
+        size_t k = (size_t)(m->woff + m->wlen - off);
+        if (k > len)
+            k = (size_t)len;
+        if (MOVE_BUF - m->olen < k) {
+            int rc = mover_flush(b, m, err);
+            if (rc != PF_OK)
+                return rc;
+        }
+        memcpy(m->obuf + m->olen, m->win + (off - m->woff), k);
+        m->olen += k;
+        off += k;
+        len -= k;
+    }
+    return PF_OK;
+}
+
+/* Ends an ordered dict level l (R36): its records rewritten in key order
+ * (equal keys: the first one's place in the insertion order, the last
+ * one's record), then the slot table, the order block and its header. */
+static int finish_ordered(pf_builder *b, level *l, pf_error *err)
+{
+    const uint64_t old_len = out_pos(b) - l->body, mark = b->scratch_end;
+    mover mv;
+    memset(&mv, 0, sizeof mv);
+    mv.l = l;
+    kmerge km;
+    memset(&km, 0, sizeof km);
+    spool slots = {0}, perm = {0}, samp = {0};
+    slots.wpi = perm.wpi = samp.wpi = 2;
+    uint8_t *gkey = NULL;
+    size_t gcap = 0;
+    int rc = out_flush(b, err);
+    if (rc != PF_OK)
+        goto done;
+    if (old_len <= b->spool_limit && old_len <= SIZE_MAX) {
+        mv.all = (uint8_t *)malloc(old_len ? (size_t)old_len : 1);
+        if (!mv.all) {
+            rc = pf_fail(err, PF_ENOMEM, "out of memory to sort a body", 0);
+            goto done;
+        }
+        if ((rc = pf_file_pread(&b->out, mv.all, (size_t)old_len, l->body,
+                                err)) != PF_OK ||
+            (rc = out_truncate(b, l->body, err)) != PF_OK)
+            goto done;
+    } else {
+        mv.win = (uint8_t *)malloc(MOVE_BUF);
+        mv.obuf = (uint8_t *)malloc(MOVE_BUF);
+        if (!mv.win || !mv.obuf) {
+            rc = pf_fail(err, PF_ENOMEM, "out of memory to sort a body", 0);
+            goto done;
+        }
+        if ((rc = scratch_open(b, err)) != PF_OK)
+            goto done;
+        mv.at = b->scratch_end;
+        b->scratch_end += old_len; /* the new body's room: spills go after */
+    }
+    if ((rc = kmerge_init(b, &km, &l->keys, err)) != PF_OK)
+        goto done;
+    /* Groups of equal keys, each ending as one record of rank `rank`. */
+    uint64_t rank = 0, new_len = 0, first_ins = 0, prev_ins = 0;
+    uint64_t g_hash = 0, g_off = 0, g_len = 0, g_pre = 0;
+    int have = 0, identity = 1;
+    for (;;) {
+        const uint8_t *e = kmerge_top(&km);
+        size_t common;
+        if (have && e &&
+            pf_units_cmp(gkey + KE_HDR, (size_t)ke_units(gkey), ke_width(gkey),
+                         e + KE_HDR, (size_t)ke_units(e), ke_width(e),
+                         &common) == 0) {
+            g_off = pf_ld64(e + KE_OFF); /* a later value replaces it */
+            g_len = pf_ld64(e + KE_LEN);
+            g_hash = pf_ld64(e + KE_HASH);
+            if ((rc = kmerge_pop(b, &km, err)) != PF_OK)
+                goto done;
+            continue;
+        }
+        if (have) {
+            if ((rc = mover_copy(b, &mv, g_off, g_len, err)) != PF_OK ||
+                (rc = spool_push(b, &slots, g_hash, new_len, err)) != PF_OK ||
+                (rc = spool_push(b, &perm, first_ins, rank, err)) != PF_OK ||
+                (rank % (UINT64_C(1) << PF_ORDER_SSHIFT) == 0 &&
+                 (rc = spool_push(b, &samp, new_len, g_pre, err)) != PF_OK))
+                goto done;
+            if (rank && first_ins < prev_ins)
+                identity = 0;
+            prev_ins = first_ins;
+            new_len += g_len;
+            rank++;
+        }
+        if (!e)
+            break;
+        const uint64_t sz = ke_size(e);
+        if (sz > gcap) {
+            uint8_t *ng = (uint8_t *)realloc(gkey, (size_t)sz);
+            if (!ng) {
+                rc = pf_fail(err, PF_ENOMEM, "out of memory to sort keys", 0);
+                goto done;
+            }
+            gkey = ng;
+            gcap = (size_t)sz;
+        }
+        memcpy(gkey, e, (size_t)sz);
+        first_ins = pf_ld64(e + KE_INS);
+        g_off = pf_ld64(e + KE_OFF);
+        g_len = pf_ld64(e + KE_LEN);
+        g_hash = pf_ld64(e + KE_HASH);
+        g_pre = pf_ld64(e + KE_PRE);
+        have = 1;
+        if ((rc = kmerge_pop(b, &km, err)) != PF_OK)
+            goto done;
+    }
+    kmerge_free(&km);
+    kspool_free(b, &l->keys);
+    if (!mv.all) {
+        if ((rc = mover_flush(b, &mv, err)) != PF_OK ||
+            (rc = out_truncate(b, l->body, err)) != PF_OK ||
+            (rc = copy_to_out(b, &b->scratch, mark, new_len, mv.win,
+                              MOVE_BUF, err)) != PF_OK)
+            goto done;
+    }
+    /* The slot table from the new offsets. */
+    spool_free(b, &l->items);
+    l->items = slots;
+    memset(&slots, 0, sizeof slots);
+    const uint64_t count = rank, nslots = pf_slot_count(count);
+    if ((rc = fill_slots(b, l, new_len, nslots, NULL, NULL, err)) != PF_OK)
+        goto done;
+    const int width = pf_slot_width(new_len);
+    /* The order block: perm in insertion order, then the samples. */
+    const unsigned pbits = identity ? 0 : pf_bitlen64(count - 1);
+    uint8_t ob[16];
+    memset(ob, 0, 8);
+    ob[0] = (uint8_t)l->okind;
+    ob[1] = (uint8_t)pbits;
+    ob[2] = PF_ORDER_SSHIFT;
+    if ((rc = out_write(b, ob, 8, err)) != PF_OK)
+        goto done;
+    merger m;
+    uint64_t x, y;
+    if (pbits) {
+        if ((rc = merger_init(b, &m, &perm, err)) != PF_OK)
+            goto done;
+        unsigned acc = 0, nacc = 0;
+        while ((rc = merger_next(b, &m, &x, &y, err)) == 1) {
+            for (unsigned left = pbits; left > 0;) {
+                unsigned take = 8 - nacc < left ? 8 - nacc : left;
+                acc |= (unsigned)(y & ((1u << take) - 1)) << nacc;
+                y >>= take;
+                nacc += take;
+                left -= take;
+                if (nacc == 8) {
+                    ob[0] = (uint8_t)acc;
+                    if ((rc = out_write(b, ob, 1, err)) != PF_OK)
+                        break;
+                    acc = nacc = 0;
+                }
+            }
+            if (rc < 0)
+                break;
+        }
+        merger_free(&m);
+        if (rc < 0)
+            goto done;
+        ob[0] = (uint8_t)acc;
+        if (nacc && (rc = out_write(b, ob, 1, err)) != PF_OK)
+            goto done;
+    }
+    if ((rc = merger_init(b, &m, &samp, err)) != PF_OK)
+        goto done;
+    while ((rc = merger_next(b, &m, &x, &y, err)) == 1) {
+        st64be(ob, y);
+        pf_stw(ob + 8, width, x);
+        if ((rc = out_write(b, ob, 8 + (size_t)width, err)) != PF_OK)
+            break;
+    }
+    merger_free(&m);
+    if (rc < 0)
+        goto done;
+    uint8_t hdr[PF_MAP_HDR_LEN];
+    memset(hdr, 0, sizeof hdr);
+    hdr[0] = (uint8_t)l->type;
+    hdr[1] = (uint8_t)(width | 0x80);
+    pf_st64(hdr + 2, count);
+    pf_st64(hdr + 10, new_len);
+    pf_st64(hdr + 18, nslots);
+    rc = out_patch(b, l->hdr, hdr, PF_MAP_HDR_LEN, err);
+    b->incompat |= PF_INCOMPAT_ORDERED;
+done:
+    kmerge_free(&km);
+    spool_free(b, &slots);
+    spool_free(b, &perm);
+    spool_free(b, &samp);
+    free(gkey);
+    free(mv.all);
+    free(mv.win);
+    free(mv.obuf);
+    if (rc == PF_OK)
+        b->scratch_end = mark; /* what this wrote there is read */
+    return rc;
+}
+
 /* Ends level l: its table after its body, then its header. */
 static int finish_level(pf_builder *b, level *l, pf_error *err)
 {
+    if (l->type == PF_T_DICT && l->okind > 0)
+        return finish_ordered(b, l, err);
     uint64_t body_len = out_pos(b) - l->body, count = l->count, nslots = 0;
     int width, rc = PF_OK;
     uint8_t hdr[PF_MAP_HDR_LEN];
@@ -1398,6 +2112,10 @@ int pf_builder_close(pf_builder *b, pf_error *err)
         return broken(b, rc);
     const uint64_t start = l->rec_start, hash = l->key_hash;
     spool_free(b, &l->items);
+    kspool_free(b, &l->keys);
+    free(b->pk.p);
+    b->pk = l->saved;
+    memset(&l->saved, 0, sizeof l->saved);
     b->depth--;
     return record_done(b, start, hash, err);
 }

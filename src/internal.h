@@ -355,6 +355,8 @@ uint64_t pf_perm_get(const uint8_t *perm, uint64_t i, unsigned pbits);
 /* The largest sample shift a reader accepts (R36): a search, and each
  * step of insertion-order iteration, reads at most 2^6 records. */
 #define PF_ORDER_MAX_SSHIFT 6
+/* The sample shift the writers use (R36). */
+#define PF_ORDER_SSHIFT 4
 int pf_keys_equal(const pf_range *r, uint64_t a, uint64_t b, int *eq,
                   pf_error *err);
 
@@ -392,6 +394,9 @@ void pf_writer_record_mode(pf_writer *w, pf_pool_fn fn, void *ctx);
 void pf_writer_reset(pf_writer *w);
 void pf_writer_forget(pf_writer *w);
 void pf_writer_pool_off(pf_writer *w, int off);
+/* No SREF for any container's key: an ordered build, whose ordered
+ * containers inside records read their keys from the record's bytes. */
+void pf_writer_pool_keys_off(pf_writer *w);
 const uint8_t *pf_writer_data(const pf_writer *w, size_t *len);
 int pf_writer_open(const pf_writer *w); /* a tuple or container is open */
 uint64_t pf_writer_incompat(const pf_writer *w); /* flags its ivals need */

@@ -83,6 +83,7 @@ struct pf_writer {
     pf_pool_fn pool_fn;
     void *pool_ctx;
     int pool_off;      /* the builder is writing a key: no pool */
+    int pool_keys_off; /* no pool for keys: an ordered build (R36) */
     unsigned in_key;   /* dict/set items whose key is not done yet */
     size_t *dd_fill;   /* record mode: the dd slots in use, to clear them */
     uint64_t incompat; /* incompat_flags the image needs (R6) */
@@ -508,7 +509,7 @@ static int put_deduped(pf_writer *w, const uint8_t *hdr, unsigned hlen,
         uint64_t sidx;
         if (w->pool_fn && !w->pool_off &&
             (w->in_key == 0 ||
-             (w->in_key == 1 && w->nframes > 0 &&
+             (w->in_key == 1 && !w->pool_keys_off && w->nframes > 0 &&
               w->frames[w->nframes - 1].kind != FRAME_TUPLE))) {
             /* Record mode: a string of an earlier record, in the pool. A
              * string inside a tuple or frozenset that is (part of) a key
@@ -924,6 +925,8 @@ void pf_writer_reset(pf_writer *w)
 
 void pf_writer_pool_off(pf_writer *w, int off) { w->pool_off = off; }
 
+void pf_writer_pool_keys_off(pf_writer *w) { w->pool_keys_off = 1; }
+
 const uint8_t *pf_writer_data(const pf_writer *w, size_t *len)
 {
     *len = w->len - PF_HEADER_LEN;
@@ -934,7 +937,6 @@ int pf_writer_open(const pf_writer *w) { return w->nframes != 0; }
 
 /* The order block of an ordered container (R36), appended at w->len:
  * checks that the keys ascend, all str or all bytes. */
-#define PF_ORDER_SSHIFT 4
 static int write_order(pf_writer *w, pf_frame *f, int width,
                        const uint64_t *ranks, pf_error *err)
 {

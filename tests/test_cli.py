@@ -202,6 +202,20 @@ def test_two_columns_give_str_values(tmp_path, fmt):
     assert items_repr(pf.thaw(pf.open(out))) == items_repr(expected)
 
 
+def test_ordered_builds_an_order_index(tmp_path):
+    src, out, plain = tmp_path / "in.tsv", tmp_path / "out.pf", tmp_path / "plain.pf"
+    write_table(src, "tsv", table_data(2))
+    assert main(["build", str(out), "--from", str(src), "--ordered", "-q",
+                 "--memory", "1M"]) == 0
+    assert main(["build", str(plain), "--from", str(src), "-q"]) == 0
+    view = pf.open(out)
+    assert list(view.sorted_keys()) == sorted(pf.open(plain))
+    assert list(view.items(prefix="1")) == sorted((k, v) for k, v in pf.open(plain).items()
+                                                  if k.startswith("1"))
+    with pytest.raises(pf.NoOrderedIndexError, match="Builder"):
+        pf.open(plain).sorted_keys()
+
+
 @pytest.mark.parametrize("fmt", ["tsv", "csv"])
 def test_several_columns_give_tuples(tmp_path, fmt):
     src, out = tmp_path / f"in.{fmt}", tmp_path / "out.pf"
@@ -345,7 +359,7 @@ def test_plain_progress_lines_on_a_terminal(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm", None)        # no tqdm: plain lines
     monkeypatch.setattr(_cli_build, "INTERVAL", 0.0)
     args = type("Args", (), dict(source=str(src), out=str(out), format=None, kind="dict",
-                                 key_column=None, value_columns=None, types=None,
+                                 key_column=None, value_columns=None, types=None, ordered=False,
                                  key_type=None, memory=None, quiet=False))()
     tty = _Tty()
     assert _cli_build.run(args, stderr=tty) == 0

@@ -245,3 +245,127 @@ def test_pickled_and_shared_views_keep_the_order(tmp_path):
         got = pool.map(shared.longest_prefix, ["peaches", "pears", "apples"])
     assert got == [("peach", 1), ("pear", 0), ("apple", 3)]
     assert pf.thaw(shared) == d and list(pf.thaw(shared)) == list(d)
+
+
+# ----------------------------------------------------------------- the Builder
+
+
+def _build(path, entries, memory=None, **kw):
+    """Writes entries (pairs, in order, equal keys allowed) with
+    Builder(ordered=True); returns the dict they make."""
+    d = {}
+    opts = {"memory": memory} if memory else {}
+    with pf.Builder(path, ordered=True, **opts, **kw) as b:
+        for k, v in entries:
+            b[k] = v
+            d[k] = v
+    pf.verify(path)
+    return d
+
+
+@given(STR_KEYS, st.lists(st.text(_FEW, max_size=7), max_size=6), st.randoms())
+def test_builder_str_keys_differential(tmp_path_factory, keys, extra, rnd):
+    """Keys in any order, some written twice (the first place, the last
+    value, as a dict): the Builder's view answers as the dict's."""
+    rnd.shuffle(keys)
+    entries = [(k, i) for i, k in enumerate(keys)]
+    entries += [(k, -i) for i, k in enumerate(keys[: len(keys) // 3])]
+    path = tmp_path_factory.mktemp("b") / "b.pf"
+    d = _build(path, entries)
+    check_view(pf.open(path), d, probes_for(list(d), extra + [""]))
+
+
+@given(BYTES_KEYS, st.randoms())
+def test_builder_bytes_keys_differential(tmp_path_factory, keys, rnd):
+    rnd.shuffle(keys)
+    path = tmp_path_factory.mktemp("b") / "b.pf"
+    d = _build(path, [(k, [i]) for i, k in enumerate(keys)])
+    check_view(pf.open(path), d, probes_for(list(d), [b""]))
+
+
+@pytest.mark.parametrize("memory", [1 << 20, 256 << 20])
+def test_builder_large_dict_spills_and_answers_as_freeze(tmp_path, memory):
+    """60,000 keys in 1 MiB: the keys spill to sorted runs and the body is
+    sorted through the scratch file; in 256 MiB, all in memory. Either way
+    the view answers as freeze(ordered=True)'s, and the image verifies."""
+    import random
+    rnd = random.Random(7)
+    keys = ["".join(rnd.choice("abc\u00e9\U0001f600") for _ in range(rnd.randint(0, 9))) +
+            str(i % 500) for i in range(60000)]
+    entries = [(k, (i, "v%d" % (i % 97))) for i, k in enumerate(keys)]
+    entries += [(k, "again") for k in keys[::50]]
+    path = tmp_path / "big.pf"
+    d = _build(path, entries, memory=memory)
+    view = pf.open(path)
+    ref = pf.loads(pf.dumps(d, ordered=True))
+    assert list(view.items()) == list(d.items())
+    assert list(view.sorted_keys()) == list(ref.sorted_keys()) == sorted(d)
+    probes = probes_for(sorted(d)[::3000], ["", "a", "ab\u00e9", "\U0001f600", "zz"])
+    for p in probes:
+        assert list(view.items(prefix=p)) == list(ref.items(prefix=p)), p
+        assert view.prefixes(p + "123") == ref.prefixes(p + "123"), p
+        assert view.bisect_left(p) == ref.bisect_left(p)
+    assert list(view.irange("a", "b", inclusive=(False, True), reverse=True)) == \
+        list(ref.irange("a", "b", inclusive=(False, True), reverse=True))
+
+
+def test_builder_keys_in_sorted_order_and_nested_levels(tmp_path):
+    """Keys written in sorted order (no permutation stored), nested dict
+    levels (ordered too, bytes keys in one), a list root whose items hold
+    dicts: every dict of str or bytes keys is ordered, as with freeze."""
+    path = tmp_path / "n.pf"
+    want = {}
+    with pf.Builder(path, ordered=True, memory=1 << 20) as b:
+        for i in range(3000):
+            b["k%05d" % i] = i
+            want["k%05d" % i] = i
+        with b.dict("zz nested") as n:
+            for k in [b"pear", b"apple", b"peach", b"pea", b"apple"]:
+                n[k] = len(k)
+        with b.dict("mixed") as m:
+            m["a"] = 1
+            m[2] = 2
+        with b.list("items") as items:
+            for i in range(50):
+                items.append({"name": "n%d" % i, "age": i, "city": "c"})
+        b["set"] = {"y", "x"}
+    want["zz nested"] = {b"pear": 4, b"apple": 5, b"peach": 5, b"pea": 3}
+    want["mixed"] = {"a": 1, 2: 2}
+    want["items"] = [{"name": "n%d" % i, "age": i, "city": "c"} for i in range(50)]
+    want["set"] = {"y", "x"}
+    pf.verify(path)
+    view = pf.open(path)
+    assert pf.thaw(view) == want and list(view) == list(want)
+    assert list(view.keys(prefix="k0299")) == ["k0299%d" % i for i in range(10)]
+    assert list(view["zz nested"].sorted_keys()) == [b"apple", b"pea", b"peach", b"pear"]
+    assert list(view["zz nested"]) == [b"pear", b"apple", b"peach", b"pea"]
+    assert view["zz nested"].longest_prefix(b"peaches") == (b"peach", 5)
+    with pytest.raises(pf.NoOrderedIndexError):
+        view["mixed"].longest_prefix("a")
+    for i, rec in enumerate(view["items"]):
+        assert list(rec.sorted_keys()) == ["age", "city", "name"] and rec["age"] == i
+    assert list(view["set"].sorted_keys()) == ["x", "y"]
+
+
+def test_builder_unordered_cases(tmp_path):
+    """Without ordered=True nothing is ordered; a root of int keys, or of
+    str and bytes keys, is not ordered (a 1.0 image when nothing is); an
+    empty ordered root answers with nothing."""
+    import struct
+    for entries in ([(1, "a"), (0, "b")], [("a", 1), (b"a", 2)], [("a", 1), (2, 3)]):
+        path = tmp_path / "u.pf"
+        _build(path, entries)
+        with pytest.raises(pf.NoOrderedIndexError):
+            pf.open(path).sorted_keys()
+        assert struct.unpack_from("<H", path.read_bytes(), 10)[0] == 0
+    path = tmp_path / "plain.pf"
+    with pf.Builder(path) as b:
+        b["b"] = 1
+        b["a"] = 2
+    with pytest.raises(pf.NoOrderedIndexError):
+        pf.open(path).sorted_keys()
+    path = tmp_path / "empty.pf"
+    _build(path, [])
+    assert list(pf.open(path).sorted_keys()) == [] and list(pf.open(path).keys(prefix="")) == []
+    with pytest.raises(TypeError):
+        pf.Builder(tmp_path / "x.pf", ordered="yes please", memory=[])

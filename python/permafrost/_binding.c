@@ -2968,7 +2968,8 @@ need_order(ViewObject *vw)
         return 0;
     PyErr_Format(vw->image->st->NoOrderedIndexError,
                  "this %s has no order index: freeze it with ordered=True "
-                 "(permafrost.freeze(obj, path, ordered=True), or dumps or share), "
+                 "(permafrost.freeze(obj, path, ordered=True), or dumps, share or "
+                 "Builder(path, ordered=True)), "
                  "which indexes every dict and set whose keys are all str or all bytes",
                  type_short_name(Py_TYPE(vw)));
     return -1;
@@ -5491,13 +5492,13 @@ Builder_exit(BuilderObject *self, PyObject *args)
 static PyObject *
 Builder_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"path", "kind", "memory", "_mode", NULL};
+    static char *kwlist[] = {"path", "kind", "memory", "ordered", "_mode", NULL};
     PyObject *path, *memobj = NULL;
     const char *kind = "dict";
     unsigned long long memory = 256ull << 20;
-    int mode = PF_PUBLISH_DEFAULT;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|s$Oi:Builder", kwlist, &path, &kind,
-                                     &memobj, &mode))
+    int mode = PF_PUBLISH_DEFAULT, ordered = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|s$Opi:Builder", kwlist, &path, &kind,
+                                     &memobj, &ordered, &mode))
         return NULL;
     if (memobj) {
         if (!PyLong_Check(memobj))
@@ -5566,12 +5567,14 @@ Builder_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->serials[0] = self->serial;
     self->cx.st = self->st;
     self->cx.memo.first_cap = 16;
+    self->cx.ordered = ordered;
     pf_error err;
     int rc;
     const char *cpath = PyBytes_AS_STRING(fspath);
     pf_builder *b = NULL;
     Py_BEGIN_ALLOW_THREADS
-    rc = pf_builder_new(cpath, t, (uint64_t)memory, &b, &err);
+    rc = pf_builder_new_ex(cpath, t, (uint64_t)memory, ordered ? PF_BUILD_ORDERED : 0, &b,
+                           &err);
     Py_END_ALLOW_THREADS
     if (rc < 0) {
         builder_fail(self, &err, rc);

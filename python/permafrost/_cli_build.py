@@ -113,6 +113,9 @@ def add_parser(sub):
     p.add_argument("--memory", metavar="BYTES", type=_size, default=None,
                    help="the builder's memory budget, e.g. 268435456, 512M or 2G "
                         "(default: Builder's, 256 MiB; at least 1 MiB)")
+    p.add_argument("--ordered", action="store_true",
+                   help="give every dict whose keys are all str (or all bytes) an order "
+                        "index, for prefix and range queries (docs/ORDERED.md)")
     p.add_argument("--quiet", "-q", action="store_true",
                    help="no progress and no summary (errors are still reported)")
     p.set_defaults(run=run)
@@ -525,10 +528,8 @@ def run(args, stderr=None):
             _error(stderr, e)
             return 2
         try:
-            if args.memory is None:
-                builder = permafrost.Builder(args.out, args.kind)
-            else:
-                builder = permafrost.Builder(args.out, args.kind, memory=args.memory)
+            opts = {} if args.memory is None else {"memory": args.memory}
+            builder = permafrost.Builder(args.out, args.kind, ordered=args.ordered, **opts)
         except ValueError as e:
             _error(stderr, e)
             return 2

@@ -8,6 +8,7 @@
  */
 #include "check.h"
 #include "permafrost.h"
+#include "ordered.h"
 #include "tmpdir.h"
 
 #define MIB (UINT64_C(1) << 20)
@@ -271,6 +272,115 @@ static void test_empty(void)
     remove_published(p);
 }
 
+/* An ordered build (PF_BUILD_ORDERED) in 1 MiB: 120,000 str keys in a
+ * scrambled order, every 7th written again (the first place, the last
+ * value): the key entries spill to sorted runs and the body is sorted
+ * through the scratch file. A nested level of bytes keys is ordered too,
+ * one of int and str keys is not. The image verifies (R36's full check),
+ * its sorted walk ascends with the right values, its insertion order is
+ * the first writes', and the ordered queries answer right (ord_check). */
+static void test_ordered(void)
+{
+    char p[600], k[32], want[32];
+    path_in(p, sizeof p, "ordered.pfi");
+    pf_builder *b;
+    pf_error e;
+    const int64_t n = 120000;
+    CHECK_RC(pf_builder_new_ex(p, PF_DICT, MIB, 2, &b, &e), PF_EINVAL);
+    CHECK_RC(pf_builder_new_ex(p, PF_DICT, MIB, PF_BUILD_ORDERED, &b, &e), PF_OK);
+    pf_writer *w = pf_builder_writer(b);
+    for (int64_t pass = 0; pass < 2; pass++)
+        for (int64_t i = 0; i < n; i += pass ? 7 : 1) {
+            const int64_t x = pass ? i : (i * 7919) % n;
+            snprintf(k, sizeof k, "key%06lld", (long long)x);
+            REQUIRE(pf_builder_begin(b, NULL) == PF_OK);
+            put_str(b, k);
+            REQUIRE(pf_builder_key_done(b, NULL) == PF_OK);
+            REQUIRE(pf_write_int(w, pass ? -x : x, NULL) == PF_OK);
+            REQUIRE(pf_builder_end(b, NULL) == PF_OK);
+        }
+    REQUIRE(pf_builder_begin(b, NULL) == PF_OK);
+    put_str(b, "nested");
+    REQUIRE(pf_builder_key_done(b, NULL) == PF_OK);
+    REQUIRE(pf_builder_open(b, PF_DICT, NULL) == PF_OK);
+    for (int i = 999; i >= 0; i--) {
+        snprintf(k, sizeof k, "b%d", i);
+        REQUIRE(pf_builder_begin(b, NULL) == PF_OK);
+        REQUIRE(pf_write_bytes(w, k, strlen(k), NULL) == PF_OK);
+        REQUIRE(pf_builder_key_done(b, NULL) == PF_OK);
+        REQUIRE(pf_write_int(w, i, NULL) == PF_OK);
+        REQUIRE(pf_builder_end(b, NULL) == PF_OK);
+    }
+    REQUIRE(pf_builder_close(b, NULL) == PF_OK);
+    REQUIRE(pf_builder_begin(b, NULL) == PF_OK);
+    put_str(b, "mixed");
+    REQUIRE(pf_builder_key_done(b, NULL) == PF_OK);
+    REQUIRE(pf_builder_open(b, PF_DICT, NULL) == PF_OK);
+    put_int_str(b, 1, "one");
+    REQUIRE(pf_builder_begin(b, NULL) == PF_OK);
+    put_str(b, "two");
+    REQUIRE(pf_builder_key_done(b, NULL) == PF_OK);
+    put_str(b, "2");
+    REQUIRE(pf_builder_end(b, NULL) == PF_OK);
+    CHECK_RC(pf_builder_finish(b, PF_PUBLISH_DEFAULT, &e), PF_OK);
+    pf_builder_free(b);
+
+    pf_val root, kv, vv;
+    pf_image *img = open_verified(p, &root);
+    CHECK(root.type == PF_DICT && root.u.c.okind == PF_ORDER_STR && root.u.c.pbits == 17);
+    CHECK_EQ_U64(root.u.c.count, n + 2);
+    /* The sorted walk: "key000000".."key119999", "mixed", "nested". */
+    uint64_t pos = root.u.c.body, kp, vp, seen = 0;
+    int ok = 1;
+    while (pf_ordered_next(img, &root, &pos, &kp, &vp, NULL) == 1) {
+        if (pf_read(img, kp, &kv, NULL) != PF_OK || kv.type != PF_STR) {
+            ok = 0;
+            break;
+        }
+        if (seen < (uint64_t)n) {
+            const int64_t x = (int64_t)seen;
+            snprintf(want, sizeof want, "key%06lld", (long long)x);
+            ok &= kv.u.s.len == strlen(want) && memcmp(kv.u.s.data, want, strlen(want)) == 0;
+            ok &= pf_read(img, vp, &vv, NULL) == PF_OK && vv.type == PF_INT &&
+                  vv.u.i == (x % 7 == 0 ? -x : x);
+        }
+        seen++;
+    }
+    CHECK(ok);
+    CHECK_EQ_U64(seen, n + 2);
+    /* The insertion order: the first pass's, then the two levels. */
+    uint64_t cursor = 0;
+    int64_t i = 0;
+    ok = 1;
+    while (pf_record_next(img, &root, &cursor, &kp, &vp, NULL) == 1) {
+        if (i < n) {
+            snprintf(want, sizeof want, "key%06lld", (long long)((i * 7919) % n));
+            ok &= pf_read(img, kp, &kv, NULL) == PF_OK &&
+                  memcmp(kv.u.s.data, want, strlen(want)) == 0;
+        }
+        i++;
+    }
+    CHECK(ok && i == n + 2);
+    uint64_t rank = 0;
+    CHECK_RC(pf_ordered_seek(img, &root, "key05", 5, 1, 0, &rank, &pos, &e), PF_OK);
+    CHECK_EQ_U64(rank, 50000);
+    const char *why = NULL;
+    pf_val nested;
+    CHECK_RC(pf_ordered_seek(img, &root, "nested", 6, 1, 0, &rank, &pos, &e), PF_OK);
+    CHECK_RC(pf_ordered_next(img, &root, &pos, &kp, &vp, &e), 1);
+    REQUIRE(pf_read(img, vp, &nested, NULL) == PF_OK);
+    CHECK(nested.u.c.okind == PF_ORDER_BYTES && nested.u.c.count == 1000);
+    long budget = 10;
+    CHECK_RC(ord_check_all(img, vp, 0, 1, (const uint8_t *)"b99x", 4, &budget, &why), PF_OK);
+    CHECK(ord_strict_calls == 1);
+    CHECK_RC(pf_ordered_seek(img, &root, "mixed", 5, 1, 0, &rank, &pos, &e), PF_OK);
+    CHECK_RC(pf_ordered_next(img, &root, &pos, &kp, &vp, &e), 1);
+    REQUIRE(pf_read(img, vp, &nested, NULL) == PF_OK);
+    CHECK(nested.u.c.okind == 0 && nested.u.c.count == 2);
+    pf_image_close(img);
+    remove_published(p);
+}
+
 int main(void)
 {
     REQUIRE(tmpdir_make("pf_test_build") == 0);
@@ -278,6 +388,7 @@ int main(void)
     test_nested();
     test_misuse_and_abandon();
     test_empty();
+    test_ordered();
     char p[600];
     path_in(p, sizeof p, "nested.pfi"); /* test_nested's image */
     remove_published(p);
