@@ -315,11 +315,6 @@ int pf_range_record_next(const pf_range *r, const pf_val *c, uint64_t *cursor,
                          uint64_t *key_pos, uint64_t *val_pos, pf_error *err);
 
 /* Python equality of the keys stored at a and b (verify.c; R21). */
-/* The 8-byte key prefix of the order samples (R36): key's first code
- * units (n of `width` bytes) as UTF-8 (okind PF_ORDER_STR) or bytes,
- * zero-padded. */
-void pf_order_prefix(const void *key, size_t n, int width, int okind,
-                     uint8_t out[8]);
 /* Threads (os.c): pf_thread_start runs fn(arg) on a new thread (PF_OK, or
  * PF_ENOMEM / PF_EIO with no thread); pf_thread_join waits for it and
  * frees it. pf_cpu_count: the processors online (at least 1). */

@@ -4581,9 +4581,40 @@ done:
 
 /* Ordered containers (R36): entries sorted by key. */
 typedef struct {
+    uint64_t pre;   /* the key's order prefix (R36), as a big-endian number */
     PyObject *key;
     Py_ssize_t i;   /* insertion index */
 } okey;
+
+/* The order of two keys of one type, str (by code point) or bytes. */
+static int
+okey_cmp(const void *pa, const void *pb)
+{
+    const okey *a = (const okey *)pa, *b = (const okey *)pb;
+    if (a->pre != b->pre)
+        return a->pre < b->pre ? -1 : 1;
+    if (PyUnicode_CheckExact(a->key))
+        return PyUnicode_Compare(a->key, b->key); /* exact str: no error */
+    const Py_ssize_t na = PyBytes_GET_SIZE(a->key), nb = PyBytes_GET_SIZE(b->key);
+    int c = memcmp(PyBytes_AS_STRING(a->key), PyBytes_AS_STRING(b->key),
+                   (size_t)(na < nb ? na : nb));
+    return c ? c : (na > nb) - (na < nb);
+}
+
+static uint64_t
+okey_prefix(PyObject *k)
+{
+    uint8_t p[8];
+    if (PyUnicode_CheckExact(k))
+        pf_order_prefix(PyUnicode_DATA(k), (size_t)PyUnicode_GET_LENGTH(k),
+                        (int)PyUnicode_KIND(k), PF_ORDER_STR, p);
+    else
+        pf_order_prefix(PyBytes_AS_STRING(k), (size_t)PyBytes_GET_SIZE(k), 1, PF_ORDER_BYTES, p);
+    uint64_t v = 0;
+    for (int j = 0; j < 8; j++)
+        v = v << 8 | p[j];
+    return v;
+}
 
 #if defined(__GNUC__) || defined(__clang__)
 #define OBJ_PREFETCH(p) __builtin_prefetch(p)
@@ -4600,64 +4631,71 @@ encode_ordered(enc_ctx *cx, PyObject *o, int type, Py_ssize_t n)
 {
     pf_error err;
     int rc, r = -1;
-    PyObject *items = type == PF_DICT ? PyDict_Items(o) : PySequence_List(o);
-    if (!items)
+    /* The entries, as owned references (a value's encoding may run Python
+     * code): kv[per * i] the key of entry i, kv[per * i + 1] its value. */
+    const Py_ssize_t per = type == PF_DICT ? 2 : 1;
+    PyObject **kv = PyMem_Calloc((size_t)(n * per), sizeof(PyObject *));
+    okey *ks = NULL;
+    uint64_t *ranks = NULL;
+    if (!kv) {
+        PyErr_NoMemory();
         return -1;
-    if (PyList_GET_SIZE(items) != n) {
-        Py_DECREF(items);
+    }
+    Py_ssize_t got = 0;
+    if (type == PF_DICT) {
+        Py_ssize_t at = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(o, &at, &k, &v) && got <= n) {
+            if (got < n) {
+                kv[2 * got] = Py_NewRef(k);
+                kv[2 * got + 1] = Py_NewRef(v);
+            }
+            got++;
+        }
+    } else {
+        PyObject *lst = PySequence_List(o);
+        if (!lst)
+            goto done;
+        got = PyList_GET_SIZE(lst);
+        for (Py_ssize_t i = 0; i < got && i < n; i++)
+            kv[i] = Py_NewRef(PyList_GET_ITEM(lst, i));
+        Py_DECREF(lst);
+    }
+    if (got != n) {
         PyErr_Format(PyExc_RuntimeError, "%s changed size during freeze", Py_TYPE(o)->tp_name);
-        return -1;
+        goto done;
     }
     PyTypeObject *kt = NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *it = PyList_GET_ITEM(items, i);
-        PyTypeObject *t = Py_TYPE(type == PF_DICT ? PyTuple_GET_ITEM(it, 0) : it);
+        PyTypeObject *t = Py_TYPE(kv[per * i]);
         if ((t != &PyUnicode_Type && t != &PyBytes_Type) || (kt && t != kt)) {
-            Py_DECREF(items);
-            return 0;
+            r = 0;
+            goto done;
         }
         kt = t;
     }
-    okey *ks = PyMem_Malloc(sizeof(okey) * (size_t)n);
-    uint64_t *ranks = PyMem_Malloc(sizeof(uint64_t) * (size_t)n);
+    ks = PyMem_Malloc(sizeof(okey) * (size_t)n);
+    ranks = PyMem_Malloc(sizeof(uint64_t) * (size_t)n);
     if (!ks || !ranks) {
         PyErr_NoMemory();
         goto done;
     }
-    /* The order of the keys by list.sort, whose comparison of str (or bytes)
-     * of one type is a memcmp where it can be: indices sorted by key. */
-    {
-        PyObject *keys = PyList_New(n), *idx = keys ? PyList_New(n) : NULL;
-        PyObject *get = NULL, *sort = NULL, *kwargs = NULL, *res = NULL;
-        for (Py_ssize_t i = 0; idx && i < n; i++) {
-            PyObject *it = PyList_GET_ITEM(items, i);
-            PyObject *ii = PyLong_FromSsize_t(i);
-            if (!ii) {
-                Py_CLEAR(idx);
-                break;
-            }
-            PyList_SET_ITEM(keys, i, Py_NewRef(type == PF_DICT ? PyTuple_GET_ITEM(it, 0) : it));
-            PyList_SET_ITEM(idx, i, ii);
-        }
-        if (idx && (get = PyObject_GetAttrString(keys, "__getitem__")) &&
-            (sort = PyObject_GetAttrString(idx, "sort")) &&
-            (kwargs = Py_BuildValue("{s:O}", "key", get)))
-            res = PyObject_Call(sort, cx->st->empty_tuple, kwargs);
-        for (Py_ssize_t j = 0; res && j < n; j++) {
-            Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(idx, j));
-            ks[j].key = PyList_GET_ITEM(keys, i);
-            ks[j].i = i;
-            ranks[i] = (uint64_t)j;
-        }
-        Py_XDECREF(res);
-        Py_XDECREF(kwargs);
-        Py_XDECREF(sort);
-        Py_XDECREF(get);
-        Py_XDECREF(idx);
-        Py_XDECREF(keys); /* the keys stay alive in items */
-        if (!res)
+    /* The order of the keys: by their 8-byte order prefixes, then (equal
+     * prefixes) by comparing them. No Python code runs: the keys are exact
+     * str or bytes. */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *k = kv[per * i];
+#if PY_VERSION_HEX < 0x030C0000
+        if (PyUnicode_CheckExact(k) && PyUnicode_READY(k) < 0)
             goto done;
+#endif
+        ks[i].key = k;
+        ks[i].i = i;
+        ks[i].pre = okey_prefix(k);
     }
+    qsort(ks, (size_t)n, sizeof(okey), okey_cmp);
+    for (Py_ssize_t j = 0; j < n; j++)
+        ranks[ks[j].i] = (uint64_t)j;
     uint64_t pos = pf_writer_pos(cx->w);
     if (ptrmap_put(&cx->memo, o, pos) < 0)
         goto done;
@@ -4669,19 +4707,14 @@ encode_ordered(enc_ctx *cx, PyObject *o, int type, Py_ssize_t n)
         /* The keys are read in sorted order, not where they lie in memory:
          * ask for them ahead, their objects first and then their bytes
          * (a Python str keeps them in the object for these sizes). */
-        if (j + 16 < n) {
-            PyObject *far = PyList_GET_ITEM(items, ks[j + 16].i);
-            OBJ_PREFETCH(far);
+        if (j + 16 < n)
             OBJ_PREFETCH(ks[j + 16].key);
-        }
         if (j + 8 < n) {
-            PyObject *near = PyList_GET_ITEM(items, ks[j + 8].i);
             if (type == PF_DICT)
-                OBJ_PREFETCH(PyTuple_GET_ITEM(near, 1));
+                OBJ_PREFETCH(kv[2 * ks[j + 8].i + 1]);
             OBJ_PREFETCH((const char *)ks[j + 8].key + 64);
         }
-        PyObject *it = PyList_GET_ITEM(items, ks[j].i);
-        PyObject *k = type == PF_DICT ? PyTuple_GET_ITEM(it, 0) : it;
+        PyObject *k = ks[j].key;
         if ((rc = pf_write_item(cx->w, &err)) < 0) {
             enc_fail(cx, &err, rc);
             goto done;
@@ -4692,7 +4725,7 @@ encode_ordered(enc_ctx *cx, PyObject *o, int type, Py_ssize_t n)
             enc_fail(cx, &err, rc);
             goto done;
         }
-        if (type == PF_DICT && encode(cx, PyTuple_GET_ITEM(it, 1), 0) < 0) {
+        if (type == PF_DICT && encode(cx, kv[2 * ks[j].i + 1], 0) < 0) {
             enc_path(cx, "[%R]", k);
             goto done;
         }
@@ -4705,7 +4738,9 @@ encode_ordered(enc_ctx *cx, PyObject *o, int type, Py_ssize_t n)
 done:
     PyMem_Free(ks);
     PyMem_Free(ranks);
-    Py_DECREF(items);
+    for (Py_ssize_t i = 0; i < n * per; i++)
+        Py_XDECREF(kv[i]);
+    PyMem_Free(kv);
     return r;
 }
 
