@@ -3,7 +3,8 @@
     .venv/bin/python fuzz/make_corpus.py          # after `make install`
 
 fuzz/corpus/read/<name>.pfi: small real images made with permafrost.dumps,
-one per value below, covering every type and form of docs/FORMAT.md.
+one per value below, covering every type and form of docs/FORMAT.md; and
+two made with permafrost.Builder (pooled strings, an ordered build).
 fuzz/corpus/roundtrip/<name>.prog: programs for fuzz_roundtrip.c.
 
 File names are fixed. An image holds a random image id and hash seed, so
@@ -18,6 +19,7 @@ import math
 import os
 import struct
 import sys
+import tempfile
 
 import permafrost
 
@@ -326,6 +328,25 @@ def programs():
     }
 
 
+def _built(ordered):
+    """An image written by the streaming Builder: strings pooled across
+    records (SREF), a key written twice, nested levels; with ordered=True
+    every level of str or bytes keys sorted at its end (R36)."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "b.pfi")
+        with permafrost.Builder(path, ordered=ordered, memory=1 << 20) as b:
+            for i in range(40):
+                b["key %02d" % ((i * 7) % 40)] = ("shared value", i)
+            b["key 03"] = "again"
+            with b.dict("nested") as n:
+                for k in (b"pear", b"apple", b"pea"):
+                    n[k] = {"name": k.decode(), "size": len(k)}
+            with b.list("list") as items:
+                items.extend(["shared value", 1.5, None, {"b": 1, "a": 2}])
+        with open(path, "rb") as f:
+            return f.read()
+
+
 def _same_value(path, data):
     """Whether the image at path loads to a value equal to that of `data`
     (the new image: compared through thaw on both sides, so that what thaw
@@ -377,10 +398,13 @@ def main(argv=None):
     os.makedirs(READ_DIR, exist_ok=True)
     os.makedirs(ROUNDTRIP_DIR, exist_ok=True)
     changed, total = [], 0
-    for name, value in sorted(values().items()):
+    images = [(name, lambda value=value, name=name: permafrost.dumps(
+        value, allow_pickle=name == "obj_pickle", ordered=name.startswith("ordered_")))
+        for name, value in sorted(values().items())]
+    images += [("built_plain", lambda: _built(False)), ("built_ordered", lambda: _built(True))]
+    for name, make in images:
         path = os.path.join(READ_DIR, name + ".pfi")
-        data = permafrost.dumps(value, allow_pickle=name == "obj_pickle",
-                                ordered=name.startswith("ordered_"))
+        data = make()
         if len(data) > MAX_FILE:
             sys.exit("make_corpus: %s is %d bytes (limit %d)"
                      % (name, len(data), MAX_FILE))
