@@ -369,3 +369,20 @@ def test_builder_unordered_cases(tmp_path):
     assert list(pf.open(path).sorted_keys()) == [] and list(pf.open(path).keys(prefix="")) == []
     with pytest.raises(TypeError):
         pf.Builder(tmp_path / "x.pf", ordered="yes please", memory=[])
+
+
+def test_builder_list_root_with_ordered_dict_levels(tmp_path):
+    path = tmp_path / "l.pf"
+    with pf.Builder(path, "list", ordered=True, memory=1 << 20) as b:
+        for i in range(3):
+            with b.dict() as d:
+                for w in ["pear", "apple", "peach", "pea", "apple"][i:]:
+                    d[w] = i
+        b.append({"y": 1, "x": 2})
+    pf.verify(path)
+    view = pf.open(path)
+    assert [list(d.sorted_keys()) for d in view] == [
+        ["apple", "pea", "peach", "pear"], ["apple", "pea", "peach"], ["apple", "pea", "peach"],
+        ["x", "y"]]
+    assert list(view[0]) == ["pear", "apple", "peach", "pea"]
+    assert view[1].longest_prefix("peaches") == ("peach", 1)
