@@ -5739,7 +5739,7 @@ static PyGetSetDef Builder_getset[] = {
 
 static PyType_Slot Builder_slots[] = {
     {Py_tp_doc,
-     "Builder(path, kind='dict', *, memory=268435456)\n"
+     "Builder(path, kind='dict', *, memory=268435456, ordered=False)\n"
      "\n"
      "Write an image whose root is a dict (b[key] = value, b.update(...)) or a\n"
      "list (kind='list': b.append(value), b.extend(...)) one entry at a time,\n"
@@ -5754,7 +5754,12 @@ static PyType_Slot Builder_slots[] = {
      "in a dict (1, 1.0 and True are one key). close() (or leaving a with\n"
      "block normally) publishes the image atomically, as freeze() does; an\n"
      "exception in the with block, abort(), or a builder dropped unclosed\n"
-     "leaves no image and no temporary file."},
+     "leaves no image and no temporary file.\n"
+     "\n"
+     "ordered=True gives every dict level, and every dict and set in the\n"
+     "values, whose keys are all str or all bytes an order index (prefix and\n"
+     "range queries, docs/ORDERED.md), as freeze(..., ordered=True) does: a\n"
+     "level's keys are sorted when it ends, in the same memory budget."},
     {Py_tp_new, Builder_new},
     {Py_tp_dealloc, Builder_dealloc},
     {Py_tp_traverse, Builder_traverse},
