@@ -282,6 +282,31 @@ static void spool_free(pf_builder *b, spool *s)
     memset(s, 0, sizeof *s);
 }
 
+/* ------------------------------------------------------------------ merges */
+
+/* The merges (a dict spool's hash-sorted runs, a level's key-sorted runs)
+ * keep a heap of reader indexes, the reader whose head is least on top;
+ * less(ctx, a, b): reader a's head before reader b's. Restores the heap
+ * below slot i. */
+PF_INLINE void heap_sift(size_t *heap, size_t nh, size_t i,
+                         int (*less)(const void *, size_t, size_t),
+                         const void *ctx)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, s = i;
+        if (l < nh && less(ctx, heap[l], heap[s]))
+            s = l;
+        if (l + 1 < nh && less(ctx, heap[l + 1], heap[s]))
+            s = l + 1;
+        if (s == i)
+            return;
+        size_t t = heap[i];
+        heap[i] = heap[s];
+        heap[s] = t;
+        i = s;
+    }
+}
+
 /* ------------------------------------------------------------------ key spools */
 
 PF_INLINE uint64_t ke_units(const uint8_t *e) { return pf_ld64(e + KE_UNITS) >> 3; }
@@ -542,22 +567,15 @@ typedef struct kmerge {
     size_t nh;
 } kmerge;
 
+static int kmerge_less(const void *ctx, size_t a, size_t b)
+{
+    const kmerge *m = (const kmerge *)ctx;
+    return ke_cmp(m->r[a].cur, m->r[b].cur) < 0;
+}
+
 static void kmerge_sift(kmerge *m, size_t i)
 {
-    for (;;) {
-        size_t l = 2 * i + 1, s = i;
-        if (l < m->nh && ke_cmp(m->r[m->heap[l]].cur, m->r[m->heap[s]].cur) < 0)
-            s = l;
-        if (l + 1 < m->nh &&
-            ke_cmp(m->r[m->heap[l + 1]].cur, m->r[m->heap[s]].cur) < 0)
-            s = l + 1;
-        if (s == i)
-            return;
-        size_t t = m->heap[i];
-        m->heap[i] = m->heap[s];
-        m->heap[s] = t;
-        i = s;
-    }
+    heap_sift(m->heap, m->nh, i, kmerge_less, m);
 }
 
 static void kmerge_free(kmerge *m)
@@ -731,26 +749,15 @@ typedef struct merger {
     size_t nh;
 } merger;
 
-PF_INLINE int head_less(const merger *m, size_t a, size_t b)
+static int head_less(const void *ctx, size_t a, size_t b)
 {
+    const merger *m = (const merger *)ctx;
     return m->hh[a] < m->hh[b] || (m->hh[a] == m->hh[b] && m->ho[a] < m->ho[b]);
 }
 
 static void sift_down(merger *m, size_t i)
 {
-    for (;;) {
-        size_t l = 2 * i + 1, s = i;
-        if (l < m->nh && head_less(m, m->heap[l], m->heap[s]))
-            s = l;
-        if (l + 1 < m->nh && head_less(m, m->heap[l + 1], m->heap[s]))
-            s = l + 1;
-        if (s == i)
-            return;
-        size_t t = m->heap[i];
-        m->heap[i] = m->heap[s];
-        m->heap[s] = t;
-        i = s;
-    }
+    heap_sift(m->heap, m->nh, i, head_less, m);
 }
 
 static void merger_free(merger *m)
