@@ -29,6 +29,25 @@ static void put_int_str(pf_builder *b, int64_t k, const char *v)
     REQUIRE(pf_builder_end(b, NULL) == PF_OK);
 }
 
+/* b[k] = v, str -> int */
+static void put_str_int(pf_builder *b, const char *k, int64_t v)
+{
+    REQUIRE(pf_builder_begin(b, NULL) == PF_OK);
+    put_str(b, k);
+    REQUIRE(pf_builder_key_done(b, NULL) == PF_OK);
+    REQUIRE(pf_write_int(pf_builder_writer(b), v, NULL) == PF_OK);
+    REQUIRE(pf_builder_end(b, NULL) == PF_OK);
+}
+
+/* b[k] = a nested dict level, str key */
+static void open_str_dict(pf_builder *b, const char *k)
+{
+    REQUIRE(pf_builder_begin(b, NULL) == PF_OK);
+    put_str(b, k);
+    REQUIRE(pf_builder_key_done(b, NULL) == PF_OK);
+    REQUIRE(pf_builder_open(b, PF_DICT, NULL) == PF_OK);
+}
+
 typedef struct want_int {
     int64_t k;
 } want_int;
@@ -293,16 +312,9 @@ static void test_ordered(void)
         for (int64_t i = 0; i < n; i += pass ? 7 : 1) {
             const int64_t x = pass ? i : (i * 7919) % n;
             snprintf(k, sizeof k, "key%06lld", (long long)x);
-            REQUIRE(pf_builder_begin(b, NULL) == PF_OK);
-            put_str(b, k);
-            REQUIRE(pf_builder_key_done(b, NULL) == PF_OK);
-            REQUIRE(pf_write_int(w, pass ? -x : x, NULL) == PF_OK);
-            REQUIRE(pf_builder_end(b, NULL) == PF_OK);
+            put_str_int(b, k, pass ? -x : x);
         }
-    REQUIRE(pf_builder_begin(b, NULL) == PF_OK);
-    put_str(b, "nested");
-    REQUIRE(pf_builder_key_done(b, NULL) == PF_OK);
-    REQUIRE(pf_builder_open(b, PF_DICT, NULL) == PF_OK);
+    open_str_dict(b, "nested");
     for (int i = 999; i >= 0; i--) {
         snprintf(k, sizeof k, "b%d", i);
         REQUIRE(pf_builder_begin(b, NULL) == PF_OK);
@@ -312,10 +324,7 @@ static void test_ordered(void)
         REQUIRE(pf_builder_end(b, NULL) == PF_OK);
     }
     REQUIRE(pf_builder_close(b, NULL) == PF_OK);
-    REQUIRE(pf_builder_begin(b, NULL) == PF_OK);
-    put_str(b, "mixed");
-    REQUIRE(pf_builder_key_done(b, NULL) == PF_OK);
-    REQUIRE(pf_builder_open(b, PF_DICT, NULL) == PF_OK);
+    open_str_dict(b, "mixed");
     put_int_str(b, 1, "one");
     REQUIRE(pf_builder_begin(b, NULL) == PF_OK);
     put_str(b, "two");
@@ -384,25 +393,13 @@ static void test_ordered(void)
      * nothing is left behind (and, under the sanitizers, nothing leaks). */
     const int before = count_entries();
     CHECK_RC(pf_builder_new_ex(p, PF_DICT, MIB, PF_BUILD_ORDERED, &b, &e), PF_OK);
-    w = pf_builder_writer(b);
     for (int64_t x = 0; x < 20000; x++) {
         snprintf(k, sizeof k, "k%06lld", (long long)((x * 7919) % 20000));
-        REQUIRE(pf_builder_begin(b, NULL) == PF_OK);
-        put_str(b, k);
-        REQUIRE(pf_builder_key_done(b, NULL) == PF_OK);
-        REQUIRE(pf_write_int(w, x, NULL) == PF_OK);
-        REQUIRE(pf_builder_end(b, NULL) == PF_OK);
+        put_str_int(b, k, x);
     }
-    REQUIRE(pf_builder_begin(b, NULL) == PF_OK);
-    put_str(b, "open");
-    REQUIRE(pf_builder_key_done(b, NULL) == PF_OK);
-    REQUIRE(pf_builder_open(b, PF_DICT, NULL) == PF_OK);
+    open_str_dict(b, "open");
     put_int_str(b, 1, "a key of another kind: this level is not ordered");
-    REQUIRE(pf_builder_begin(b, NULL) == PF_OK);
-    put_str(b, "z");
-    REQUIRE(pf_builder_key_done(b, NULL) == PF_OK);
-    REQUIRE(pf_write_int(w, 0, NULL) == PF_OK);
-    REQUIRE(pf_builder_end(b, NULL) == PF_OK);
+    put_str_int(b, "z", 0);
     pf_builder_free(b);
     CHECK(count_entries() == before);
 }
