@@ -1282,29 +1282,53 @@ int pf_builder_key_done(pf_builder *b, pf_error *err)
     return PF_OK;
 }
 
+/* Level l's key entries, as the (hash, offset) pairs of its hash spool
+ * (in key order: the spool sorts them by hash anyway). */
+static int keys_to_items(pf_builder *b, level *l, pf_error *err)
+{
+    kmerge m;
+    int rc = kmerge_init(b, &m, &l->keys, err);
+    const uint8_t *e;
+    while (rc == PF_OK && (e = kmerge_top(&m)) != NULL) {
+        rc = spool_push(b, &l->items, pf_ld64(e + KE_HASH), pf_ld64(e + KE_OFF), err);
+        if (rc == PF_OK)
+            rc = kmerge_pop(b, &m, err);
+    }
+    kmerge_free(&m);
+    return rc;
+}
+
 /* The record [rec_start, out_pos) of the top level is complete. */
 static int record_done(pf_builder *b, uint64_t rec_start, uint64_t hash,
                        pf_error *err)
 {
     level *l = &b->levels[b->depth - 1];
-    int rc = spool_push(b, &l->items, l->type == PF_T_DICT ? hash
-                                                          : rec_start - l->body,
-                        rec_start - l->body, err);
-    if (rc == PF_OK && b->ordered && l->type == PF_T_DICT && l->okind >= 0) {
-        if (!b->pk.kind || (l->okind && b->pk.kind != l->okind)) {
-            l->okind = -1; /* keys of two kinds: no order for this level */
-            kspool_free(b, &l->keys);
-        } else {
+    int rc = PF_OK;
+    if (b->ordered && l->type == PF_T_DICT && l->okind >= 0) {
+        /* An ordered level keeps its records' key entries only (they hold
+         * the hash and offset too); a key of another kind ends its order,
+         * and the entries become the hash spool of an unordered level. */
+        if (b->pk.kind && (!l->okind || b->pk.kind == l->okind)) {
             uint8_t *e = b->pk.p;
             l->okind = b->pk.kind;
             pf_st64(e + KE_INS, l->count);
             pf_st64(e + KE_OFF, rec_start - l->body);
             pf_st64(e + KE_LEN, out_pos(b) - rec_start);
-            rc = kspool_push(b, &l->keys, e, err);
+            if ((rc = kspool_push(b, &l->keys, e, err)) != PF_OK)
+                return broken(b, rc);
+            goto counted;
         }
+        l->okind = -1;
+        rc = keys_to_items(b, l, err);
+        kspool_free(b, &l->keys);
     }
+    if (rc == PF_OK)
+        rc = spool_push(b, &l->items, l->type == PF_T_DICT ? hash
+                                                          : rec_start - l->body,
+                        rec_start - l->body, err);
     if (rc != PF_OK)
         return broken(b, rc);
+counted:
     l->count++;
     b->entries++;
     b->state = ST_IDLE;

@@ -386,3 +386,18 @@ def test_builder_list_root_with_ordered_dict_levels(tmp_path):
         ["x", "y"]]
     assert list(view[0]) == ["pear", "apple", "peach", "pea"]
     assert view[1].longest_prefix("peaches") == ("peach", 1)
+
+
+def test_builder_level_that_loses_its_order_late(tmp_path):
+    """30,000 str keys in 1 MiB (key entries spilled to runs), then an int
+    key: the level ends unordered, its hash index made from the key
+    entries; keys written again keep their place and take the last value."""
+    path = tmp_path / "late.pf"
+    entries = [("k%05d" % ((i * 7919) % 30000), i) for i in range(30000)]
+    entries += [(7, "an int key"), ("k00003", "again"), ("new", None), ("k29999", "again")]
+    d = _build(path, entries, memory=1 << 20)
+    view = pf.open(path)
+    assert list(view.items()) == list(d.items()) and len(view) == 30002
+    assert all(view[k] == v for k, v in d.items())
+    with pytest.raises(pf.NoOrderedIndexError):
+        view.sorted_keys()
