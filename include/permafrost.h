@@ -299,6 +299,13 @@ int pf_record_next(const pf_image *img, const pf_val *c, uint64_t *cursor,
  * image's hash seed. Only key types (R21) hash; others give PF_ETYPE. */
 int pf_hash_at(const pf_image *img, uint64_t pos, uint64_t *hash, pf_error *err);
 
+/* The 8-byte key prefix of the order samples (R36): key's first code
+ * units (n of `width` bytes) as UTF-8 (okind PF_ORDER_STR) or bytes,
+ * zero-padded. Compared as bytes, two prefixes order their keys as R36
+ * does, except that equal prefixes decide nothing. */
+void pf_order_prefix(const void *key, size_t n, int width, int okind,
+                     uint8_t out[8]);
+
 /* Ordered containers (R36): c->u.c.okind != 0. A key to search for is
  * given as code units: `n` units of `width` bytes (1, 2 or 4) for a str
  * container, bytes (width 1) for a bytes one. Records are met in sorted
@@ -314,12 +321,6 @@ int pf_hash_at(const pf_image *img, uint64_t pos, uint64_t *hash, pf_error *err)
  *   *common, the length of their common prefix in units.
  * pf_ordered_longest_prefix: the longest stored key that is a prefix of
  *   key: 1 with its rank, offsets and length in units; 0 if none. */
-/* The 8-byte key prefix of the order samples (R36): key's first code
- * units (n of `width` bytes) as UTF-8 (okind PF_ORDER_STR) or bytes,
- * zero-padded. Compared as bytes, two prefixes order their keys as R36
- * does, except that equal prefixes decide nothing. */
-void pf_order_prefix(const void *key, size_t n, int width, int okind,
-                     uint8_t out[8]);
 int pf_ordered_seek(const pf_image *img, const pf_val *c, const void *key,
                     size_t n, int width, int after, uint64_t *rank,
                     uint64_t *pos, pf_error *err);

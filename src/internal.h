@@ -314,7 +314,6 @@ int pf_key_extent(const pf_range *r, uint64_t pos, uint64_t *hash,
 int pf_range_record_next(const pf_range *r, const pf_val *c, uint64_t *cursor,
                          uint64_t *key_pos, uint64_t *val_pos, pf_error *err);
 
-/* Python equality of the keys stored at a and b (verify.c; R21). */
 /* Threads (os.c): pf_thread_start runs fn(arg) on a new thread (PF_OK, or
  * PF_ENOMEM / PF_EIO with no thread); pf_thread_join waits for it and
  * frees it. pf_cpu_count: the processors online (at least 1). */
@@ -352,6 +351,8 @@ uint64_t pf_perm_get(const uint8_t *perm, uint64_t i, unsigned pbits);
 #define PF_ORDER_MAX_SSHIFT 6
 /* The sample shift the writers use (R36). */
 #define PF_ORDER_SSHIFT 4
+
+/* Python equality of the keys stored at a and b (verify.c; R21). */
 int pf_keys_equal(const pf_range *r, uint64_t a, uint64_t b, int *eq,
                   pf_error *err);
 
