@@ -322,12 +322,24 @@ int pf_thread_start(pf_thread **out, void (*fn)(void *), void *arg);
 void pf_thread_join(pf_thread *t);
 unsigned pf_cpu_count(void);
 
+/* Big zeroed work memory (os.c): n bytes reading as zeros, NULL when out
+ * of memory; pf_os_zfree takes the same n. Its pages are made ahead, in
+ * huge pages where the OS allows: for bitmaps that threads read and write
+ * at random (verify.c). */
+void *pf_os_zalloc(size_t n);
+void pf_os_zfree(void *p, size_t n);
+
 /* The full check with at most `threads` threads (0: as many as the
  * processors, up to 8); pf_image_verify is pf_verify_ex(img, stats, 0,
  * err). A big root container is split between them; the answer is the
  * same whatever the count. */
 int pf_verify_ex(const pf_image *img, pf_verify_stats *stats, unsigned threads,
                  pf_error *err);
+/* ... whose keys wait for their slot checks in batches of at most `batch`
+ * (0: the default, 2^20): for tests, which need several batches from a
+ * small image. */
+int pf_verify_batch(const pf_image *img, pf_verify_stats *stats,
+                    unsigned threads, uint32_t batch, pf_error *err);
 
 /* Code unit k of code units of `width` bytes (1, 2 or 4) at p: a str's
  * code points as stored (R15), or bytes. */

@@ -672,6 +672,19 @@ void pf_thread_join(pf_thread *t)
     free(t);
 }
 
+void *pf_os_zalloc(size_t n)
+{
+    /* committed pages read as zeros; each is made on first touch */
+    return VirtualAlloc(NULL, n ? n : 1, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE);
+}
+
+void pf_os_zfree(void *p, size_t n)
+{
+    (void)n;
+    if (p)
+        VirtualFree(p, 0, MEM_RELEASE);
+}
+
 unsigned pf_cpu_count(void)
 {
     SYSTEM_INFO si;
@@ -1281,6 +1294,42 @@ void pf_thread_join(pf_thread *t)
 {
     pthread_join(t->t, NULL);
     free(t);
+}
+
+/* Below this, pf_os_zalloc is calloc; from it, its own mapping. */
+#define ZALLOC_MAP_MIN ((size_t)1 << 20)
+#ifndef MAP_ANONYMOUS
+#define MAP_ANONYMOUS MAP_ANON
+#endif
+
+void *pf_os_zalloc(size_t n)
+{
+    if (n < ZALLOC_MAP_MIN)
+        return calloc(n ? n : 1, 1);
+    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+#if defined(MADV_HUGEPAGE)
+    (void)madvise(p, n, MADV_HUGEPAGE); /* a hint: fewer TLB misses */
+#endif
+    /* Each page written once now: a page first read would be the shared
+     * zero page, and its first write later a copy whose TLB flush
+     * interrupts every other thread of the process. */
+    volatile uint8_t *b = (volatile uint8_t *)p;
+    for (size_t k = 0; k < n; k += 4096)
+        b[k] = 0;
+    return p;
+}
+
+void pf_os_zfree(void *p, size_t n)
+{
+    if (!p)
+        return;
+    if (n < ZALLOC_MAP_MIN)
+        free(p);
+    else
+        munmap(p, n);
 }
 
 unsigned pf_cpu_count(void)

@@ -26,10 +26,15 @@
 #include "internal.h"
 
 #define MAX_FRAMES (UINT64_C(1) << 24)
-/* Keys whose slot check waits while their home slot is fetched: a random
- * access into a big table misses the cache, and this many in flight hide
- * most of that latency. */
-#define RING 16
+/* A container's keys wait, (hash, offset) each, for their slot checks:
+ * at most this many, then they are checked together, in the order of
+ * their home slots (see flush_keys). */
+#define BATCH_MAX (UINT32_C(1) << 20)
+/* ... in groups whose home slots span at most this many table bytes */
+#define WINDOW_BYTES 16384
+/* Keys met on the way that wait to be read (check_other): at most this
+ * many, then they are read */
+#define SUS_MAX (UINT32_C(1) << 18)
 
 #if defined(__GNUC__) || defined(__clang__)
 #define PREFETCH(p) __builtin_prefetch(p)
@@ -42,6 +47,14 @@
 #define IS_SEQ(t) ((t) == PF_TUPLE || (t) == PF_OBJECT || (t) == PF_ARRAY || \
                    (t) == PF_KEYED)
 #define IS_CONTAINER(t) ((t) >= PF_LIST && (t) <= PF_FROZENSET)
+
+typedef struct skey {
+    uint64_t h, kp;     /* a key's hash, its offset */
+} skey;
+
+typedef struct suspect {
+    uint64_t other, kp, h;
+} suspect;
 
 typedef struct vframe {
     uint64_t pos;       /* the tuple or container */
@@ -61,8 +74,8 @@ typedef struct vframe {
     uint64_t oprev;     /* ... the key before, or 0 */
     uint64_t stop;      /* a range of the root's records (a thread's share):
                            where the next range starts; else 0 */
-    uint64_t *ring;     /* slot table: RING (key pos, hash) pairs waiting */
-    uint32_t ring_head, ring_n;
+    struct skey *batch; /* slot table: keys waiting for their check */
+    uint32_t nbatch, batch_cap;
     uint64_t small_hash[8]; /* containers without a slot table: key hashes */
     uint64_t small_pos[8];
 } vframe;
@@ -76,8 +89,17 @@ typedef struct vctx {
     uint8_t *vstr;      /* one byte per VALUES entry: 1 if it leads to a
                            short string checked (the SREFs' own map, small
                            enough to stay in the cache) */
+    /* Threads share strs and vstr (a REF in one range mostly leads to a
+     * string of an earlier range): a bit is set only after its string is
+     * checked, by a plain load and store, so a race loses at most a bit,
+     * and a lost bit costs a second check, never a wrong answer. */
     vframe *stack;
     uint64_t depth, cap;
+    skey *sorted;       /* flush_keys' work: a batch in home-slot order */
+    uint32_t sorted_cap;
+    struct suspect *sus; /* keys met in slots, to compare (check_other) */
+    uint32_t nsus, sus_cap;
+    uint32_t batch_max; /* a batch's most keys, BATCH_MAX but in tests */
     pf_verify_stats *st;
     pf_error *err;
     int shared;         /* seen is shared with other threads */
@@ -87,8 +109,12 @@ typedef struct vctx {
 #if defined(_MSC_VER)
 #include <intrin.h>
 #define OR8(p, b) ((uint8_t)_InterlockedOr8((volatile char *)(p), (char)(b)))
+#define LD8(p) (*(volatile uint8_t *)(p))
+#define ST8(p, x) (*(volatile uint8_t *)(p) = (uint8_t)(x))
 #else
 #define OR8(p, b) __atomic_fetch_or((p), (uint8_t)(b), __ATOMIC_RELAXED)
+#define LD8(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define ST8(p, x) __atomic_store_n((p), (uint8_t)(x), __ATOMIC_RELAXED)
 #endif
 
 static int seen_test_set(vctx *v, uint64_t pos)
@@ -338,7 +364,7 @@ static int check_scalar(vctx *v, uint64_t pos, const pf_val *x)
 
 /* ------------------------------------------------------- slots */
 
-static int short_str_ok(vctx *v, uint64_t q, uint64_t *end);
+static int short_str_ok(vctx *v, uint64_t q, uint64_t *end, int mark);
 
 /* The hash of the key at pos; a value that cannot be a key is corrupt.
  * The commonest key, a short ASCII str, is hashed here: then *short_end
@@ -346,7 +372,7 @@ static int short_str_ok(vctx *v, uint64_t q, uint64_t *end);
 static int key_hash(vctx *v, uint64_t pos, uint64_t *h, uint64_t *short_end)
 {
     uint64_t e = 0;
-    if (pos >= v->r->start && pos < v->r->end && short_str_ok(v, pos, &e)) {
+    if (pos >= v->r->start && pos < v->r->end && short_str_ok(v, pos, &e, short_end != NULL)) {
         *h = pf_hash_str(v->r->seed, v->r->base + pos + 1, (size_t)(e - pos - 1), 1);
         if (short_end)
             *short_end = e;
@@ -360,28 +386,122 @@ static int key_hash(vctx *v, uint64_t pos, uint64_t *h, uint64_t *short_end)
     return rc;
 }
 
-/* Record `kp` of frame f, whose key hashes to h: found again from its home
- * slot (R22), and no equal key on its way. */
-static int check_slot(vctx *v, vframe *f, uint64_t kp, uint64_t h)
+/* Record `kp` of frame f, a container without a slot table, whose key
+ * hashes to h: no equal key before it (R21), at most 8 records (R22). */
+static int check_small(vctx *v, vframe *f, uint64_t kp, uint64_t h)
 {
-    const pf_range *r = v->r;
     int rc, eq;
-    if (f->nslots == 0) {
-        if (f->i >= 8)
-            return PF_CORRUPT(v->err, "more than 8 records without a slot "
-                              "table (R22)", f->pos);
-        for (uint64_t j = 0; j < f->i; j++) {
-            if (f->small_hash[j] != h)
-                continue;
-            if ((rc = keys_equal(v->r, v->err, f->small_pos[j], kp, 0, &eq)) != PF_OK)
+    if (f->i >= 8)
+        return PF_CORRUPT(v->err, "more than 8 records without a slot "
+                          "table (R22)", f->pos);
+    for (uint64_t j = 0; j < f->i; j++) {
+        if (f->small_hash[j] != h)
+            continue;
+        if ((rc = keys_equal(v->r, v->err, f->small_pos[j], kp, 0, &eq)) != PF_OK)
+            return rc;
+        if (eq)
+            return PF_CORRUPT(v->err, "two equal keys in one container (R21)", kp);
+    }
+    f->small_hash[f->i] = h;
+    f->small_pos[f->i] = kp;
+    return PF_OK;
+}
+
+/* A group of a batch of keys (flush_keys): keys [lo, hi] of the body,
+ * every record whose key lies there is in the batch, and those whose
+ * hashes share their top bits with the group's are g[0..n), in the
+ * order of their offsets. */
+typedef struct sgroup {
+    const skey *g;
+    uint32_t n;
+    uint64_t lo, hi;
+} sgroup;
+
+static int cmp_other(const void *a, const void *b)
+{
+    const uint64_t x = ((const suspect *)a)->other, y = ((const suspect *)b)->other;
+    return x < y ? -1 : x > y;
+}
+
+/* Each suspect's key `other`: of a key type, and if its hash is h, not
+ * equal to key kp (check_other). */
+static int resolve_suspects(vctx *v)
+{
+    const uint32_t n = v->nsus;
+    if (n == 0)
+        return PF_OK;
+    v->nsus = 0;
+    qsort(v->sus, n, sizeof *v->sus, cmp_other);
+    for (uint32_t k = 0; k < n; k++) {
+        if (k + 8 < n)
+            PREFETCH(v->r->base + v->sus[k + 8].other);
+        uint64_t h2;
+        int rc, eq;
+        if ((rc = key_hash(v, v->sus[k].other, &h2, NULL)) != PF_OK)
+            return rc;
+        if (h2 != v->sus[k].h)
+            continue;
+        if ((rc = keys_equal(v->r, v->err, v->sus[k].other, v->sus[k].kp, 0, &eq)) != PF_OK)
+            return rc;
+        if (eq)
+            return PF_CORRUPT(v->err, "two equal keys in one container (R21)",
+                              v->sus[k].kp);
+    }
+    return PF_OK;
+}
+
+/* The key at `other` was met on the way to key kp of hash h, in a slot of
+ * h's tag: is it an equal key (R21)? It may be only if its hash is h. A
+ * record of the batch has its hash in the group, or is of another group
+ * (not h); a slot that leads to no record's key at all is one more than
+ * the records that have their own, which count_slots reports. Any other
+ * record waits in the suspects, read later in the order of their offsets
+ * (resolve_suspects): a record read here would be a read at random. */
+static int check_other(vctx *v, const sgroup *gr, uint64_t other, uint64_t kp,
+                       uint64_t h)
+{
+    if (other < gr->lo || other > gr->hi) {
+        if (v->nsus == v->sus_cap && v->sus_cap < SUS_MAX) {
+            const uint32_t cap = v->sus_cap ? 2 * v->sus_cap : 1024;
+            suspect *p = (suspect *)realloc(v->sus, (size_t)cap * sizeof *p);
+            if (!p)
+                return pf_fail(v->err, PF_ENOMEM, "out of memory for the verify "
+                               "slot check", 0);
+            v->sus = p;
+            v->sus_cap = cap;
+        } else if (v->nsus == v->sus_cap) {
+            int rc = resolve_suspects(v);
+            if (rc != PF_OK)
                 return rc;
-            if (eq)
-                return PF_CORRUPT(v->err, "two equal keys in one container (R21)", kp);
         }
-        f->small_hash[f->i] = h;
-        f->small_pos[f->i] = kp;
+        v->sus[v->nsus].other = other;
+        v->sus[v->nsus].kp = kp;
+        v->sus[v->nsus].h = h;
+        v->nsus++;
         return PF_OK;
     }
+    uint32_t a = 0, z = gr->n;
+    while (a < z) {
+        const uint32_t mid = a + (z - a) / 2;
+        if (gr->g[mid].kp < other)
+            a = mid + 1;
+        else
+            z = mid;
+    }
+    int eq = 0, rc = PF_OK;
+    if (a < gr->n && gr->g[a].kp == other && gr->g[a].h == h &&
+        (rc = keys_equal(v->r, v->err, other, kp, 0, &eq)) == PF_OK && eq)
+        rc = PF_CORRUPT(v->err, "two equal keys in one container (R21)", kp);
+    return rc;
+}
+
+/* Record `kp` of frame f, whose key hashes to h: found again from its home
+ * slot (R22), and no equal key on its way. */
+static int check_slot(vctx *v, vframe *f, const sgroup *gr, uint64_t kp,
+                      uint64_t h)
+{
+    const pf_range *r = v->r;
+    int rc;
     const unsigned ibits = pf_bitlen64(f->body_len);
     const unsigned tagbits = 8u * f->width - ibits;
     const uint64_t tag = tagbits >= 64 ? h : h & ((1ull << tagbits) - 1);
@@ -401,16 +521,8 @@ static int check_slot(vctx *v, vframe *f, uint64_t kp, uint64_t h)
             if (ro == 0 || ro - 1 >= f->body_len)
                 return PF_CORRUPT(v->err, "slot record offset outside the "
                                   "body (R24)", f->table + s * f->width);
-            uint64_t other = f->body + ro - 1, h2;
-            if ((rc = key_hash(v, other, &h2, NULL)) != PF_OK)
+            if ((rc = check_other(v, gr, f->body + ro - 1, kp, h)) != PF_OK)
                 return rc;
-            if (h2 == h) {
-                if ((rc = keys_equal(v->r, v->err, other, kp, 0, &eq)) != PF_OK)
-                    return rc;
-                if (eq)
-                    return PF_CORRUPT(v->err, "two equal keys in one container "
-                                      "(R21)", kp);
-            }
         }
         if (++s == f->nslots)
             s = 0;
@@ -534,36 +646,116 @@ static int push(vctx *v, const pf_val *x, int inline_in)
     }
     if (!f->nslots)
         return PF_OK;
-    f->ring = (uint64_t *)malloc(RING * 2 * sizeof(uint64_t));
-    if (!f->ring)
-        return pf_fail(v->err, PF_ENOMEM, "out of memory for the verify stack", 0);
     return count_slots(v, f);
 }
 
-/* Key kp of f hashes to h: its slot check is queued while its home slot
- * is fetched; the oldest queued key is checked when the queue is full
- * (all = 1: every queued key, at the end of the container). */
-static int queue_slot(vctx *v, vframe *f, uint64_t kp, uint64_t h, int all)
+/* Checks the keys waiting in f's batch (check_slot), all of them now, in
+ * the order of their home slots rather than of their records: one at a
+ * time, each would read the table at random, mostly outside the cache.
+ * They are sorted by the top bits of their hashes, which give their home
+ * slots (pf_mulhi64 keeps the order), into groups whose home slots lie in
+ * a window of the table that the L1 cache holds; the next group's window
+ * is fetched while a group is checked. The batch's keys are records one
+ * after another: a slot met on the way that leads to one of them finds
+ * its hash in its group, or knows it is of another group, with no read of
+ * that record. */
+static int flush_keys(vctx *v, vframe *f)
+{
+    const uint32_t n = f->nbatch;
+    if (n == 0)
+        return PF_OK;
+    f->nbatch = 0;
+    const uint64_t tbytes = f->nslots * f->width;
+    unsigned bits = 0;
+    while (bits < 16 && (tbytes >> bits) > WINDOW_BYTES && (n >> bits) >= 64)
+        bits++;
+    const uint32_t ng = UINT32_C(1) << bits;
+    uint32_t *start = (uint32_t *)calloc((size_t)ng + 1, sizeof *start);
+    if (!start)
+        return pf_fail(v->err, PF_ENOMEM, "out of memory for the verify slot check", 0);
+    const skey *in = f->batch, *keys = in;
+    if (bits > 0) {                     /* a counting sort, stable */
+        const unsigned shift = 64 - bits;
+        if (v->sorted_cap < n) {
+            pf_os_zfree(v->sorted, (size_t)v->sorted_cap * sizeof(skey));
+            v->sorted = (skey *)pf_os_zalloc((size_t)n * sizeof(skey));
+            v->sorted_cap = v->sorted ? n : 0;
+            if (!v->sorted) {
+                free(start);
+                return pf_fail(v->err, PF_ENOMEM, "out of memory for the verify "
+                               "slot check", 0);
+            }
+        }
+        for (uint32_t k = 0; k < n; k++)
+            start[(in[k].h >> shift) + 1]++;
+        for (uint32_t g = 0; g < ng; g++)
+            start[g + 1] += start[g];
+        for (uint32_t k = 0; k < n; k++) /* start[g]: group g's next place */
+            v->sorted[start[in[k].h >> shift]++] = in[k];
+        for (uint32_t g = ng; g > 0; g--) /* back to group g's first */
+            start[g] = start[g - 1];
+        start[0] = 0;
+        keys = v->sorted;
+    } else {
+        start[1] = n;
+    }
+    int rc = PF_OK;
+    sgroup gr;
+    gr.lo = in[0].kp;
+    gr.hi = in[n - 1].kp;
+    const uint8_t *table = v->r->base + f->table;
+    const int fetch = bits > 0 && (tbytes >> bits) <= WINDOW_BYTES;
+    for (uint32_t g = 0; g < ng && rc == PF_OK; g++) {
+        if (fetch && g + 1 < ng) { /* the next group's window */
+            const uint64_t a = pf_mulhi64((uint64_t)(g + 1) << (64 - bits), f->nslots);
+            const uint64_t z = g + 2 < ng
+                ? pf_mulhi64((uint64_t)(g + 2) << (64 - bits), f->nslots) : f->nslots;
+            for (uint64_t o = a * f->width; o < z * f->width; o += 64)
+                PREFETCH(table + o);
+        }
+        gr.g = keys + start[g];
+        gr.n = start[g + 1] - start[g];
+        for (uint32_t k = 0; k < gr.n && rc == PF_OK; k++)
+            rc = check_slot(v, f, &gr, gr.g[k].kp, gr.g[k].h);
+    }
+    free(start);
+    return rc;
+}
+
+/* Key kp of f hashes to h: checked now without a slot table, else it
+ * waits in f's batch (flush_keys). */
+static int add_key(vctx *v, vframe *f, uint64_t kp, uint64_t h)
 {
     if (!f->nslots)
-        return check_slot(v, f, kp, h);
-    if (!all) {
-        PREFETCH(v->r->base + f->table + pf_mulhi64(h, f->nslots) * f->width);
-        const uint32_t at = (f->ring_head + f->ring_n) % RING;
-        f->ring[2 * at] = kp;
-        f->ring[2 * at + 1] = h;
-        if (++f->ring_n < RING)
-            return PF_OK;
+        return check_small(v, f, kp, h);
+    if (f->nbatch == f->batch_cap) {
+        if (f->batch) {
+            int rc = flush_keys(v, f);
+            if (rc != PF_OK)
+                return rc;
+        } else {
+            const uint32_t cap = f->count == 0 ? 1
+                                 : f->count < v->batch_max ? (uint32_t)f->count
+                                                           : v->batch_max;
+            f->batch = (skey *)pf_os_zalloc((size_t)cap * sizeof(skey));
+            if (!f->batch)
+                return pf_fail(v->err, PF_ENOMEM, "out of memory for the verify "
+                               "slot check", 0);
+            f->batch_cap = cap;
+        }
     }
-    while (f->ring_n > 0) {
-        const uint32_t at = f->ring_head;
-        f->ring_head = (f->ring_head + 1) % RING;
-        f->ring_n--;
-        int rc = check_slot(v, f, f->ring[2 * at], f->ring[2 * at + 1]);
-        if (rc != PF_OK || !all)
-            return rc;
-    }
+    f->batch[f->nbatch].h = h;
+    f->batch[f->nbatch].kp = kp;
+    f->nbatch++;
     return PF_OK;
+}
+
+/* f's batch, gone */
+static void free_batch(vframe *f)
+{
+    pf_os_zfree(f->batch, (size_t)f->batch_cap * sizeof(skey));
+    f->batch = NULL;
+    f->batch_cap = f->nbatch = 0;
 }
 
 /* Is the object at t an object of kind 2 or 3 whose arguments (its first
@@ -616,7 +808,7 @@ static int tuple_cycle(const vctx *v, uint64_t t)
  * (its frame sets the parent's next when it ends). */
 /* A short ASCII string (R15) at q, the commonest value: checked here
  * without a decode; 0 if it is not one (the caller decodes it). */
-static int short_str_ok(vctx *v, uint64_t q, uint64_t *end)
+static int short_str_ok(vctx *v, uint64_t q, uint64_t *end, int mark)
 {
     const pf_range *r = v->r;
     const unsigned t = r->base[q];
@@ -628,8 +820,11 @@ static int short_str_ok(vctx *v, uint64_t q, uint64_t *end)
     if (!pf_all_ascii(r->base + q + 1, n))
         return 0;
     *end = q + 1 + n;
-    const uint64_t k = q - r->start;
-    v->strs[k >> 3] |= (uint8_t)(1u << (k & 7));
+    if (mark) {
+        const uint64_t k = q - r->start;
+        uint8_t *b = &v->strs[k >> 3];
+        ST8(b, LD8(b) | (1u << (k & 7)));
+    }
     return 1;
 }
 
@@ -654,7 +849,7 @@ static int ref_to_str(vctx *v, uint64_t q, uint64_t *end)
     } else {
         if (d >= r->vcount)
             return 0;
-        if (v->vstr[d]) {
+        if (LD8(&v->vstr[d])) {
             *end = q + 1 + vl;
             return 1;
         }
@@ -663,11 +858,87 @@ static int ref_to_str(vctx *v, uint64_t q, uint64_t *end)
             return 0;
     }
     const uint64_t k = target - r->start;
-    if (!(v->strs[k >> 3] & (1u << (k & 7))))
+    if (!(LD8(&v->strs[k >> 3]) & (1u << (k & 7))))
         return 0;
     if (t == PF_T_SREF)
-        v->vstr[d] = 1;
+        ST8(&v->vstr[d], 1);
     *end = q + 1 + vl;
+    return 1;
+}
+
+/* The commonest values, checked here with no decode: a short ASCII
+ * string, a REF to one already checked (ref_to_str), None, a bool, an int
+ * in its fewest bytes (R16), a float, a decimal float (R25). 1 and *end
+ * past it, counted; 0 if q holds anything else, or holds one of these in
+ * a form that the full decode (visit) will report, counting nothing. */
+static int fast_scalar(vctx *v, uint64_t q, uint64_t *end)
+{
+    const pf_range *r = v->r;
+    if (q < r->start || q >= r->end)
+        return 0;
+    const unsigned t = r->base[q];
+    const uint64_t avail = r->end - q - 1;
+    if (t >= PF_T_SHORT_STR) {
+        if (!short_str_ok(v, q, end, 1))
+            return 0;
+    } else if (t - PF_T_INT1 <= (unsigned)(PF_T_INT8 - PF_T_INT1)) {
+        const unsigned n = t - (PF_T_INT1 - 1);
+        if (n > avail || avail < 8)
+            return 0;
+        if (n > 1) {             /* fewest bytes: not within n - 1 bytes */
+            const unsigned sh = 64 - 8 * n;
+            const int64_t x = (int64_t)(pf_ld64(r->base + q + 1) << sh) >> sh;
+            const int64_t lim = (int64_t)1 << (8 * (n - 1) - 1);
+            if (x >= -lim && x < lim)
+                return 0;
+        }
+        *end = q + 1 + n;
+    } else if (t == PF_T_REF || t == PF_T_SREF) {
+        if (!ref_to_str(v, q, end))
+            return 0;
+    } else if (t <= PF_T_TRUE) {
+        *end = q + 1;
+    } else if (t == PF_T_FLOAT) {
+        if (avail < 8)
+            return 0;
+        *end = q + 9;
+    } else if (t - PF_T_DEC0 <= (unsigned)(PF_T_DEC9 - PF_T_DEC0)) {
+        uint64_t z;
+        const unsigned vl = pf_varint_get(r->base + q + 1, avail, &z);
+        if (!vl || (z >> 1) + (z & 1) >= PF_DEC_M_LIMIT)
+            return 0;
+        *end = q + 1 + vl;
+    } else {
+        return 0;
+    }
+    v->st->values++;
+    return 1;
+}
+
+/* A short tuple (R26) at q whose items are all fast_scalar ones: 1 and
+ * *end past it, counted unless it was walked before; else 0, counting
+ * nothing. */
+static int fast_tuple(vctx *v, uint64_t q, uint64_t *end)
+{
+    const pf_range *r = v->r;
+    if (q < r->start || q >= r->end)
+        return 0;
+    const unsigned t = r->base[q];
+    if (t - PF_T_TUPLE1 > (unsigned)(PF_T_TUPLE7 - PF_T_TUPLE1))
+        return 0;
+    const uint64_t values = v->st->values;
+    uint64_t cur = q + 1;
+    for (unsigned k = t - PF_T_TUPLE; k > 0; k--)
+        if (!fast_scalar(v, cur, &cur)) {
+            v->st->values = values;
+            return 0;
+        }
+    /* walked once, like any tuple: a REF or SREF to it may come */
+    if (seen_test_set(v, q))
+        v->st->values = values;
+    else
+        v->st->values++;
+    *end = cur;
     return 1;
 }
 
@@ -682,7 +953,7 @@ static int scalar_tuple(vctx *v, const pf_val *x, uint64_t *end)
     uint64_t cur = x->u.tup.first, ignored;
     for (uint64_t i = 0; i < x->u.tup.count; i++) {
         if (cur >= r->start && cur < r->end &&
-            (short_str_ok(v, cur, &cur) || ref_to_str(v, cur, &cur))) {
+            (short_str_ok(v, cur, &cur, 1) || ref_to_str(v, cur, &cur))) {
             v->st->values++;
             continue;
         }
@@ -690,7 +961,7 @@ static int scalar_tuple(vctx *v, const pf_val *x, uint64_t *end)
         int rc = pf_decode_ex(r, cur, &it, 0, 1, v->err);
         if (rc != PF_OK)
             return rc;
-        if (it.type == PF_REF_RAW && short_str_ok(v, it.pos, &ignored)) {
+        if (it.type == PF_REF_RAW && short_str_ok(v, it.pos, &ignored, 1)) {
             v->st->values++;
         } else if (it.type == PF_REF_RAW || !(it.type >= PF_NONE && it.type <= PF_BYTES)) {
             v->st->values = values;
@@ -707,11 +978,8 @@ static int scalar_tuple(vctx *v, const pf_val *x, uint64_t *end)
 
 static int visit(vctx *v, uint64_t q, uint64_t *end)
 {
-    if (q >= v->r->start && q < v->r->end &&
-        (short_str_ok(v, q, end) || ref_to_str(v, q, end))) {
-        v->st->values++;
+    if (fast_scalar(v, q, end) || fast_tuple(v, q, end))
         return PF_OK;
-    }
     pf_val x;
     int rc = pf_decode_ex(v->r, q, &x, 0, 1, v->err);
     if (rc != PF_OK)
@@ -723,7 +991,7 @@ static int visit(vctx *v, uint64_t q, uint64_t *end)
         uint64_t ignored;
         /* A short string is checked again at every REF to it (at most 127
          * bytes per REF of 2 or more): cheaper than a bitmap miss. */
-        if (short_str_ok(v, t, &ignored)) {
+        if (short_str_ok(v, t, &ignored, 1)) {
             v->st->values++;
             return PF_OK;
         }
@@ -791,6 +1059,42 @@ static int visit(vctx *v, uint64_t q, uint64_t *end)
     return check_scalar(v, q, &x);
 }
 
+/* Records of dict, set or frozenset f, one after another, while each is
+ * a short ASCII key and (a dict's) a fast_scalar or fast_tuple value: the
+ * checks of step and visit, with no decode. The first other record is
+ * left to step. *walked: how many were walked. */
+static int fast_records(vctx *v, vframe *f, uint64_t *walked)
+{
+    const pf_range *r = v->r;
+    const uint64_t bend = f->body + f->body_len;
+    const uint64_t stop = f->stop ? f->stop : UINT64_MAX;
+    const int dict = f->kind == PF_DICT;
+    uint64_t q = f->next, n = 0;
+    int rc = PF_OK;
+    while (f->i < f->count && q < stop && q >= f->body && q < bend && q < r->end) {
+        uint64_t kend, vend;
+        if (q + 1024 < r->end)
+            PREFETCH(r->base + q + 1024);
+        if (!short_str_ok(v, q, &kend, 1))
+            break;
+        if (!dict)
+            vend = kend;
+        else if (kend >= bend || !(fast_scalar(v, kend, &vend) || fast_tuple(v, kend, &vend)))
+            break;
+        const uint64_t h = pf_hash_str(r->seed, r->base + q + 1, (size_t)(kend - q - 1), 1);
+        if ((rc = add_key(v, f, q, h)) != PF_OK)
+            break;
+        v->st->keys++;
+        v->st->values++; /* the key */
+        f->i++;
+        q = vend;
+        n++;
+    }
+    f->next = q;
+    *walked = n;
+    return rc;
+}
+
 /* One step of the top frame: its next item, or its end. */
 static int step(vctx *v)
 {
@@ -802,11 +1106,10 @@ static int step(vctx *v)
         if (f->next != f->stop)
             return PF_CORRUPT(v->err, "a slot's record offset is not where "
                               "a record starts (R22, R24)", f->stop);
-        if (f->ring) {
-            if ((rc = queue_slot(v, f, 0, 0, 1)) != PF_OK)
+        if (f->batch) {
+            if ((rc = flush_keys(v, f)) != PF_OK)
                 return rc;
-            free(f->ring);
-            f->ring = NULL;
+            free_batch(f);
         }
         v->range_records = f->i;
         v->depth--;
@@ -815,11 +1118,10 @@ static int step(vctx *v)
     if (f->i == f->count && !f->at_value) {
         /* The end: the keys still queued, a body exactly its items (R19,
          * R20). */
-        if (f->ring) {
-            if ((rc = queue_slot(v, f, 0, 0, 1)) != PF_OK)
+        if (f->batch) {
+            if ((rc = flush_keys(v, f)) != PF_OK)
                 return rc;
-            free(f->ring);
-            f->ring = NULL;
+            free_batch(f);
         }
         const uint64_t end = f->next;
         if (!IS_SEQ(f->kind) && end != f->body + f->body_len)
@@ -830,6 +1132,12 @@ static int step(vctx *v)
         if (report && v->depth > 0) /* the root has no parent */
             v->stack[v->depth - 1].next = end;
         return PF_OK;
+    }
+    if (!f->at_value && !f->okind &&
+        (f->kind == PF_DICT || f->kind == PF_SET || f->kind == PF_FROZENSET)) {
+        uint64_t walked;
+        if ((rc = fast_records(v, f, &walked)) != PF_OK || walked)
+            return rc;
     }
     const uint64_t q = f->next;
     /* The walk reads DATA in order, among random reads (slots, REF
@@ -886,7 +1194,7 @@ static int step(vctx *v)
         if ((rc = key_hash(v, q, &h, &kend)) != PF_OK)
             return rc;
         const int short_key = kend != 0;
-        if ((rc = queue_slot(v, f, q, h, 0)) != PF_OK)
+        if ((rc = add_key(v, f, q, h)) != PF_OK)
             return rc;
         v->st->keys++;
         f = &v->stack[v->depth - 1];
@@ -970,26 +1278,34 @@ typedef struct vjob {
 static void free_ctx(vctx *v)
 {
     for (uint64_t d = 0; d < v->depth; d++) /* frames left by an error */
-        free(v->stack[d].ring);
+        free_batch(&v->stack[d]);
     free(v->stack);
-    free(v->strs);
-    free(v->vstr);
+    pf_os_zfree(v->sorted, (size_t)v->sorted_cap * sizeof(skey));
+    free(v->sus);
+    v->sus = NULL;
+    v->nsus = v->sus_cap = 0;
     v->stack = NULL;
-    v->strs = v->vstr = NULL;
+    v->sorted = NULL;
+    v->sorted_cap = 0;
     v->depth = 0;
 }
 
-static int ctx_maps(vctx *v, pf_error *err)
+/* The maps every context shares: seen, strs and vstr, in one zeroed
+ * block of *len bytes. */
+static uint8_t *alloc_maps(vctx *v, size_t *len, pf_error *err)
 {
-    const uint64_t span = v->r->end - v->r->start;
-    v->strs = (uint8_t *)calloc((size_t)(span / 8 + 1), 1);
-    v->vstr = v->strs ? (uint8_t *)calloc((size_t)v->r->vcount + 1, 1) : NULL;
-    if (!v->vstr) {
-        free(v->strs);
-        v->strs = NULL;
-        return pf_fail(err, PF_ENOMEM, "out of memory for the verify bitmap", 0);
+    const uint64_t bits = (v->r->end - v->r->start) / 8 + 1;
+    const uint64_t n = 2 * bits + v->r->vcount + 1;
+    uint8_t *m = n <= SIZE_MAX ? (uint8_t *)pf_os_zalloc((size_t)n) : NULL;
+    if (!m) {
+        pf_fail(err, PF_ENOMEM, "out of memory for the verify bitmap", 0);
+        return NULL;
     }
-    return PF_OK;
+    v->seen = m;
+    v->strs = m + bits;
+    v->vstr = m + 2 * bits;
+    *len = (size_t)n;
+    return m;
 }
 
 static void run_job(void *p)
@@ -998,6 +1314,8 @@ static void run_job(void *p)
     int rc = PF_OK;
     while (rc == PF_OK && j->v.depth > 0)
         rc = step(&j->v);
+    if (rc == PF_OK)
+        rc = resolve_suspects(&j->v);
     j->rc = rc;
 }
 
@@ -1023,11 +1341,6 @@ static int push_range(vctx *v, const pf_val *x, uint64_t start, uint64_t i0,
     f->next = start;
     f->i = i0;
     f->stop = stop;
-    if (f->nslots) {
-        f->ring = (uint64_t *)malloc(RING * 2 * sizeof(uint64_t));
-        if (!f->ring)
-            return pf_fail(v->err, PF_ENOMEM, "out of memory for the verify stack", 0);
-    }
     return PF_OK;
 }
 
@@ -1141,8 +1454,10 @@ static int verify_parallel(vctx *v, unsigned threads, int *out)
         j->v.st = &j->st;
         j->v.err = &j->err;
         const uint64_t stop = x.u.c.body + (t + 1 < n ? offs[t + 1] : x.u.c.body_len);
-        if ((rc = ctx_maps(&j->v, v->err)) == PF_OK)
-            rc = push_range(&j->v, &x, x.u.c.body + offs[t], idx[t], stop);
+        j->v.batch_max = v->batch_max;
+        j->v.strs = v->strs;
+        j->v.vstr = v->vstr;
+        rc = push_range(&j->v, &x, x.u.c.body + offs[t], idx[t], stop);
     }
     if (rc == PF_OK) {
         for (unsigned t = 1; t < n; t++)
@@ -1196,6 +1511,12 @@ int pf_image_verify(const pf_image *img, pf_verify_stats *stats, pf_error *err)
 int pf_verify_ex(const pf_image *img, pf_verify_stats *stats, unsigned threads,
                  pf_error *err)
 {
+    return pf_verify_batch(img, stats, threads, 0, err);
+}
+
+int pf_verify_batch(const pf_image *img, pf_verify_stats *stats,
+                    unsigned threads, uint32_t batch, pf_error *err)
+{
     pf_verify_stats local;
     if (!img)
         return pf_fail(err, PF_EINVAL, "no image", 0);
@@ -1206,6 +1527,7 @@ int pf_verify_ex(const pf_image *img, pf_verify_stats *stats, unsigned threads,
     v.st = stats ? stats : &local;
     memset(v.st, 0, sizeof *v.st);
     v.err = err;
+    v.batch_max = batch ? batch : BATCH_MAX;
     int rc = check_sections(&v);
     if (rc != PF_OK)
         return rc;
@@ -1214,23 +1536,19 @@ int pf_verify_ex(const pf_image *img, pf_verify_stats *stats, unsigned threads,
         if (threads > PAR_MAX_THREADS)
             threads = PAR_MAX_THREADS;
     }
-    const uint64_t span = v.r->end - v.r->start;
-    v.seen = (uint8_t *)calloc((size_t)(span / 8 + 1), 1);
-    if (!v.seen)
-        return pf_fail(err, PF_ENOMEM, "out of memory for the verify bitmap", 0);
-    if (verify_parallel(&v, threads, &rc)) {
-        free(v.seen);
-        return rc;
+    size_t maps_len;
+    uint8_t *maps = alloc_maps(&v, &maps_len, err);
+    if (!maps)
+        return PF_ENOMEM;
+    if (!verify_parallel(&v, threads, &rc)) {
+        uint64_t end;
+        rc = visit(&v, pf_image_root(img), &end);
+        while (rc == PF_OK && v.depth > 0)
+            rc = step(&v);
+        if (rc == PF_OK)
+            rc = resolve_suspects(&v);
+        free_ctx(&v);
     }
-    if ((rc = ctx_maps(&v, err)) != PF_OK) {
-        free(v.seen);
-        return rc;
-    }
-    uint64_t end;
-    rc = visit(&v, pf_image_root(img), &end);
-    while (rc == PF_OK && v.depth > 0)
-        rc = step(&v);
-    free_ctx(&v);
-    free(v.seen);
+    pf_os_zfree(maps, maps_len);
     return rc;
 }

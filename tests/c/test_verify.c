@@ -434,8 +434,68 @@ static void test_threads(void)
     }
 }
 
+/* A set of n distinct str keys with key `dup` written again at place
+ * `at` (no key written again if at < 0). */
+static image set_with_dup(uint32_t n, uint32_t dup, int64_t at)
+{
+    pf_writer *w = writer();
+    const uint64_t root = pf_writer_pos(w);
+    REQUIRE(pf_write_container_begin(w, PF_SET, n, NULL) == PF_OK);
+    for (uint32_t i = 0, k = 0; i < n; i++) {
+        char s[24];
+        const uint32_t which = (int64_t)i == at ? dup : k++;
+        const int sn = snprintf(s, sizeof s, "key-%07u", (unsigned)which);
+        REQUIRE(pf_write_item(w, NULL) == PF_OK);
+        REQUIRE(pf_write_str(w, s, (size_t)sn, 1, 1, NULL) == PF_OK);
+        REQUIRE(pf_write_key_done(w, NULL) == PF_OK);
+    }
+    REQUIRE(pf_write_end(w, NULL) == PF_OK);
+    return finish(w, root);
+}
+
+/* Two equal keys far apart in a big slot table: found whether they wait
+ * in one batch, in two (the later one reads the earlier one's key), or in
+ * two threads' ranges; a sound table passes every way, with the same
+ * counts. */
+static void test_equal_keys_far(void)
+{
+    const uint32_t n = 100000;
+    const uint32_t batches[4] = {0, 64, 1000, 70000};
+    image good = set_with_dup(n, 0, -1);
+    pf_image *img;
+    REQUIRE(pf_image_open_buffer(good.buf, good.len, &img, NULL) == PF_OK);
+    pf_verify_stats one, st;
+    CHECK_RC(pf_verify_batch(img, &one, 1, 0, NULL), PF_OK);
+    CHECK_EQ_U64(one.keys, n);
+    for (unsigned t = 1; t <= 4; t++)
+        for (int b = 0; b < 4; b++) {
+            CHECK_RC(pf_verify_batch(img, &st, t, batches[b], NULL), PF_OK);
+            CHECK_EQ_U64(st.values, one.values);
+            CHECK_EQ_U64(st.keys, one.keys);
+        }
+    pf_image_close(img);
+    pf_free(good.buf);
+    const struct { uint32_t dup; int64_t at; } cases[] = {
+        {3, n - 5}, {n - 9, n - 2}, {50001, 50003}, {0, 1}, {77, 49999},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        image im = set_with_dup(n, cases[c].dup, cases[c].at);
+        REQUIRE(pf_image_open_buffer(im.buf, im.len, &img, NULL) == PF_OK);
+        for (unsigned t = 1; t <= 4; t++)
+            for (int b = 0; b < 4; b++) {
+                pf_error e;
+                memset(&e, 0, sizeof e);
+                CHECK_RC(pf_verify_batch(img, NULL, t, batches[b], &e), PF_ECORRUPT);
+                CHECK(e.msg && strstr(e.msg, "equal keys") != NULL);
+            }
+        pf_image_close(img);
+        pf_free(im.buf);
+    }
+}
+
 int main(void)
 {
+    test_equal_keys_far();
     test_threads();
     test_equal_keys();
     test_canonical_forms();
