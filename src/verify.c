@@ -74,6 +74,7 @@ typedef struct vframe {
     uint64_t oprev;     /* ... the key before, or 0 */
     uint64_t stop;      /* a range of the root's records (a thread's share):
                            where the next range starts; else 0 */
+    uint64_t expect;    /* about how many records it holds */
     struct skey *batch; /* slot table: keys waiting for their check */
     uint32_t nbatch, batch_cap;
     uint64_t small_hash[8]; /* containers without a slot table: key hashes */
@@ -417,10 +418,28 @@ typedef struct sgroup {
     uint64_t lo, hi;
 } sgroup;
 
-static int cmp_other(const void *a, const void *b)
+/* The suspects in the order of their `other` offsets: an LSD radix sort,
+ * 11 bits a pass, through tmp (n entries). */
+static void sort_suspects(vctx *v, suspect *tmp, uint32_t n)
 {
-    const uint64_t x = ((const suspect *)a)->other, y = ((const suspect *)b)->other;
-    return x < y ? -1 : x > y;
+    const uint64_t start = v->r->start;
+    const unsigned bits = pf_bitlen64(v->r->end - start);
+    suspect *a = v->sus, *b = tmp;
+    for (unsigned sh = 0; sh < bits; sh += 11) {
+        uint32_t at[2049];
+        memset(at, 0, sizeof at);
+        for (uint32_t k = 0; k < n; k++)
+            at[((a[k].other - start) >> sh & 2047) + 1]++;
+        for (unsigned d = 0; d < 2048; d++)
+            at[d + 1] += at[d];
+        for (uint32_t k = 0; k < n; k++)
+            b[at[(a[k].other - start) >> sh & 2047]++] = a[k];
+        suspect *t = a;
+        a = b;
+        b = t;
+    }
+    if (a != v->sus)
+        memcpy(v->sus, a, (size_t)n * sizeof *a);
 }
 
 /* Each suspect's key `other`: of a key type, and if its hash is h, not
@@ -431,7 +450,11 @@ static int resolve_suspects(vctx *v)
     if (n == 0)
         return PF_OK;
     v->nsus = 0;
-    qsort(v->sus, n, sizeof *v->sus, cmp_other);
+    suspect *tmp = (suspect *)malloc((size_t)n * sizeof *tmp);
+    if (!tmp)
+        return pf_fail(v->err, PF_ENOMEM, "out of memory for the verify slot check", 0);
+    sort_suspects(v, tmp, n);
+    free(tmp);
     for (uint32_t k = 0; k < n; k++) {
         if (k + 8 < n)
             PREFETCH(v->r->base + v->sus[k + 8].other);
@@ -496,36 +519,52 @@ static int check_other(vctx *v, const sgroup *gr, uint64_t other, uint64_t kp,
 }
 
 /* Record `kp` of frame f, whose key hashes to h: found again from its home
- * slot (R22), and no equal key on its way. */
+ * slot (R22), and no equal key on its way. The slot it must have is
+ * known, (tag << ibits) | its offset + 1: the scan looks for it or an
+ * empty slot, and looks closer only at slots of its tag. */
 static int check_slot(vctx *v, vframe *f, const sgroup *gr, uint64_t kp,
                       uint64_t h)
 {
-    const pf_range *r = v->r;
     int rc;
-    const unsigned ibits = pf_bitlen64(f->body_len);
+    const unsigned ibits = pf_bitlen64(f->body_len); /* >= 1: a record */
     const unsigned tagbits = 8u * f->width - ibits;
-    const uint64_t tag = tagbits >= 64 ? h : h & ((1ull << tagbits) - 1);
-    const uint64_t imask = (1ull << ibits) - 1;
+    const uint64_t tag = h & ((UINT64_C(1) << tagbits) - 1);
+    const uint64_t imask = (UINT64_C(1) << ibits) - 1;
     const uint64_t want = kp - f->body + 1;
-    const uint8_t *table = r->base + f->table;
-    uint64_t s = pf_mulhi64(h, f->nslots);
-    for (uint64_t probes = 0; probes < f->nslots; probes++) {
-        const uint8_t *sp = table + s * f->width;
-        const uint64_t slot = pf_ldw(sp, f->width);
-        if (slot == 0)
-            break;
-        if ((slot >> ibits) == tag) {
-            const uint64_t ro = slot & imask;
-            if (ro == want)
-                return PF_OK;
-            if (ro == 0 || ro - 1 >= f->body_len)
-                return PF_CORRUPT(v->err, "slot record offset outside the "
-                                  "body (R24)", f->table + s * f->width);
-            if ((rc = check_other(v, gr, f->body + ro - 1, kp, h)) != PF_OK)
-                return rc;
+    const uint64_t expect = tag << ibits | want;
+    const uint8_t *table = v->r->base + f->table;
+    const uint64_t n = f->nslots;
+    uint64_t s = pf_mulhi64(h, n);
+    for (uint64_t probes = 0; probes < n; probes++) {
+        uint64_t slot;
+        /* the scan to the first slot of the tag, or empty, or the last */
+#define SCAN(LOAD, W)                                                       \
+        for (;;) {                                                          \
+            slot = LOAD(table + s * W);                                     \
+            if (slot == expect)                                             \
+                return PF_OK;                                               \
+            if (slot == 0 || (slot >> ibits) == tag || ++probes == n)       \
+                break;                                                      \
+            s = s + 1 == n ? 0 : s + 1;                                     \
         }
-        if (++s == f->nslots)
-            s = 0;
+        if (f->width == 4) {
+            SCAN(pf_ld32, 4)
+        } else if (f->width == 2) {
+            SCAN(pf_ld16, 2)
+        } else {
+            SCAN(pf_ld64, 8)
+        }
+#undef SCAN
+        if (slot == 0 || probes == n)
+            break;
+        /* a slot of its tag that is not its own */
+        const uint64_t ro = slot & imask;
+        if (ro == 0 || ro - 1 >= f->body_len)
+            return PF_CORRUPT(v->err, "slot record offset outside the "
+                              "body (R24)", f->table + s * f->width);
+        if ((rc = check_other(v, gr, f->body + ro - 1, kp, h)) != PF_OK)
+            return rc;
+        s = s + 1 == n ? 0 : s + 1;
     }
     return PF_CORRUPT(v->err, "a key is not found from its hash slot (R22)", kp);
 }
@@ -734,9 +773,9 @@ static int add_key(vctx *v, vframe *f, uint64_t kp, uint64_t h)
             if (rc != PF_OK)
                 return rc;
         } else {
-            const uint32_t cap = f->count == 0 ? 1
-                                 : f->count < v->batch_max ? (uint32_t)f->count
-                                                           : v->batch_max;
+            const uint64_t want = f->stop ? f->expect : f->count;
+            const uint32_t cap = want == 0 ? 1
+                                 : want < v->batch_max ? (uint32_t)want : v->batch_max;
             f->batch = (skey *)pf_os_zalloc((size_t)cap * sizeof(skey));
             if (!f->batch)
                 return pf_fail(v->err, PF_ENOMEM, "out of memory for the verify "
@@ -1258,21 +1297,55 @@ static int check_sections(vctx *v)
 
 /* ------------------------------------------------------- threads */
 
-/* A big root dict, set or list is split into ranges of records, one a
- * thread, each walked by its own context; they share the `seen` bitmap
- * (atomically: what several ranges reach is walked once) and nothing
- * else. Every check of a record is the same as in one walk; the ranges'
- * ends must meet the next ranges' starts, and their record counts add up
- * to the count. */
+/* A big root dict, set or list is split into ranges of records, several
+ * a thread, which threads take in order as they finish the ones before
+ * (later records cost more: a slot table's later keys probe further).
+ * Each thread walks with its own context; they share the `seen` bitmap
+ * (atomically: what several ranges reach is walked once) and the string
+ * maps, and nothing else. Every check of a record is the same as in one
+ * walk; the ranges' ends must meet the next ranges' starts, and their
+ * record counts add up to the count. */
 #define PAR_MIN_RECORDS 65536
 #define PAR_MIN_SHARE 16384
 #define PAR_MAX_THREADS 8
+#define PAR_RANGES_PER_THREAD 4
+#define PAR_MAX_RANGES (PAR_MAX_THREADS * PAR_RANGES_PER_THREAD)
+
+#if defined(_MSC_VER)
+#define FETCH_ADD32(p, x) ((uint32_t)_InterlockedExchangeAdd((volatile long *)(p), (long)(x)))
+#define LOAD32(p) (*(volatile uint32_t *)(p))
+#define CAS32(p, old, x) ((uint32_t)_InterlockedCompareExchange((volatile long *)(p), \
+                          (long)(x), (long)(old)) == (old))
+#else
+#define FETCH_ADD32(p, x) __atomic_fetch_add((p), (x), __ATOMIC_RELAXED)
+#define LOAD32(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define CAS32(p, old, x) __atomic_compare_exchange_n((p), &(uint32_t){(old)}, (x), 0, \
+                         __ATOMIC_RELAXED, __ATOMIC_RELAXED)
+#endif
+
+typedef struct vrange {
+    uint64_t start, stop; /* body offsets */
+    uint64_t i0;          /* its first record's index (a list's), else 0 */
+    uint64_t expect;      /* about how many records it holds */
+    uint64_t records;     /* the index after its last record, once walked */
+    int rc;
+    pf_error err;
+} vrange;
+
+typedef struct vpar {
+    const pf_val *x;      /* the root container */
+    vrange *rg;
+    uint32_t n;
+    uint32_t next;        /* the next range to take */
+    uint32_t first_bad;   /* the first range found damaged, else n */
+} vpar;
 
 typedef struct vjob {
     vctx v;
     pf_verify_stats st;
     pf_error err;
-    int rc;
+    int rc;               /* of its suspects (the ranges have their own) */
+    vpar *par;
 } vjob;
 
 static void free_ctx(vctx *v)
@@ -1308,40 +1381,80 @@ static uint8_t *alloc_maps(vctx *v, size_t *len, pf_error *err)
     return m;
 }
 
-static void run_job(void *p)
+/* The frame of range g of root container x. */
+static int push_range(vctx *v, const pf_val *x, const vrange *g)
 {
-    vjob *j = (vjob *)p;
-    int rc = PF_OK;
-    while (rc == PF_OK && j->v.depth > 0)
-        rc = step(&j->v);
-    if (rc == PF_OK)
-        rc = resolve_suspects(&j->v);
-    j->rc = rc;
-}
-
-/* The frame of records [start, stop) of root container x, the first of
- * index i0. */
-static int push_range(vctx *v, const pf_val *x, uint64_t start, uint64_t i0,
-                      uint64_t stop)
-{
-    v->stack = (vframe *)malloc(64 * sizeof(vframe));
-    if (!v->stack)
-        return pf_fail(v->err, PF_ENOMEM, "out of memory for the verify stack", 0);
-    v->cap = 64;
+    if (!v->stack) {
+        v->stack = (vframe *)malloc(64 * sizeof(vframe));
+        if (!v->stack)
+            return pf_fail(v->err, PF_ENOMEM, "out of memory for the verify stack", 0);
+        v->cap = 64;
+    }
     vframe *f = &v->stack[v->depth++];
     memset(f, 0, offsetof(vframe, small_hash));
     f->pos = x->pos;
     f->kind = (uint8_t)x->type;
     f->count = UINT64_MAX; /* ends at stop */
+    f->expect = g->expect;
     f->body = x->u.c.body;
     f->body_len = x->u.c.body_len;
     f->table = x->u.c.table;
     f->nslots = x->u.c.nslots;
     f->width = (uint8_t)x->u.c.width;
-    f->next = start;
-    f->i = i0;
-    f->stop = stop;
+    f->next = g->start;
+    f->i = g->i0;
+    f->stop = g->stop;
     return PF_OK;
+}
+
+/* Task 0: the section checksums and the root's slot count, which one
+ * walk checks first. */
+static int first_task(vctx *v, const pf_val *x)
+{
+    int rc = check_sections(v);
+    if (rc != PF_OK || x->type == PF_LIST)
+        return rc;
+    vframe f;
+    memset(&f, 0, sizeof f);
+    f.pos = x->pos;
+    f.count = x->u.c.count;
+    f.table = x->u.c.table;
+    f.nslots = x->u.c.nslots;
+    f.width = (uint8_t)x->u.c.width;
+    return count_slots(v, &f);
+}
+
+/* A thread: takes tasks in order (task 0, first_task, then the ranges)
+ * until none is left, or until every task left comes after one that
+ * found damage (whose fault is the answer). */
+static void run_job(void *p)
+{
+    vjob *j = (vjob *)p;
+    vpar *par = j->par;
+    for (;;) {
+        const uint32_t k = FETCH_ADD32(&par->next, 1);
+        if (k >= par->n)
+            break;
+        if (k > LOAD32(&par->first_bad))
+            continue;
+        vrange *g = &par->rg[k];
+        int rc = k == 0 ? first_task(&j->v, par->x) : push_range(&j->v, par->x, g);
+        while (rc == PF_OK && j->v.depth > 0)
+            rc = step(&j->v);
+        g->rc = rc;
+        if (rc == PF_OK) {
+            g->records = k == 0 ? 0 : j->v.range_records;
+            continue;
+        }
+        g->err = j->err;
+        for (uint64_t d = 0; d < j->v.depth; d++) /* frames left by it */
+            free_batch(&j->v.stack[d]);
+        j->v.depth = 0;
+        uint32_t was = LOAD32(&par->first_bad);
+        while (k < was && !CAS32(&par->first_bad, was, k))
+            was = LOAD32(&par->first_bad);
+    }
+    j->rc = resolve_suspects(&j->v);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -1414,38 +1527,46 @@ static int verify_parallel(vctx *v, unsigned threads, int *out)
         x.pos != root || !IS_CONTAINER(x.type) || x.u.c.okind ||
         x.u.c.count < PAR_MIN_RECORDS || (x.type != PF_LIST && !x.u.c.nslots))
         return 0;
-    unsigned n = threads;
-    if (n > PAR_MAX_THREADS)
-        n = PAR_MAX_THREADS;
+    if (threads > PAR_MAX_THREADS)
+        threads = PAR_MAX_THREADS;
+    unsigned n = threads * PAR_RANGES_PER_THREAD;
     if (x.u.c.count / PAR_MIN_SHARE < n)
         n = (unsigned)(x.u.c.count / PAR_MIN_SHARE);
-    uint64_t offs[PAR_MAX_THREADS], idx[PAR_MAX_THREADS];
+    uint64_t offs[PAR_MAX_RANGES], idx[PAR_MAX_RANGES];
     n = split_points(v, &x, n, offs, idx);
     if (n < 2)
         return 0;
+    if (threads > n)
+        threads = n;
     /* the root container itself, as push() would take it */
     (void)seen_test_set(v, root);
     v->st->values++;
     v->st->containers++;
-    if (x.type != PF_LIST) {
-        vframe f;
-        memset(&f, 0, sizeof f);
-        f.pos = x.pos;
-        f.count = x.u.c.count;
-        f.table = x.u.c.table;
-        f.nslots = x.u.c.nslots;
-        f.width = (uint8_t)x.u.c.width;
-        if ((*out = count_slots(v, &f)) != PF_OK)
-            return 1;
-    }
-    vjob *jobs = (vjob *)calloc(n, sizeof(vjob));
+    vjob *jobs = (vjob *)calloc(threads, sizeof(vjob));
+    vrange *rg = (vrange *)calloc((size_t)n + 1, sizeof(vrange));
     pf_thread *th[PAR_MAX_THREADS] = {NULL};
-    if (!jobs) {
+    if (!jobs || !rg) {
+        free(jobs);
+        free(rg);
         *out = pf_fail(v->err, PF_ENOMEM, "out of memory for the verify threads", 0);
         return 1;
     }
-    int rc = PF_OK;
-    for (unsigned t = 0; t < n && rc == PF_OK; t++) {
+    vpar par; /* task 0 (rg[0]): first_task; task k: range k - 1 */
+    par.x = &x;
+    par.rg = rg;
+    par.n = n + 1;
+    par.next = 0;
+    par.first_bad = n + 1;
+    for (unsigned k = 0; k < n; k++) {
+        vrange *g = &rg[k + 1];
+        g->start = x.u.c.body + offs[k];
+        g->stop = x.u.c.body + (k + 1 < n ? offs[k + 1] : x.u.c.body_len);
+        g->i0 = idx[k];
+        /* its share of the records by its share of the body, and some */
+        const double share = (double)(g->stop - g->start) / (double)x.u.c.body_len;
+        g->expect = (uint64_t)(share * (double)x.u.c.count * 1.25) + 64;
+    }
+    for (unsigned t = 0; t < threads; t++) {
         vjob *j = &jobs[t];
         j->v.img = v->img;
         j->v.r = v->r;
@@ -1453,52 +1574,52 @@ static int verify_parallel(vctx *v, unsigned threads, int *out)
         j->v.shared = 1;
         j->v.st = &j->st;
         j->v.err = &j->err;
-        const uint64_t stop = x.u.c.body + (t + 1 < n ? offs[t + 1] : x.u.c.body_len);
         j->v.batch_max = v->batch_max;
         j->v.strs = v->strs;
         j->v.vstr = v->vstr;
-        rc = push_range(&j->v, &x, x.u.c.body + offs[t], idx[t], stop);
+        j->par = &par;
     }
-    if (rc == PF_OK) {
-        for (unsigned t = 1; t < n; t++)
-            if (pf_thread_start(&th[t], run_job, &jobs[t]) != PF_OK)
-                th[t] = NULL; /* run here, after job 0 */
-        run_job(&jobs[0]);
-        for (unsigned t = 1; t < n; t++) {
-            if (th[t])
-                pf_thread_join(th[t]);
-            else
-                run_job(&jobs[t]);
-        }
-        /* the first range's fault, as one walk would find first */
-        uint64_t records = 0;
-        for (unsigned t = 0; t < n && rc == PF_OK; t++) {
-            rc = jobs[t].rc;
-            if (rc != PF_OK && v->err)
-                *v->err = jobs[t].err;
-            records += jobs[t].v.range_records - idx[t];
-        }
-        if (rc == PF_OK && x.type == PF_LIST) {
-            /* a list's ranges start at known indexes: each must hold
-             * exactly the items up to the next */
-            for (unsigned t = 0; t + 1 < n && rc == PF_OK; t++)
-                if (jobs[t].v.range_records != idx[t + 1])
-                    rc = PF_CORRUPT(v->err, "list table offset is not its item's "
-                                    "(R19, R24)", x.u.c.table);
-            records = jobs[n - 1].v.range_records;
-        }
-        if (rc == PF_OK && records != x.u.c.count)
-            rc = PF_CORRUPT(v->err, "container count is not its records "
-                            "(R19, R20)", x.pos);
-        for (unsigned t = 0; t < n; t++) {
-            v->st->values += jobs[t].st.values;
-            v->st->containers += jobs[t].st.containers;
-            v->st->keys += jobs[t].st.keys;
-        }
+    for (unsigned t = 1; t < threads; t++)
+        if (pf_thread_start(&th[t], run_job, &jobs[t]) != PF_OK)
+            th[t] = NULL; /* the other threads take its ranges */
+    run_job(&jobs[0]);
+    for (unsigned t = 1; t < threads; t++)
+        if (th[t])
+            pf_thread_join(th[t]);
+    /* the first range's fault, as one walk would find first */
+    int rc = PF_OK;
+    if (par.first_bad < par.n) {
+        rc = rg[par.first_bad].rc;
+        if (v->err)
+            *v->err = rg[par.first_bad].err;
     }
-    for (unsigned t = 0; t < n; t++)
+    for (unsigned t = 0; t < threads && rc == PF_OK; t++)
+        if ((rc = jobs[t].rc) != PF_OK && v->err)
+            *v->err = jobs[t].err;
+    uint64_t records = 0;
+    for (unsigned k = 1; k <= n && rc == PF_OK; k++)
+        records += rg[k].records - rg[k].i0;
+    if (rc == PF_OK && x.type == PF_LIST) {
+        /* a list's ranges start at known indexes: each must hold exactly
+         * the items up to the next */
+        for (unsigned k = 1; k < n && rc == PF_OK; k++)
+            if (rg[k].records != rg[k + 1].i0)
+                rc = PF_CORRUPT(v->err, "list table offset is not its item's "
+                                "(R19, R24)", x.u.c.table);
+        records = rg[n].records;
+    }
+    if (rc == PF_OK && records != x.u.c.count)
+        rc = PF_CORRUPT(v->err, "container count is not its records "
+                        "(R19, R20)", x.pos);
+    for (unsigned t = 0; t < threads; t++) {
+        v->st->values += jobs[t].st.values;
+        v->st->containers += jobs[t].st.containers;
+        v->st->keys += jobs[t].st.keys;
+        v->st->checksums += jobs[t].st.checksums;
         free_ctx(&jobs[t].v);
+    }
     free(jobs);
+    free(rg);
     *out = rc;
     return 1;
 }
@@ -1528,9 +1649,7 @@ int pf_verify_batch(const pf_image *img, pf_verify_stats *stats,
     memset(v.st, 0, sizeof *v.st);
     v.err = err;
     v.batch_max = batch ? batch : BATCH_MAX;
-    int rc = check_sections(&v);
-    if (rc != PF_OK)
-        return rc;
+    int rc;
     if (threads == 0) {
         threads = pf_cpu_count();
         if (threads > PAR_MAX_THREADS)
@@ -1542,7 +1661,9 @@ int pf_verify_batch(const pf_image *img, pf_verify_stats *stats,
         return PF_ENOMEM;
     if (!verify_parallel(&v, threads, &rc)) {
         uint64_t end;
-        rc = visit(&v, pf_image_root(img), &end);
+        rc = check_sections(&v);
+        if (rc == PF_OK)
+            rc = visit(&v, pf_image_root(img), &end);
         while (rc == PF_OK && v.depth > 0)
             rc = step(&v);
         if (rc == PF_OK)
