@@ -98,6 +98,8 @@ typedef struct vctx {
     uint64_t depth, cap;
     skey *sorted;       /* flush_keys' work: a batch in home-slot order */
     uint32_t sorted_cap;
+    skey *spare;        /* the biggest batch given back, for the next */
+    uint32_t spare_cap;
     struct suspect *sus; /* keys met in slots, to compare (check_other) */
     uint32_t nsus, sus_cap;
     uint32_t batch_max; /* a batch's most keys, BATCH_MAX but in tests */
@@ -767,15 +769,20 @@ static int add_key(vctx *v, vframe *f, uint64_t kp, uint64_t h)
 {
     if (!f->nslots)
         return check_small(v, f, kp, h);
-    if (f->nbatch == f->batch_cap) {
-        if (f->batch) {
-            int rc = flush_keys(v, f);
-            if (rc != PF_OK)
-                return rc;
+    if (f->nbatch == f->batch_cap && f->batch) {
+        int rc = flush_keys(v, f);
+        if (rc != PF_OK)
+            return rc;
+    } else if (!f->batch) {
+        const uint64_t want = f->stop ? f->expect : f->count;
+        const uint32_t cap = want == 0 ? 1
+                             : want < v->batch_max ? (uint32_t)want : v->batch_max;
+        if (v->spare && v->spare_cap >= cap) { /* fresh pages cost */
+            f->batch = v->spare;
+            f->batch_cap = v->spare_cap;
+            v->spare = NULL;
+            v->spare_cap = 0;
         } else {
-            const uint64_t want = f->stop ? f->expect : f->count;
-            const uint32_t cap = want == 0 ? 1
-                                 : want < v->batch_max ? (uint32_t)want : v->batch_max;
             f->batch = (skey *)pf_os_zalloc((size_t)cap * sizeof(skey));
             if (!f->batch)
                 return pf_fail(v->err, PF_ENOMEM, "out of memory for the verify "
@@ -790,9 +797,15 @@ static int add_key(vctx *v, vframe *f, uint64_t kp, uint64_t h)
 }
 
 /* f's batch, gone */
-static void free_batch(vframe *f)
+static void free_batch(vctx *v, vframe *f)
 {
-    pf_os_zfree(f->batch, (size_t)f->batch_cap * sizeof(skey));
+    if (f->batch_cap > v->spare_cap) { /* kept for the next big frame */
+        pf_os_zfree(v->spare, (size_t)v->spare_cap * sizeof(skey));
+        v->spare = f->batch;
+        v->spare_cap = f->batch_cap;
+    } else {
+        pf_os_zfree(f->batch, (size_t)f->batch_cap * sizeof(skey));
+    }
     f->batch = NULL;
     f->batch_cap = f->nbatch = 0;
 }
@@ -1148,7 +1161,7 @@ static int step(vctx *v)
         if (f->batch) {
             if ((rc = flush_keys(v, f)) != PF_OK)
                 return rc;
-            free_batch(f);
+            free_batch(v, f);
         }
         v->range_records = f->i;
         v->depth--;
@@ -1160,7 +1173,7 @@ static int step(vctx *v)
         if (f->batch) {
             if ((rc = flush_keys(v, f)) != PF_OK)
                 return rc;
-            free_batch(f);
+            free_batch(v, f);
         }
         const uint64_t end = f->next;
         if (!IS_SEQ(f->kind) && end != f->body + f->body_len)
@@ -1351,9 +1364,12 @@ typedef struct vjob {
 static void free_ctx(vctx *v)
 {
     for (uint64_t d = 0; d < v->depth; d++) /* frames left by an error */
-        free_batch(&v->stack[d]);
+        free_batch(v, &v->stack[d]);
     free(v->stack);
     pf_os_zfree(v->sorted, (size_t)v->sorted_cap * sizeof(skey));
+    pf_os_zfree(v->spare, (size_t)v->spare_cap * sizeof(skey));
+    v->spare = NULL;
+    v->spare_cap = 0;
     free(v->sus);
     v->sus = NULL;
     v->nsus = v->sus_cap = 0;
@@ -1448,7 +1464,7 @@ static void run_job(void *p)
         }
         g->err = j->err;
         for (uint64_t d = 0; d < j->v.depth; d++) /* frames left by it */
-            free_batch(&j->v.stack[d]);
+            free_batch(&j->v, &j->v.stack[d]);
         j->v.depth = 0;
         uint32_t was = LOAD32(&par->first_bad);
         while (k < was && !CAS32(&par->first_bad, was, k))
