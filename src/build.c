@@ -1489,7 +1489,7 @@ static int fill_slots(pf_builder *b, level *l, uint64_t body_len,
             off -= fx->shift[i];
         }
         const uint64_t slot = pf_slot_pack(pk, h, off);
-        uint64_t home = pf_mulhi64(h, nslots);
+        uint64_t home = pf_mulhi(h, nslots);
         uint64_t pos = home > next ? home : next;
         if (pos >= nslots) {
             if (nwrap == wrap_cap) {

@@ -264,17 +264,5 @@ uint64_t pf_hash_frozenset_of(uint64_t seed, const uint64_t *item_hashes,
 
 uint64_t pf_mulhi64(uint64_t a, uint64_t b)
 {
-#if defined(__SIZEOF_INT128__)
-    __extension__ typedef unsigned __int128 u128;
-    return (uint64_t)(((u128)a * b) >> 64);
-#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_ARM64))
-    return __umulh(a, b);
-#else
-    uint64_t a_lo = (uint32_t)a, a_hi = a >> 32;
-    uint64_t b_lo = (uint32_t)b, b_hi = b >> 32;
-    uint64_t ll = a_lo * b_lo, lh = a_lo * b_hi;
-    uint64_t hl = a_hi * b_lo, hh = a_hi * b_hi;
-    uint64_t mid = (ll >> 32) + (uint32_t)lh + (uint32_t)hl;
-    return hh + (lh >> 32) + (hl >> 32) + (mid >> 32);
-#endif
+    return pf_mulhi(a, b);
 }

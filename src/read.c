@@ -821,7 +821,7 @@ PF_INLINE int probe_slots(const pf_image *img, const pf_val *c, uint64_t hash,
     const uint64_t tag = tagbits >= 64 ? hash : hash & ((1ull << tagbits) - 1);
     const uint64_t imask = (1ull << ibits) - 1; /* ibits <= 63 here */
     const uint8_t *table = img->r.base + c->u.c.table;
-    uint64_t i = pf_mulhi64(hash, nslots);
+    uint64_t i = pf_mulhi(hash, nslots);
     for (uint64_t probes = 0; probes < nslots; probes++) {       /* R23 */
         const uint8_t *sp = table + i * (uint64_t)W;
         const uint64_t slot = W == 2 ? pf_ld16(sp) : W == 4 ? pf_ld32(sp)

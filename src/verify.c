@@ -536,7 +536,7 @@ static int check_slot(vctx *v, vframe *f, const sgroup *gr, uint64_t kp,
     const uint64_t expect = tag << ibits | want;
     const uint8_t *table = v->r->base + f->table;
     const uint64_t n = f->nslots;
-    uint64_t s = pf_mulhi64(h, n);
+    uint64_t s = pf_mulhi(h, n);
     for (uint64_t probes = 0; probes < n; probes++) {
         uint64_t slot;
         /* the scan to the first slot of the tag, or empty, or the last */
@@ -748,9 +748,9 @@ static int flush_keys(vctx *v, vframe *f)
     const int fetch = bits > 0 && (tbytes >> bits) <= WINDOW_BYTES;
     for (uint32_t g = 0; g < ng && rc == PF_OK; g++) {
         if (fetch && g + 1 < ng) { /* the next group's window */
-            const uint64_t a = pf_mulhi64((uint64_t)(g + 1) << (64 - bits), f->nslots);
+            const uint64_t a = pf_mulhi((uint64_t)(g + 1) << (64 - bits), f->nslots);
             const uint64_t z = g + 2 < ng
-                ? pf_mulhi64((uint64_t)(g + 2) << (64 - bits), f->nslots) : f->nslots;
+                ? pf_mulhi((uint64_t)(g + 2) << (64 - bits), f->nslots) : f->nslots;
             for (uint64_t o = a * f->width; o < z * f->width; o += 64)
                 PREFETCH(table + o);
         }
@@ -866,10 +866,23 @@ static int short_str_ok(vctx *v, uint64_t q, uint64_t *end, int mark)
     const unsigned t = r->base[q];
     if (t < PF_T_SHORT_STR)
         return 0;
-    const uint64_t n = t - PF_T_SHORT_STR;
-    if (n > r->end - q - 1)
+    const uint64_t n = t - PF_T_SHORT_STR, room = r->end - q - 1;
+    if (n > room)
         return 0;
-    if (!pf_all_ascii(r->base + q + 1, n))
+    const uint8_t *p = r->base + q + 1;
+    uint64_t acc;
+    if (n >= 8) {          /* whole words, the last one overlapping */
+        acc = pf_ld64(p + n - 8);
+        for (uint64_t i = 0; i + 8 < n; i += 8)
+            acc |= pf_ld64(p + i);
+    } else if (room >= 8) { /* one word, its first n bytes */
+        acc = n ? pf_ld64(p) & (~UINT64_C(0) >> (64 - 8 * n)) : 0;
+    } else {
+        acc = 0;
+        for (uint64_t i = 0; i < n; i++)
+            acc |= p[i];
+    }
+    if (acc & UINT64_C(0x8080808080808080))
         return 0;
     *end = q + 1 + n;
     if (mark) {

@@ -1074,7 +1074,7 @@ static int end_container(pf_writer *w, int ordered, const uint64_t *ranks,
         for (uint64_t i = 0; i < count; i++) {
             uint64_t h = f->hashes[i];
             uint64_t slot = pf_slot_pack(pk, h, f->recs[i]);
-            uint64_t j = pf_mulhi64(h, nslots);
+            uint64_t j = pf_mulhi(h, nslots);
             while (pf_ldw(table + j * (uint64_t)width, width) != 0)
                 if (++j == nslots)
                     j = 0;

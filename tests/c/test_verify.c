@@ -493,8 +493,43 @@ static void test_equal_keys_far(void)
     }
 }
 
+/* A short str with a byte >= 0x80 (R15) is found at every length and
+ * place, whether the string is followed by 8 bytes or more of DATA or
+ * ends it (the check reads whole words where it can). */
+static void test_short_str_bytes(void)
+{
+    for (int last = 0; last <= 1; last++)
+        for (unsigned n = 1; n <= 20; n++)
+            for (unsigned j = 0; j < n; j++) {
+                char str[24];
+                memset(str, 'q', n);
+                str[0] = 'Z'; /* a pattern to find: no other string has it */
+                pf_writer *w = writer();
+                const uint64_t root = pf_writer_pos(w);
+                REQUIRE(pf_write_container_begin(w, PF_LIST, 2, NULL) == PF_OK);
+                for (int i = 0; i < 2; i++) {
+                    REQUIRE(pf_write_item(w, NULL) == PF_OK);
+                    if (i == last)
+                        REQUIRE(pf_write_str(w, str, n, 1, 1, NULL) == PF_OK);
+                    else
+                        REQUIRE(pf_write_int(w, 7, NULL) == PF_OK);
+                }
+                REQUIRE(pf_write_end(w, NULL) == PF_OK);
+                image im = finish(w, root);
+                no_checksums(&im);
+                const char *msg;
+                CHECK_RC(verify(&im, &msg, NULL), PF_OK);
+                const uint64_t at = find(&im, str, n);
+                im.buf[at + j] |= 0x80;
+                CHECK_RC(verify(&im, &msg, NULL), PF_ECORRUPT);
+                CHECK(strstr(msg, "ASCII") != NULL);
+                pf_free(im.buf);
+            }
+}
+
 int main(void)
 {
+    test_short_str_bytes();
     test_equal_keys_far();
     test_threads();
     test_equal_keys();
