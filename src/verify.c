@@ -1,8 +1,10 @@
 /*
  * verify.c -- the full check of an image, pf_image_verify: O(image size)
- * in time, and in memory a bitmap of one bit per DATA byte plus a stack as
- * deep as the image nests. Opening an image checks only its header; each
- * access checks what it touches. This checks everything once, ahead:
+ * in time, and in memory two bitmaps of one bit per DATA byte, a stack as
+ * deep as the image nests, and 32 bytes a key of a slot table's batch (at
+ * most 2^20 keys a batch; see flush_keys). Opening an image checks only
+ * its header; each access checks what it touches. This checks everything
+ * once, ahead:
  *
  *  - the section checksums (FORMAT section 3, pf_checksum) where present;
  *  - every value reachable from the root decodes (R12-R28), with the
