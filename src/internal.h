@@ -356,11 +356,16 @@ void pf_os_zfree(void *p, size_t n);
  * same whatever the count. */
 int pf_verify_ex(const pf_image *img, pf_verify_stats *stats, unsigned threads,
                  pf_error *err);
-/* ... whose keys wait for their slot checks in batches of at most `batch`
- * (0: the default, 2^20): for tests, which need several batches from a
- * small image. */
-int pf_verify_batch(const pf_image *img, pf_verify_stats *stats,
-                    unsigned threads, uint32_t batch, pf_error *err);
+/* ... with its sizes set: for tests and fuzzers, which reach the paths of
+ * big images with small ones. A zero field takes the default. */
+typedef struct pf_verify_tuning {
+    unsigned threads;   /* at most this many threads (pf_verify_ex's) */
+    uint32_t batch;     /* keys a slot-check batch holds; 2^20 */
+    uint64_t par_min;   /* records of a root container that threads
+                           share out; 65,536 */
+} pf_verify_tuning;
+int pf_verify_tuned(const pf_image *img, pf_verify_stats *stats,
+                    const pf_verify_tuning *tune, pf_error *err);
 
 /* Code unit k of code units of `width` bytes (1, 2 or 4) at p: a str's
  * code points as stored (R15), or bytes. */

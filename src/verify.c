@@ -105,6 +105,7 @@ typedef struct vctx {
     struct suspect *sus; /* keys met in slots, to compare (check_other) */
     uint32_t nsus, sus_cap;
     uint32_t batch_max; /* a batch's most keys, BATCH_MAX but in tests */
+    uint64_t par_min;   /* PAR_MIN_RECORDS but in tests */
     pf_verify_stats *st;
     pf_error *err;
     int shared;         /* seen is shared with other threads */
@@ -1333,8 +1334,7 @@ static int check_sections(vctx *v)
  * maps, and nothing else. Every check of a record is the same as in one
  * walk; the ranges' ends must meet the next ranges' starts, and their
  * record counts add up to the count. */
-#define PAR_MIN_RECORDS 65536
-#define PAR_MIN_SHARE 16384
+#define PAR_MIN_RECORDS 65536   /* and a range holds a quarter of that */
 #define PAR_MAX_THREADS 8
 #define PAR_RANGES_PER_THREAD 4
 #define PAR_MAX_RANGES (PAR_MAX_THREADS * PAR_RANGES_PER_THREAD)
@@ -1556,13 +1556,14 @@ static int verify_parallel(vctx *v, unsigned threads, int *out)
     const uint64_t root = pf_image_root(v->img);
     if (threads < 2 || pf_decode_ex(v->r, root, &x, 1, 1, v->err) != PF_OK ||
         x.pos != root || !IS_CONTAINER(x.type) || x.u.c.okind ||
-        x.u.c.count < PAR_MIN_RECORDS || (x.type != PF_LIST && !x.u.c.nslots))
+        x.u.c.count < v->par_min || (x.type != PF_LIST && !x.u.c.nslots))
         return 0;
     if (threads > PAR_MAX_THREADS)
         threads = PAR_MAX_THREADS;
     unsigned n = threads * PAR_RANGES_PER_THREAD;
-    if (x.u.c.count / PAR_MIN_SHARE < n)
-        n = (unsigned)(x.u.c.count / PAR_MIN_SHARE);
+    const uint64_t share = v->par_min / 4 ? v->par_min / 4 : 1;
+    if (x.u.c.count / share < n)
+        n = (unsigned)(x.u.c.count / share);
     uint64_t offs[PAR_MAX_RANGES], idx[PAR_MAX_RANGES];
     n = split_points(v, &x, n, offs, idx);
     if (n < 2)
@@ -1663,12 +1664,16 @@ int pf_image_verify(const pf_image *img, pf_verify_stats *stats, pf_error *err)
 int pf_verify_ex(const pf_image *img, pf_verify_stats *stats, unsigned threads,
                  pf_error *err)
 {
-    return pf_verify_batch(img, stats, threads, 0, err);
+    pf_verify_tuning t;
+    memset(&t, 0, sizeof t);
+    t.threads = threads;
+    return pf_verify_tuned(img, stats, &t, err);
 }
 
-int pf_verify_batch(const pf_image *img, pf_verify_stats *stats,
-                    unsigned threads, uint32_t batch, pf_error *err)
+int pf_verify_tuned(const pf_image *img, pf_verify_stats *stats,
+                    const pf_verify_tuning *tune, pf_error *err)
 {
+    unsigned threads = tune->threads;
     pf_verify_stats local;
     if (!img)
         return pf_fail(err, PF_EINVAL, "no image", 0);
@@ -1679,7 +1684,8 @@ int pf_verify_batch(const pf_image *img, pf_verify_stats *stats,
     v.st = stats ? stats : &local;
     memset(v.st, 0, sizeof *v.st);
     v.err = err;
-    v.batch_max = batch ? batch : BATCH_MAX;
+    v.batch_max = tune->batch ? tune->batch : BATCH_MAX;
+    v.par_min = tune->par_min ? tune->par_min : PAR_MIN_RECORDS;
     int rc;
     if (threads == 0) {
         threads = pf_cpu_count();
