@@ -370,7 +370,7 @@ static int check_scalar(vctx *v, uint64_t pos, const pf_val *x)
 
 /* ------------------------------------------------------- slots */
 
-static int short_str_ok(vctx *v, uint64_t q, uint64_t *end, int mark);
+static int short_str_ok(vctx *v, uint64_t q, uint64_t *end);
 
 /* The hash of the key at pos; a value that cannot be a key is corrupt.
  * The commonest key, a short ASCII str, is hashed here: then *short_end
@@ -378,7 +378,7 @@ static int short_str_ok(vctx *v, uint64_t q, uint64_t *end, int mark);
 static int key_hash(vctx *v, uint64_t pos, uint64_t *h, uint64_t *short_end)
 {
     uint64_t e = 0;
-    if (pos >= v->r->start && pos < v->r->end && short_str_ok(v, pos, &e, short_end != NULL)) {
+    if (pos >= v->r->start && pos < v->r->end && short_str_ok(v, pos, &e)) {
         *h = pf_hash_str(v->r->seed, v->r->base + pos + 1, (size_t)(e - pos - 1), 1);
         if (short_end)
             *short_end = e;
@@ -857,13 +857,10 @@ static int tuple_cycle(const vctx *v, uint64_t t)
     return 0;
 }
 
-/* Visits the ival at q, an item of the top frame (or the root): checks a
- * scalar, or pushes a frame for a tuple or container. *end: where the
- * parent's next item starts, or 0 if a tuple written inline was pushed
- * (its frame sets the parent's next when it ends). */
 /* A short ASCII string (R15) at q, the commonest value: checked here
- * without a decode; 0 if it is not one (the caller decodes it). */
-static int short_str_ok(vctx *v, uint64_t q, uint64_t *end, int mark)
+ * without a decode, and marked in strs; 0 if it is not one (the caller
+ * decodes it). */
+static int short_str_ok(vctx *v, uint64_t q, uint64_t *end)
 {
     const pf_range *r = v->r;
     const unsigned t = r->base[q];
@@ -888,11 +885,9 @@ static int short_str_ok(vctx *v, uint64_t q, uint64_t *end, int mark)
     if (acc & UINT64_C(0x8080808080808080))
         return 0;
     *end = q + 1 + n;
-    if (mark) {
-        const uint64_t k = q - r->start;
-        uint8_t *b = &v->strs[k >> 3];
-        ST8(b, LD8(b) | (1u << (k & 7)));
-    }
+    const uint64_t k = q - r->start;
+    uint8_t *b = &v->strs[k >> 3];
+    ST8(b, LD8(b) | (1u << (k & 7)));
     return 1;
 }
 
@@ -947,7 +942,7 @@ static int fast_scalar(vctx *v, uint64_t q, uint64_t *end)
     const unsigned t = r->base[q];
     const uint64_t avail = r->end - q - 1;
     if (t >= PF_T_SHORT_STR) {
-        if (!short_str_ok(v, q, end, 1))
+        if (!short_str_ok(v, q, end))
             return 0;
     } else if (t - PF_T_INT1 <= (unsigned)(PF_T_INT8 - PF_T_INT1)) {
         const unsigned n = t - (PF_T_INT1 - 1);
@@ -1020,16 +1015,13 @@ static int scalar_tuple(vctx *v, const pf_val *x, uint64_t *end)
     const uint64_t values = v->st->values;
     uint64_t cur = x->u.tup.first, ignored;
     for (uint64_t i = 0; i < x->u.tup.count; i++) {
-        if (cur >= r->start && cur < r->end &&
-            (short_str_ok(v, cur, &cur, 1) || ref_to_str(v, cur, &cur))) {
-            v->st->values++;
+        if (fast_scalar(v, cur, &cur))
             continue;
-        }
         pf_val it;
         int rc = pf_decode_ex(r, cur, &it, 0, 1, v->err);
         if (rc != PF_OK)
             return rc;
-        if (it.type == PF_REF_RAW && short_str_ok(v, it.pos, &ignored, 1)) {
+        if (it.type == PF_REF_RAW && short_str_ok(v, it.pos, &ignored)) {
             v->st->values++;
         } else if (it.type == PF_REF_RAW || !(it.type >= PF_NONE && it.type <= PF_BYTES)) {
             v->st->values = values;
@@ -1044,6 +1036,10 @@ static int scalar_tuple(vctx *v, const pf_val *x, uint64_t *end)
     return 1;
 }
 
+/* Visits the ival at q, an item of the top frame (or the root): checks a
+ * scalar, or pushes a frame for a tuple or container. *end: where the
+ * parent's next item starts, or 0 if a tuple written inline was pushed
+ * (its frame sets the parent's next when it ends). */
 static int visit(vctx *v, uint64_t q, uint64_t *end)
 {
     if (fast_scalar(v, q, end) || fast_tuple(v, q, end))
@@ -1059,7 +1055,7 @@ static int visit(vctx *v, uint64_t q, uint64_t *end)
         uint64_t ignored;
         /* A short string is checked again at every REF to it (at most 127
          * bytes per REF of 2 or more): cheaper than a bitmap miss. */
-        if (short_str_ok(v, t, &ignored, 1)) {
+        if (short_str_ok(v, t, &ignored)) {
             v->st->values++;
             return PF_OK;
         }
@@ -1143,7 +1139,7 @@ static int fast_records(vctx *v, vframe *f, uint64_t *walked)
         uint64_t kend, vend;
         if (q + 1024 < r->end)
             PREFETCH(r->base + q + 1024);
-        if (!short_str_ok(v, q, &kend, 1))
+        if (!short_str_ok(v, q, &kend))
             break;
         if (!dict)
             vend = kend;
