@@ -4,8 +4,8 @@
  * checksums kept and then cleared: every result is a clean code, and what
  * verify passes walks without a fault. A test adds its own check of each
  * opened variant (test_ordered.c runs the ordered queries) and its own byte
- * values to try. Used by test_objects.c and test_ordered.c, which also use
- * its field helpers and clean_rc.
+ * values to try. Used by test_objects.c and test_ordered.c (test_corrupt.c
+ * has a sweep of its own, and shares fields.h with this one).
  */
 #ifndef PF_DAMAGE_H
 #define PF_DAMAGE_H
@@ -17,6 +17,7 @@
 #include "check.h"
 #include "permafrost.h"
 #include "walk.h"
+#include "fields.h"
 
 /* Counts over every variant tried, for the test's report. */
 static long dmg_variants, dmg_verified, dmg_outcome[16];
@@ -25,26 +26,6 @@ static long dmg_variants, dmg_verified, dmg_outcome[16];
  * passed it (with the checksums cleared). 0 if all was well, else nonzero
  * with a message in *why. */
 typedef int (*dmg_check_fn)(pf_image *img, int verified, const char **why);
-
-/* A code a reader or verify may give for a damaged image. */
-static int clean_rc(int rc)
-{
-    return rc == PF_OK || rc == PF_ECORRUPT || rc == PF_EVERSION ||
-           rc == PF_ELIMIT;
-}
-
-/* Little-endian fields, as the format stores them (the including test
- * uses them too). */
-static uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
-static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
-
-/* header_check = pf_hash_bytes(header[0..120), 0) at offset 120 (R5). */
-static void fix_header(uint8_t *b)
-{
-    uint64_t h = pf_hash_bytes(b, 120, 0);
-    memcpy(b + 120, &h, 8);
-}
 
 /* Opens b[0..len), walks it, verifies it (with the checksums, then with
  * them cleared) and runs `check` on the second: every result clean, and
@@ -129,19 +110,8 @@ static void dmg_sweep(const uint8_t *buf, uint64_t len, const char *name,
     }
     /* Every truncation of DATA behind a consistent header and table. */
     const uint64_t data_end = get64(buf + 64);
-    for (uint64_t cut = 129; cut < data_end; cut++) {
-        memcpy(b, buf, (size_t)cut);
-        memset(b + cut, 0, 32);
-        put32(b + cut, 1);
-        put32(b + cut + 4, 1);
-        put64(b + cut + 8, 128);
-        put64(b + cut + 16, cut - 128);
-        put64(b + 48, cut + 32);
-        put64(b + 64, cut);
-        put32(b + 72, 1);
-        fix_header(b);
-        bad += !dmg_open_walk(b, cut + 32, check);
-    }
+    for (uint64_t cut = 129; cut < data_end; cut++)
+        bad += !dmg_open_walk(b, dmg_cut_data(b, buf, cut), check);
     /* Every byte: flipped, its neighbours, and the test's values. */
     for (uint64_t i = 0; i < len; i++) {
         const uint8_t o = buf[i];

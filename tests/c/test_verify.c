@@ -393,11 +393,23 @@ static image big_root(int type, uint32_t n)
     return finish(w, root);
 }
 
+/* The full check with at most `threads` threads and slot-check batches
+ * of `batch` keys (0: the defaults). */
+static int verify_batch(pf_image *img, pf_verify_stats *st, unsigned threads,
+                        uint32_t batch, pf_error *err)
+{
+    pf_verify_tuning t;
+    memset(&t, 0, sizeof t);
+    t.threads = threads;
+    t.batch = batch;
+    return pf_verify_tuned(img, st, &t, err);
+}
+
 static int verify_threads(const image *im, unsigned threads, pf_verify_stats *st)
 {
     pf_image *img;
     REQUIRE(pf_image_open_buffer(im->buf, im->len, &img, NULL) == PF_OK);
-    int rc = pf_verify_ex(img, st, threads, NULL);
+    int rc = verify_batch(img, st, threads, 0, NULL);
     pf_image_close(img);
     return rc;
 }
@@ -451,16 +463,6 @@ static image set_with_dup(uint32_t n, uint32_t dup, int64_t at)
     }
     REQUIRE(pf_write_end(w, NULL) == PF_OK);
     return finish(w, root);
-}
-
-static int verify_batch(pf_image *img, pf_verify_stats *st, unsigned threads,
-                        uint32_t batch, pf_error *err)
-{
-    pf_verify_tuning t;
-    memset(&t, 0, sizeof t);
-    t.threads = threads;
-    t.batch = batch;
-    return pf_verify_tuned(img, st, &t, err);
 }
 
 /* Two equal keys far apart in a big slot table: found whether they wait
