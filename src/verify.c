@@ -282,14 +282,13 @@ static int keys_equal(const pf_range *r, pf_error *err, uint64_t a,
     case PF_NONE:
         *eq = 1;
         return PF_OK;
-    case PF_STR:
-        if (x.u.s.len != y.u.s.len)
-            return PF_OK;
-        for (uint64_t k = 0; k < x.u.s.len; k++)
-            if (code_unit(&x, k) != code_unit(&y, k))
-                return PF_OK;
-        *eq = 1;
+    case PF_STR: {
+        size_t common;
+        *eq = x.u.s.len == y.u.s.len &&
+              pf_units_cmp(x.u.s.data, (size_t)x.u.s.len, x.u.s.width, y.u.s.data,
+                           (size_t)y.u.s.len, y.u.s.width, &common) == 0;
         return PF_OK;
+    }
     case PF_BYTES:
         *eq = x.u.s.len == y.u.s.len &&
               memcmp(x.u.s.data, y.u.s.data, (size_t)x.u.s.len) == 0;
