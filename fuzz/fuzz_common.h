@@ -6,7 +6,8 @@
  * candidate whose resolved ival has the same bytes and the same stable hash
  * as the key, and hands pf_find the end of the candidate's encoding
  * (key_end), so that pf_find's key_end path is exercised too (walk.h's match
- * leaves it 0). See fuzz/README.md.
+ * leaves it 0); a str key is also looked up by its code units with
+ * pf_find_str. See fuzz/README.md.
  */
 #ifndef PF_FUZZ_COMMON_H
 #define PF_FUZZ_COMMON_H
@@ -82,13 +83,52 @@ static int fz_match_none(void *ctx, const pf_image *img, uint64_t key_pos,
     return 0;
 }
 
+/* A str key (kv, the record at kp with value vp) looked up again by its
+ * code units with pf_find_str, after pf_find gave rc and *fk. Even in a
+ * hostile image: the call ends cleanly; a key it finds is a str equal to
+ * the one sought; and it finds one whenever pf_find found the record itself
+ * (both probe the same slots, and the record's key equals itself). With
+ * `exact` (an image whose keys are distinct), it finds the record itself. */
+static void fz_lookup_str(const pf_image *img, const pf_val *c, uint64_t kp,
+                          uint64_t vp, const pf_val *kv, int rc, uint64_t fk,
+                          int exact)
+{
+    pf_error e;
+    uint64_t sk = 0, sv = 0;
+    const int src = pf_find_str(img, c, kv->u.s.data, (size_t)kv->u.s.len,
+                                kv->u.s.width, NULL, NULL, &sk, &sv, &e);
+    if (src < 0 && src != PF_ECORRUPT && src != PF_ELIMIT)
+        FZ_FAIL("pf_find_str failed with %d (%s)", src, pf_strerror(src));
+    if (src == 1) {
+        pf_val fkv;
+        if (pf_read(img, sk, &fkv, &e) != PF_OK || fkv.type != PF_STR ||
+            fkv.u.s.len != kv->u.s.len || fkv.u.s.width != kv->u.s.width ||
+            memcmp(fkv.u.s.data, kv->u.s.data,
+                   (size_t)kv->u.s.len * (size_t)kv->u.s.width) != 0)
+            FZ_FAIL("pf_find_str found at %llu a key that is not the str "
+                    "sought", (unsigned long long)sk);
+        if (sk == kp && sv != vp)
+            FZ_FAIL("pf_find_str found the record at %llu with value %llu, "
+                    "pf_record_next said %llu", (unsigned long long)kp,
+                    (unsigned long long)sv, (unsigned long long)vp);
+    }
+    if (rc == 1 && fk == kp && src == 0)
+        FZ_FAIL("pf_find_str missed the str key at %llu that pf_find found",
+                (unsigned long long)kp);
+    if (exact && (src != 1 || sk != kp))
+        FZ_FAIL("pf_find_str: rc %d at %llu for the key at %llu", src,
+                (unsigned long long)sk, (unsigned long long)kp);
+}
+
 /* Looks the record key at kp (value at vp, 0 for sets) up again in its
  * container c. Returns the pf_find result (1 found, 0 not found, < 0 error)
  * with the record found in *fk / *fv, or a pf_hash_at / pf_read error.
  * Checks what must hold even in a hostile image: a hit on the record itself
- * gives its own value, and a miss-everything lookup ends. */
+ * gives its own value, and a miss-everything lookup ends. A str key is also
+ * looked up by its code units (fz_lookup_str; `exact` as there). */
 static int fz_lookup(const pf_image *img, const pf_val *c, uint64_t kp,
-                     uint64_t vp, uint64_t *hash, uint64_t *fk, uint64_t *fv)
+                     uint64_t vp, int exact, uint64_t *hash, uint64_t *fk,
+                     uint64_t *fv)
 {
     pf_error e;
     pf_val kv;
@@ -116,6 +156,8 @@ static int fz_lookup(const pf_image *img, const pf_val *c, uint64_t kp,
         FZ_FAIL("scan of %llu records missed the record at %llu",
                 (unsigned long long)c->u.c.count, (unsigned long long)kp);
     }
+    if (kv.type == PF_STR)
+        fz_lookup_str(img, c, kp, vp, &kv, rc, *fk, exact);
     long calls = 0;
     uint64_t dk = 0, dv = 0;
     int miss = pf_find(img, c, ~k.hash, fz_match_none, &calls, &dk, &dv, &e);

@@ -133,7 +133,7 @@ static int visit_container(fz_walker *fw, const pf_val *v, int depth)
             FZ_FAIL("set record with a value offset");
         }
         uint64_t h, fk, fv;
-        rc = fz_lookup(img, v, kp, vp, &h, &fk, &fv);
+        rc = fz_lookup(img, v, kp, vp, fw->verified, &h, &fk, &fv);
         if (rc < 0 && rc != PF_ETYPE && rc != PF_ECORRUPT && rc != PF_ELIMIT)
             FZ_FAIL("lookup failed with %d (%s)", rc, pf_strerror(rc));
         if (fw->budget <= 0)

@@ -551,7 +551,7 @@ static void check_records(checker *ck, node *n, const pf_val *v)
             check_node(ck, val, vp, &vend);
         }
         uint64_t h, fk, fv;
-        rc = fz_lookup(img, v, kp, vp, &h, &fk, &fv);
+        rc = fz_lookup(img, v, kp, vp, 1, &h, &fk, &fv);
         if (rc != 1 || fk != kp || fv != vp)
             FZ_FAIL("key at %llu not found again: rc %d at %llu",
                     (unsigned long long)kp, rc, (unsigned long long)fk);

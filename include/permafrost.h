@@ -353,6 +353,15 @@ int pf_find(const pf_image *img, const pf_val *c, uint64_t hash,
             pf_match_fn match, void *ctx, uint64_t *key_pos,
             uint64_t *val_pos, pf_error *err);
 
+/* pf_find for a str key given as code units: n units of `width` bytes (1, 2
+ * or 4), in the narrowest width that holds them, as CPython keeps a str.
+ * Hashes the key and compares each candidate in place; a candidate that is
+ * a keyed value (R35), whose equality only the caller knows, goes to
+ * `match` (NULL: it does not match). Returns as pf_find. */
+int pf_find_str(const pf_image *img, const pf_val *c, const void *units,
+                size_t n, int width, pf_match_fn match, void *ctx,
+                uint64_t *key_pos, uint64_t *val_pos, pf_error *err);
+
 /* ------------------------------------------------------------------ writer */
 
 /* A writer builds one image in memory: ivals are appended in order; the

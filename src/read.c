@@ -885,6 +885,151 @@ int pf_find(const pf_image *img, const pf_val *c, uint64_t hash,
     return rc;
 }
 
+/* The stored key at kp against a str key of n code units of `width` bytes:
+ * 1 equal (*key_end set), 0 not, 2 a keyed value (R35) that only the
+ * caller can compare, < 0 on error. kp lies inside the body. */
+PF_INLINE int str_key_eq(const pf_range *r, uint64_t kp, const uint8_t *key,
+                         size_t n, int width, uint64_t *key_end,
+                         pf_error *err)
+{
+    const unsigned t = kp < r->end ? r->base[kp] : 0;
+    if (t >= PF_T_SHORT_STR) {
+        /* the common key, a short ASCII str in place (R15): compared where
+         * it lies. Equal bytes that are not ASCII make no valid key: not
+         * this one (decoding the key reports it). */
+        const uint64_t len = t - PF_T_SHORT_STR;
+        if (width != 1 || len != n || len > r->end - kp - 1)
+            return 0;
+        const uint8_t *d = r->base + kp + 1;
+        if (n >= 8 && n <= 16) {
+            const uint64_t a0 = pf_ld64(d), a1 = pf_ld64(d + n - 8);
+            if ((a0 ^ pf_ld64(key)) | (a1 ^ pf_ld64(key + n - 8)))
+                return 0;
+            if ((a0 | a1) & 0x8080808080808080ull)
+                return 0;
+        } else {
+            if (n && memcmp(d, key, n) != 0)
+                return 0;
+            for (size_t i = 0; i < n; i++)
+                if (d[i] & 0x80)
+                    return 0;
+        }
+        *key_end = kp + 1 + n;
+        return 1;
+    }
+    pf_val kv;
+    int rc = decode(r, kp, &kv, 1, 0, err);
+    if (rc != PF_OK)
+        return rc;
+    if (kv.type == PF_KEYED)
+        return 2;
+    if (kv.type != PF_STR || kv.u.s.len != n || kv.u.s.width != width ||
+        (n && memcmp(kv.u.s.data, key, n * (size_t)width) != 0))
+        return 0;
+    *key_end = kv.next;
+    return 1;
+}
+
+/* A candidate of pf_find_str: str_key_eq, and `match` for a keyed one. */
+PF_INLINE int str_candidate(const pf_image *img, uint64_t kp,
+                            const uint8_t *key, size_t n, int width,
+                            pf_match_fn match, void *ctx, uint64_t *key_end,
+                            pf_error *err)
+{
+    int m = str_key_eq(&img->r, kp, key, n, width, key_end, err);
+    if (PF_LIKELY(m != 2))
+        return m;
+    *key_end = 0;
+    return match ? match(ctx, img, kp, key_end) : 0;
+}
+
+/* pf_find's probe loop with the str comparison in place of the match
+ * function's call: the same checks (R22-R24), in the same order. */
+PF_INLINE int probe_str(const pf_image *img, const pf_val *c, uint64_t hash,
+                        const int W, const uint8_t *key, size_t n, int width,
+                        pf_match_fn match, void *ctx, uint64_t *key_pos,
+                        uint64_t *val_pos, pf_error *err)
+{
+    const uint64_t body = c->u.c.body, bl = c->u.c.body_len;
+    const uint64_t nslots = c->u.c.nslots;
+    const unsigned ibits = pf_bitlen64(bl);
+    const unsigned wbits = 8u * (unsigned)W;
+    if (PF_UNLIKELY(ibits >= wbits))
+        return PF_CORRUPT(err, "slot width leaves no tag bits", c->pos);
+    const unsigned tagbits = wbits - ibits;
+    const uint64_t tag = tagbits >= 64 ? hash : hash & ((1ull << tagbits) - 1);
+    const uint64_t imask = (1ull << ibits) - 1;
+    const uint8_t *table = img->r.base + c->u.c.table;
+    uint64_t i = pf_mulhi(hash, nslots);
+    for (uint64_t probes = 0; probes < nslots; probes++) {       /* R23 */
+        const uint8_t *sp = table + i * (uint64_t)W;
+        const uint64_t slot = W == 2 ? pf_ld16(sp) : W == 4 ? pf_ld32(sp)
+                                                            : pf_ld64(sp);
+        if (slot == 0)
+            return 0;
+        if ((slot >> ibits) == tag) {
+            const uint64_t ro = slot & imask;
+            if (PF_UNLIKELY(ro == 0 || ro - 1 >= bl))              /* R24 */
+                return PF_CORRUPT(err, "slot record offset outside the body",
+                                  c->u.c.table + i * (uint64_t)W);
+            const uint64_t kp = body + ro - 1;
+            uint64_t key_end = 0;
+            const int m = str_candidate(img, kp, key, n, width, match, ctx,
+                                        &key_end, err);
+            if (m < 0)
+                return m;
+            if (m)
+                return found_at(&img->r, c, kp, key_end, key_pos, val_pos,
+                                err);
+        }
+        if (++i == nslots)
+            i = 0;
+    }
+    return 0;
+}
+
+int pf_find_str(const pf_image *img, const pf_val *c, const void *units,
+                size_t n, int width, pf_match_fn match, void *ctx,
+                uint64_t *key_pos, uint64_t *val_pos, pf_error *err)
+{
+    if (!c || !is_map(c->type))
+        return pf_fail(err, PF_ETYPE, "not a dict, set or frozenset", 0);
+    if ((width != 1 && width != 2 && width != 4) || (!units && n))
+        return pf_fail(err, PF_EINVAL, "bad str key", 0);
+    const uint8_t *key = (const uint8_t *)units;
+    const uint64_t hash = pf_hash_str(img->r.seed, key, n, width);
+    switch (c->u.c.nslots ? c->u.c.width : 0) {
+    case 4:
+        return probe_str(img, c, hash, 4, key, n, width, match, ctx, key_pos,
+                         val_pos, err);
+    case 8:
+        return probe_str(img, c, hash, 8, key, n, width, match, ctx, key_pos,
+                         val_pos, err);
+    case 2:
+        return probe_str(img, c, hash, 2, key, n, width, match, ctx, key_pos,
+                         val_pos, err);
+    case 0:
+        break;
+    default:
+        return pf_fail(err, PF_EINVAL, "container not decoded by pf_read", 0);
+    }
+    const pf_range *r = &img->r;
+    uint64_t cursor = 0, kp = 0, vp = 0, key_end;
+    int rc;
+    while ((rc = record_next(r, c, &cursor, &kp, &vp, err)) == 1) {
+        const int m = str_candidate(img, kp, key, n, width, match, ctx,
+                                    &key_end, err);
+        if (m < 0)
+            return m;
+        if (m) {
+            *key_pos = kp;
+            *val_pos = vp;
+            return 1;
+        }
+    }
+    return rc;
+}
+
 /* ------------------------------------------------------------------ order */
 
 /* Ordered containers (R36): the records lie in the body in ascending key

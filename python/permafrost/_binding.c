@@ -1689,7 +1689,8 @@ key_hash(ImageObject *im, PyObject *key, uint64_t *h)
 typedef struct {
     ImageObject *im;
     PyObject *key;
-    uint64_t h;     /* its stable hash */
+    uint64_t h;     /* its stable hash, if hknown */
+    int hknown;     /* 0 for a str key looked up by pf_find_str */
 } match_ctx;
 
 static int key_equal(match_ctx *mc, const pf_val *vp, uint64_t key_pos);
@@ -1798,6 +1799,12 @@ key_equal(match_ctx *mc, const pf_val *vp, uint64_t key_pos)
          * building one may need a class the reader did not allow). */
         uint64_t sh;
         pf_error err;
+        if (!mc->hknown) {
+            int r = key_hash(mc->im, mc->key, &mc->h);
+            if (r != 0)
+                return r < 0 ? PF_PYERR : 0;
+            mc->hknown = 1;
+        }
         int rc = pf_hash_at(mc->im->img, v.pos, &sh, &err);
         if (rc < 0) {
             raise_pf(mc->im->st, &err, rc);
@@ -1829,16 +1836,29 @@ static int
 view_lookup(ViewObject *self, PyObject *key, uint64_t *key_pos, uint64_t *val_pos)
 {
     ImageObject *im = self->image;
-    uint64_t h;
-    int r = key_hash(im, key, &h);
-    if (r < 0)
-        return -1;
-    if (r > 0)
-        return 0;
-    match_ctx mc = {im, key, h};
     pf_error err;
     uint64_t kp = 0, vp = 0;
-    int rc = pf_find(im->img, &self->v, h, key_match, &mc, &kp, &vp, &err);
+    int rc;
+    if (PyUnicode_CheckExact(key)) {
+        /* the common key: hashed and compared in the core, in place */
+#if PY_VERSION_HEX < 0x030C0000
+        if (PyUnicode_READY(key) < 0)
+            return -1;
+#endif
+        match_ctx mc = {im, key, 0, 0};
+        rc = pf_find_str(im->img, &self->v, PyUnicode_DATA(key),
+                         (size_t)PyUnicode_GET_LENGTH(key), PyUnicode_KIND(key),
+                         key_match, &mc, &kp, &vp, &err);
+    } else {
+        uint64_t h;
+        int r = key_hash(im, key, &h);
+        if (r < 0)
+            return -1;
+        if (r > 0)
+            return 0;
+        match_ctx mc = {im, key, h, 1};
+        rc = pf_find(im->img, &self->v, h, key_match, &mc, &kp, &vp, &err);
+    }
     if (rc < 0) {
         fail(im->st, &err, rc);
         return -1;

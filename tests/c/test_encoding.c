@@ -571,6 +571,259 @@ static void test_key_end(void)
     }
 }
 
+/* ------------------------------------------------------------------ str keys */
+
+/* A str key as code units. */
+typedef struct units_key {
+    uint8_t u[4 * 140];
+    size_t n;
+    int width;
+} units_key;
+
+static void put_unit(units_key *k, uint32_t c)
+{
+    if (k->width == 1)
+        k->u[k->n] = (uint8_t)c;
+    else if (k->width == 2) {
+        const uint16_t x = (uint16_t)c;
+        memcpy(k->u + 2 * k->n, &x, 2);
+    } else
+        memcpy(k->u + 4 * k->n, &c, 4);
+    k->n++;
+}
+
+/* Key i of test_find_str, in one of its stored forms by i % 7. */
+static units_key key_of(int i)
+{
+    units_key k = {{0}, 0, 1};
+    char t[160];
+    int n = 0;
+    switch (i % 7) {
+    case 0: /* a short ASCII str in place (R15); key 0 is "" */
+        n = i ? snprintf(t, sizeof t, "k%d", i) : 0;
+        break;
+    case 1: /* ASCII too long for R15 */
+        n = snprintf(t, sizeof t, "%0135d", i);
+        break;
+    case 2: /* latin-1 */
+        n = snprintf(t, sizeof t, "\xe9t\xe9 %d", i);
+        break;
+    case 5: /* met before as a value: stored as a REF or SREF (R17, R28) */
+    case 6:
+        n = snprintf(t, sizeof t, "shared key %d", i);
+        break;
+    default: /* UCS-2, UCS-4 */
+        k.width = i % 7 == 3 ? 2 : 4;
+        put_unit(&k, k.width == 2 ? 0x101 : 0x1F600);
+        n = snprintf(t, sizeof t, "%d", i);
+        for (int j = 0; j < n; j++)
+            put_unit(&k, (uint8_t)t[j]);
+        return k;
+    }
+    for (int j = 0; j < n; j++)
+        put_unit(&k, (uint8_t)t[j]);
+    return k;
+}
+
+static int is_ascii_key(const units_key *k)
+{
+    for (size_t j = 0; j < k->n; j++)
+        if (k->width != 1 || (k->u[j] & 0x80))
+            return 0;
+    return 1;
+}
+
+/* pf_find match: the stored key is the str *ctx. */
+static int match_units(void *ctx, const pf_image *img, uint64_t kp,
+                       uint64_t *key_end)
+{
+    const units_key *k = (const units_key *)ctx;
+    pf_val v;
+    (void)key_end;
+    if (pf_read(img, kp, &v, NULL) != PF_OK)
+        return PF_ECORRUPT;
+    return v.type == PF_STR && v.u.s.len == k->n && v.u.s.width == k->width &&
+           (k->n == 0 || memcmp(v.u.s.data, k->u, k->n * (size_t)k->width) == 0);
+}
+
+/* pf_find_str finds what pf_find finds, over str keys of every stored form
+ * (key_of), in a scanned dict and in slotted ones of each slot width; a key
+ * that differs in its last unit, in its length, or only in its width is
+ * not found. */
+static void test_find_str(void)
+{
+    static const int sizes[] = {7, 70, 3000, 30000};
+    for (size_t z = 0; z < sizeof sizes / sizeof sizes[0]; z++) {
+        const int n = sizes[z];
+        pf_writer *w;
+        REQUIRE(pf_writer_new(&w, 5, NULL) == PF_OK);
+        const uint64_t root = pf_writer_pos(w);
+        REQUIRE(pf_write_container_begin(w, PF_LIST, 4, NULL) == PF_OK);
+        for (int rep = 0; rep < 3; rep++) { /* the shared keys, 3 times */
+            REQUIRE(pf_write_item(w, NULL) == PF_OK);
+            REQUIRE(pf_write_container_begin(w, PF_LIST, (uint64_t)n, NULL) == PF_OK);
+            for (int i = 0; i < n; i++) {
+                units_key k = key_of(i % 7 >= 5 ? i : 0);
+                REQUIRE(pf_write_item(w, NULL) == PF_OK);
+                REQUIRE(pf_write_str(w, k.u, k.n, k.width, is_ascii_key(&k),
+                                     NULL) == PF_OK);
+            }
+            REQUIRE(pf_write_end(w, NULL) == PF_OK);
+        }
+        REQUIRE(pf_write_item(w, NULL) == PF_OK);
+        REQUIRE(pf_write_container_begin(w, PF_DICT, (uint64_t)n, NULL) == PF_OK);
+        for (int i = 0; i < n; i++) {
+            units_key k = key_of(i);
+            REQUIRE(pf_write_item(w, NULL) == PF_OK);
+            REQUIRE(pf_write_str(w, k.u, k.n, k.width, is_ascii_key(&k),
+                                 NULL) == PF_OK);
+            REQUIRE(pf_write_key_done(w, NULL) == PF_OK);
+            REQUIRE(pf_write_int(w, i, NULL) == PF_OK);
+        }
+        REQUIRE(pf_write_end(w, NULL) == PF_OK);
+        REQUIRE(pf_write_end(w, NULL) == PF_OK);
+        uint8_t *buf;
+        pf_image *img = finish_open(w, root, &buf);
+        pf_val l, d, v;
+        REQUIRE(pf_read(img, root, &l, NULL) == PF_OK);
+        uint64_t dp = 0;
+        REQUIRE(pf_list_item(img, &l, 3, &dp, NULL) == PF_OK);
+        REQUIRE(pf_read(img, dp, &d, NULL) == PF_OK && d.type == PF_DICT);
+        CHECK(z ? d.u.c.nslots > 0 : d.u.c.nslots == 0);
+        const uint64_t S = pf_image_hash_seed(img);
+        long refs = 0, wrong = 0;
+        for (int i = 0; i < n; i++) {
+            units_key k = key_of(i);
+            uint64_t kp0 = 0, vp0 = 0, kp = 1, vp = 1;
+            const uint64_t h = pf_hash_str(S, k.u, k.n, k.width);
+            CHECK_RC(pf_find(img, &d, h, match_units, &k, &kp0, &vp0, NULL), 1);
+            const int rc = pf_find_str(img, &d, k.u, k.n, k.width, NULL, NULL,
+                                       &kp, &vp, NULL);
+            if (rc != 1 || kp != kp0 || vp != vp0 ||
+                pf_read(img, vp, &v, NULL) != PF_OK || v.type != PF_INT ||
+                v.u.i != i)
+                wrong++;
+            const unsigned t = pf_image_base(img)[kp0];
+            refs += t == 0x03 || t == 0x07;
+            /* the last unit made 'x', the first one dropped, an 'x' added:
+             * no key ends in 'x' or starts as another key's second unit */
+            units_key m = k;
+            if (m.n) {
+                m.n--;
+                put_unit(&m, 'x');
+                wrong += pf_find_str(img, &d, m.u, m.n, m.width, NULL, NULL,
+                                     &kp, &vp, NULL) != 0;
+                wrong += pf_find_str(img, &d, k.u + k.width, k.n - 1, k.width,
+                                     NULL, NULL, &kp, &vp, NULL) != 0;
+            }
+            m = k;
+            put_unit(&m, 'x');
+            wrong += pf_find_str(img, &d, m.u, m.n, m.width, NULL, NULL, &kp,
+                                 &vp, NULL) != 0;
+            if (is_ascii_key(&k) && k.n) { /* the same str, units of 2 bytes */
+                units_key wide = {{0}, 0, 2};
+                for (size_t j = 0; j < k.n; j++)
+                    put_unit(&wide, k.u[j]);
+                wrong += pf_find_str(img, &d, wide.u, wide.n, 2, NULL, NULL,
+                                     &kp, &vp, NULL) != 0;
+            }
+        }
+        if (wrong)
+            fprintf(stderr, "    find_str: %ld wrong answers in %d keys\n",
+                    wrong, n);
+        CHECK(wrong == 0);
+        CHECK(refs > 0); /* some keys were stored as REF or SREF */
+        check_walk_strict(img);
+        CHECK_RC(pf_image_verify(img, NULL, NULL), PF_OK);
+        pf_image_close(img);
+        pf_free(buf);
+    }
+}
+
+/* A short ASCII key (R15) of 4 or 12 bytes whose 4th byte was changed to
+ * 0xE9: no valid key holds it; pf_find_str finds neither the key it was
+ * nor the latin-1 str of its bytes, in the slots (its slot moved where that
+ * str's hash leads) or in the scan. */
+static void test_find_str_not_ascii(void)
+{
+    static const char *const keys[2] = {"cafe", "cafe au lait"}; /* 4, 12 */
+    for (int c = 0; c < 4; c++) {
+        const int n = c & 1 ? 30 : 3;
+        const char *key = keys[c >> 1];
+        const size_t kn = strlen(key);
+        char bad_key[16];
+        memcpy(bad_key, key, kn);
+        bad_key[3] = (char)0xE9;
+        pf_writer *w;
+        REQUIRE(pf_writer_new(&w, 5, NULL) == PF_OK);
+        REQUIRE(pf_write_container_begin(w, PF_DICT, (uint64_t)n, NULL) == PF_OK);
+        char k[16];
+        for (int i = 0; i < n; i++) {
+            int kl = i ? snprintf(k, sizeof k, "other%d", i)
+                       : snprintf(k, sizeof k, "%s", key);
+            REQUIRE(pf_write_item(w, NULL) == PF_OK);
+            REQUIRE(pf_write_str(w, k, (size_t)kl, 1, 1, NULL) == PF_OK);
+            REQUIRE(pf_write_key_done(w, NULL) == PF_OK);
+            REQUIRE(pf_write_int(w, i, NULL) == PF_OK);
+        }
+        REQUIRE(pf_write_end(w, NULL) == PF_OK);
+        uint8_t *buf;
+        pf_image *img = finish_open(w, 128, &buf);
+        pf_val d;
+        REQUIRE(pf_read(img, 128, &d, NULL) == PF_OK);
+        uint64_t kp = 0, vp = 0;
+        REQUIRE(pf_find_str(img, &d, key, kn, 1, NULL, NULL, &kp, &vp, NULL) == 1);
+        const uint64_t len = pf_image_size(img);
+        pf_image_close(img);
+        REQUIRE(buf[kp] == 0x80 + kn && buf[kp + 4] == 'e');
+        buf[kp + 4] = 0xE9;
+        REQUIRE(pf_image_open_buffer(buf, len, &img, NULL) == PF_OK);
+        REQUIRE(pf_read(img, 128, &d, NULL) == PF_OK);
+        if (n > 8) {
+            /* The slot of the key moved to where the hash of "caf\xe9"
+             * leads, with its tag: a hostile image that makes the damaged
+             * key a candidate for that str (other lookups may now miss). */
+            const int W = d.u.c.width;
+            uint8_t *table = buf + d.u.c.table;
+            const unsigned ibits = 64u - (unsigned)__builtin_clzll(d.u.c.body_len);
+            const uint64_t ro = kp - d.u.c.body + 1;
+            uint64_t j = 0, slot = 0;
+            for (j = 0; j < d.u.c.nslots; j++) {
+                slot = 0;
+                memcpy(&slot, table + j * (uint64_t)W, (size_t)W);
+                if ((slot & ((1ull << ibits) - 1)) == ro)
+                    break;
+            }
+            REQUIRE(j < d.u.c.nslots);
+            memset(table + j * (uint64_t)W, 0, (size_t)W);
+            const uint64_t h = pf_hash_str(pf_image_hash_seed(img), bad_key, kn, 1);
+            const uint64_t tag = h & ((1ull << (8u * (unsigned)W - ibits)) - 1);
+            slot = tag << ibits | ro;
+            j = pf_mulhi64(h, d.u.c.nslots);
+            for (uint64_t probes = 0; probes < d.u.c.nslots; probes++) {
+                uint64_t cur = 0;
+                memcpy(&cur, table + j * (uint64_t)W, (size_t)W);
+                if (cur == 0)
+                    break;
+                j = j + 1 == d.u.c.nslots ? 0 : j + 1;
+            }
+            memcpy(table + j * (uint64_t)W, &slot, (size_t)W);
+        }
+        /* the slots compare the key in place and pass it by; the scan
+         * decodes each record, and reports the damaged one */
+        const int bad = n > 8 ? 0 : PF_ECORRUPT;
+        pf_error e;
+        CHECK_RC(pf_find_str(img, &d, bad_key, kn, 1, NULL, NULL, &kp, &vp, &e),
+                 bad);
+        CHECK_RC(pf_find_str(img, &d, key, kn, 1, NULL, NULL, &kp, &vp, &e), bad);
+        if (bad)
+            CHECK_RC(pf_find_str(img, &d, "other2", 6, 1, NULL, NULL, &kp, &vp,
+                                 &e), bad);
+        pf_image_close(img);
+        pf_free(buf);
+    }
+}
+
 /* ------------------------------------------------------------------ anchors */
 
 /* Length of the REF or SREF varint at pos (0 if neither). */
@@ -679,6 +932,8 @@ int main(void)
     test_float_keys();
     test_short_tuples();
     test_key_end();
+    test_find_str();
+    test_find_str_not_ascii();
     test_string_references();
     return check_report();
 }

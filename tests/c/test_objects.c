@@ -1653,6 +1653,82 @@ static void test_keyed_equal(void)
     }
 }
 
+/* pf_find_str meets a keyed key (R35) equal to the str "s": only the match
+ * function can say so; it is asked about the keyed candidate and never
+ * about a plain str key, which is compared in place. */
+typedef struct kd_count {
+    const char *key;  /* the str sought, NUL-terminated */
+    long calls;
+} kd_count;
+
+/* pf_find match: a keyed value with PF_KEYED_EQ whose proxy is the str
+ * ctx->key (what the binding's match decides with Python's ==). */
+static int match_keyed_str(void *ctx, const pf_image *img, uint64_t key_pos,
+                           uint64_t *key_end)
+{
+    kd_count *c = (kd_count *)ctx;
+    c->calls++;
+    (void)key_end;
+    pf_val v = rd(img, key_pos), p;
+    if (v.type != PF_KEYED || !(v.u.key.flags & PF_KEYED_EQ))
+        return 0;
+    p = rd(img, v.u.key.first);
+    return is_str(&p, c->key);
+}
+
+static int match_refuse(void *ctx, const pf_image *img, uint64_t key_pos,
+                        uint64_t *key_end)
+{
+    (void)ctx;
+    (void)img;
+    (void)key_pos;
+    (void)key_end;
+    return PF_EINVAL;
+}
+
+static void test_keyed_find_str(void)
+{
+    static const kdesc kd_t = KD_STR("t");
+    for (int pad = 0; pad <= 30; pad += 30) { /* scanned (2 keys), slotted */
+        image im = two_keys(PF_DICT, &kq_eq_s, &kd_t, pad);
+        pf_image *img = open_im(&im);
+        pf_val d = rd(img, pf_image_root(img));
+        CHECK(pad ? d.u.c.nslots > 0 : d.u.c.nslots == 0);
+        uint64_t cursor = 0, kp0, vp0, fk = 0, fv = 0;
+        CHECK_RC(pf_record_next(img, &d, &cursor, &kp0, &vp0, NULL), 1);
+        /* no match function: the keyed key matches nothing */
+        CHECK_RC(pf_find_str(img, &d, "s", 1, 1, NULL, NULL, &fk, &fv, NULL), 0);
+        kd_count c = {"s", 0};
+        CHECK_RC(pf_find_str(img, &d, "s", 1, 1, match_keyed_str, &c, &fk, &fv,
+                             NULL), 1);
+        CHECK(c.calls == 1);
+        CHECK_EQ_U64(fk, kp0);
+        CHECK_EQ_U64(fv, vp0);
+        /* the plain keys, found in place */
+        for (int k = 1; k < 2 + pad; k++) {
+            char t[16];
+            const int n = k == 1 + pad ? snprintf(t, sizeof t, "t")
+                                       : snprintf(t, sizeof t, "pad%d", k);
+            c.key = t;
+            c.calls = 0;
+            CHECK_RC(pf_find_str(img, &d, t, (size_t)n, 1, match_keyed_str, &c,
+                                 &fk, &fv, NULL), 1);
+            pf_val v = rd(img, fv);
+            CHECK(v.type == PF_INT && v.u.i == k);
+            /* a scan meets the keyed key first; probes pass it by its tag */
+            CHECK(c.calls == (pad ? 0 : 1));
+        }
+        c.key = "u";
+        CHECK_RC(pf_find_str(img, &d, "u", 1, 1, match_keyed_str, &c, &fk, &fv,
+                             NULL), 0);
+        /* a match function's error ends the search with it */
+        CHECK_RC(pf_find_str(img, &d, "s", 1, 1, match_refuse, NULL, &fk, &fv,
+                             NULL), PF_EINVAL);
+        pf_image_close(img);
+        free(im.buf);
+    }
+}
+
 /* ------------------------------------------------------------------ keyed: damage */
 
 /* {KEYED(EQ, 1, O): "v"}, the keyed value at *kp. */
@@ -2081,6 +2157,7 @@ static void test_keyed(void)
 {
     test_keyed_image();
     test_keyed_equal();
+    test_keyed_find_str();
     test_keyed_corrupt();
     test_keyed_builder();
 }
