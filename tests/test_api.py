@@ -38,6 +38,31 @@ def test_public_names():
         assert hasattr(pf, name), name
 
 
+def test_import_is_light():
+    """Importing permafrost loads none of the modules that only some
+    features need (memory reports, exotic keys, shared memory names): a
+    spawn worker that only reads views pays neither their memory nor their
+    import time. The features still work once asked for."""
+    heavy = ["dataclasses", "typing", "inspect", "decimal", "fractions", "datetime",
+             "uuid", "enum", "secrets", "hashlib", "tempfile", "shutil", "pickle", "re"]
+    r = run_isolated(f"""
+        import sys
+        before = set(sys.modules)
+        import permafrost
+        print(sorted(m for m in {heavy!r} if m in sys.modules and m not in before))
+        assert callable(permafrost.memory_report)
+        assert "dataclasses" in sys.modules and "memory_report" in dir(permafrost)
+        import decimal, datetime
+        v = permafrost.loads(permafrost.dumps({{decimal.Decimal("0.5"): 1,
+                                               datetime.date(2020, 1, 2): 2}}))
+        assert v[0.5] == 1 and v[datetime.date(2020, 1, 2)] == 2
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+    with pytest.raises(AttributeError, match="no_such_name"):
+        pf.no_such_name
+
+
 def test_exception_hierarchy():
     assert issubclass(pf.Error, Exception)
     assert issubclass(pf.CorruptImageError, pf.Error) and issubclass(pf.CorruptImageError, ValueError)

@@ -12,13 +12,6 @@ import collections.abc as _abc
 import os as _os
 
 from . import _binding, _objects, _shm
-from ._memory import (
-    ImageMapping,
-    ImageMemory,
-    MemoryReport,
-    ProcessMemory,
-    memory_report,
-)
 from ._binding import (
     Builder,
     ClosedImageError,
@@ -339,3 +332,22 @@ _abc.Sequence.register(ListView)
 _abc.Set.register(SetView)
 _abc.Set.register(FrozenSetView)
 _abc.Hashable.register(FrozenSetView)
+
+# memory_report and its classes live in _memory, imported on first use (PEP
+# 562): it brings dataclasses and typing, which a worker that only reads
+# views does not need (docs/DECISIONS.md, "A light import").
+_MEMORY_NAMES = frozenset({"memory_report", "MemoryReport", "ProcessMemory",
+                           "ImageMapping", "ImageMemory"})
+
+
+def __getattr__(name):
+    if name in _MEMORY_NAMES:
+        from . import _memory
+        value = getattr(_memory, name)
+        globals()[name] = value
+        return value
+    raise AttributeError("module 'permafrost' has no attribute %r" % (name,))
+
+
+def __dir__():
+    return sorted(set(globals()) | _MEMORY_NAMES)

@@ -25,14 +25,7 @@ only if its ``trust`` allows it: ``(trust_all, allow_pickle, names,
 prefixes)``, a plain tuple so that it hashes and pickles as it is.
 """
 
-import datetime as _dt
-import decimal as _decimal
-import enum as _enum
-import fractions as _fractions
 import importlib as _importlib
-import pickle as _pickle
-import uuid as _uuid
-import re as _re
 import sys as _sys
 
 from . import _binding
@@ -263,7 +256,8 @@ def unpickle(trust, data):
             "the image holds a pickled object: pass allow_pickle=True to "
             "permafrost.open() to unpickle it (only for an image you trust: "
             "unpickling runs code)")
-    return _pickle.loads(data)
+    import pickle
+    return pickle.loads(data)
 
 
 # ------------------------------------------------------------------ describe
@@ -317,8 +311,9 @@ def describe(obj, allow_pickle):
     except TypeError:
         if not allow_pickle:
             raise
+    import pickle
     try:
-        return (D_PICKLE, _pickle.dumps(obj, protocol=5))
+        return (D_PICKLE, pickle.dumps(obj, protocol=5))
     except Exception as e:
         raise TypeError("cannot freeze object of type %s: no built-in rule "
                         "covers it and pickle failed (%s)" % (tp.__qualname__, e)) from None
@@ -359,9 +354,45 @@ def _rational(n, d):
     return 0, ("fraction", n, d)
 
 
+def _loaded(*names):
+    """The first of these modules already imported, else None. An instance of
+    a class exists only once its module is imported, so the key rules of the
+    standard library's value classes look for those modules in sys.modules
+    rather than importing them (importing permafrost stays light)."""
+    for name in names:
+        mod = _sys.modules.get(name)
+        if mod is not None:
+            return mod
+    return None
+
+
 def _micros(d):
     """A timedelta as an int of microseconds."""
     return (d.days * 86400 + d.seconds) * 1000000 + d.microseconds
+
+
+def _datetime_proxy(k, tp, _dt):
+    """key_proxy of a datetime, date, time or timedelta, else None."""
+    if isinstance(k, _dt.datetime) and _same_equality(tp, _dt.datetime):
+        # by instant when aware (the offset of fold 0, as hash() takes it)
+        off = (k.replace(fold=0) if k.fold else k).utcoffset()
+        days = k.toordinal()
+        us = ((days * 86400 + k.hour * 3600 + k.minute * 60 + k.second) * 1000000
+              + k.microsecond)
+        if off is None:
+            return 0, ("datetime", us)
+        return 0, ("datetime@utc", us - _micros(off))
+    if isinstance(k, _dt.date) and _same_equality(tp, _dt.date):
+        return 0, ("date", k.toordinal())
+    if isinstance(k, _dt.time) and _same_equality(tp, _dt.time):
+        off = k.utcoffset()
+        us = (k.hour * 3600 + k.minute * 60 + k.second) * 1000000 + k.microsecond
+        if off is None:
+            return 0, ("time", us)
+        return 0, ("time@utc", us - _micros(off))
+    if isinstance(k, _dt.timedelta) and _same_equality(tp, _dt.timedelta):
+        return 0, ("timedelta", _micros(k))
+    return None
 
 
 def key_proxy(k):
@@ -387,7 +418,9 @@ def key_proxy(k):
             if base is bytes:
                 return KEYED_EQ, k[:]
             return KEYED_EQ, complex(k.real, k.imag)
-    if isinstance(k, _decimal.Decimal) and _same_equality(tp, _decimal.Decimal):
+    _decimal = _loaded("decimal", "_decimal")
+    if _decimal is not None and isinstance(k, _decimal.Decimal) and \
+            _same_equality(tp, _decimal.Decimal):
         if k.is_nan():   # equal to nothing, not even itself, as a float NaN
             return (0, float("nan")) if not k.is_snan() else None
         if k.is_infinite():
@@ -395,28 +428,18 @@ def key_proxy(k):
         if abs(k.adjusted()) > _DECIMAL_KEY_DIGITS:
             return None  # its exact value would be an int of that many digits
         return _rational(*k.as_integer_ratio())
-    if isinstance(k, _fractions.Fraction) and _same_equality(tp, _fractions.Fraction):
+    _fractions = _loaded("fractions")
+    if _fractions is not None and isinstance(k, _fractions.Fraction) and \
+            _same_equality(tp, _fractions.Fraction):
         return _rational(k.numerator, k.denominator)
-    if isinstance(k, _dt.datetime) and _same_equality(tp, _dt.datetime):
-        # by instant when aware (the offset of fold 0, as hash() takes it)
-        off = (k.replace(fold=0) if k.fold else k).utcoffset()
-        days = k.toordinal()
-        us = ((days * 86400 + k.hour * 3600 + k.minute * 60 + k.second) * 1000000
-              + k.microsecond)
-        if off is None:
-            return 0, ("datetime", us)
-        return 0, ("datetime@utc", us - _micros(off))
-    if isinstance(k, _dt.date) and _same_equality(tp, _dt.date):
-        return 0, ("date", k.toordinal())
-    if isinstance(k, _dt.time) and _same_equality(tp, _dt.time):
-        off = k.utcoffset()
-        us = (k.hour * 3600 + k.minute * 60 + k.second) * 1000000 + k.microsecond
-        if off is None:
-            return 0, ("time", us)
-        return 0, ("time@utc", us - _micros(off))
-    if isinstance(k, _dt.timedelta) and _same_equality(tp, _dt.timedelta):
-        return 0, ("timedelta", _micros(k))
-    if isinstance(k, _uuid.UUID) and _same_equality(tp, _uuid.UUID):
+    _dt = _loaded("datetime", "_datetime")
+    if _dt is not None:
+        proxy = _datetime_proxy(k, tp, _dt)
+        if proxy is not None:
+            return proxy
+    _uuid = _loaded("uuid")
+    if _uuid is not None and isinstance(k, _uuid.UUID) and \
+            _same_equality(tp, _uuid.UUID):
         return 0, ("uuid", k.int)
     if tp is range:
         # equal when they hold the same numbers (len() fails past maxsize)
@@ -426,7 +449,9 @@ def key_proxy(k):
         return 0, (("range", n) if n == 0 else ("range", n, start) if n == 1
                    else ("range", n, start, step))
     try:
-        if isinstance(k, _enum.Enum) and _same_equality(tp, _enum.Enum):
+        _enum = _loaded("enum")
+        if _enum is not None and isinstance(k, _enum.Enum) and \
+                _same_equality(tp, _enum.Enum):
             # members are singletons: equal only to themselves
             module, qualname = _class_name(tp)
             return 0, ("enum", module, qualname,
@@ -543,7 +568,8 @@ def _describe_array(a, allow_pickle):
     dt = a.dtype
     if dt.kind not in "biufc" or dt.fields is not None or dt.subdtype is not None:
         if allow_pickle:
-            return (D_PICKLE, _pickle.dumps(a, protocol=5))
+            import pickle
+            return (D_PICKLE, pickle.dumps(a, protocol=5))
         raise TypeError(
             "cannot freeze a numpy array of dtype %s: only bool and numeric "
             "dtypes are stored without a copy (freeze(..., allow_pickle=True) "
@@ -559,6 +585,7 @@ def _describe_array(a, allow_pickle):
 def make_array(image, header, offset, nbytes):
     """A read-only numpy array over ``nbytes`` of ``image`` at ``offset``: no
     copy; the array keeps the image mapped."""
+    import re
     import numpy as np
     if (not isinstance(header, tuple) or len(header) != 3 or
             not isinstance(header[0], str) or not isinstance(header[1], tuple) or
@@ -567,7 +594,7 @@ def make_array(image, header, offset, nbytes):
         raise _binding.CorruptImageError("corrupt image: bad array header (R34)")
     # Only what _describe_array writes (numpy parses much more than that,
     # comma strings included, with its own errors).
-    if not _re.fullmatch(r"[<>|=][biufc][0-9]{1,2}", header[0]):
+    if not re.fullmatch(r"[<>|=][biufc][0-9]{1,2}", header[0]):
         raise _binding.CorruptImageError("corrupt image: bad array dtype %r (R34)"
                                          % (header[0],))
     try:

@@ -19,9 +19,7 @@ process that holds it, the owner included.
 
 import atexit as _atexit
 import os as _os
-import secrets as _secrets
 import sys as _sys
-import tempfile as _tempfile
 import threading as _threading
 import weakref as _weakref
 
@@ -51,7 +49,8 @@ def runtime_dir():
             d = _os.path.join(xdg, "permafrost")
         else:
             uid = _os.getuid() if hasattr(_os, "getuid") else 0
-            d = _os.path.join(_tempfile.gettempdir(), "permafrost-%d" % uid)
+            import tempfile
+            d = _os.path.join(tempfile.gettempdir(), "permafrost-%d" % uid)
     _os.makedirs(d, mode=0o700, exist_ok=True)
     if hasattr(_os, "getuid"):
         st = _os.stat(d)
@@ -179,7 +178,7 @@ def _close_owned():
 def _new_name():
     # "/pf-" + pid (hex, <= 8) + "-" + 16 random hex digits: at most 29
     # characters, within macOS's 31.
-    return "/pf-%x-%s" % (_os.getpid() & 0xFFFFFFFF, _secrets.token_hex(8))
+    return "/pf-%x-%s" % (_os.getpid() & 0xFFFFFFFF, _os.urandom(8).hex())
 
 
 def share_image(obj, options=0):
