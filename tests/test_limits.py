@@ -68,11 +68,12 @@ def test_structures_without_sharing_never_meet_the_budget():
 
 
 def test_set_limits_checks_and_reports():
-    assert pf.set_limits() == {"work_factor": 16, "work_base": 1_000_000}
-    assert pf.set_limits(work_base=5) == {"work_factor": 16, "work_base": 5}
-    assert pf.set_limits(work_factor=3) == {"work_factor": 3, "work_base": 5}
+    cache = 2 << 20
+    assert pf.set_limits() == {"work_factor": 16, "work_base": 1_000_000, "value_cache": cache}
+    assert pf.set_limits(work_base=5) == {"work_factor": 16, "work_base": 5, "value_cache": cache}
+    assert pf.set_limits(work_factor=3) == {"work_factor": 3, "work_base": 5, "value_cache": cache}
     with pytest.raises(ValueError):
         pf.set_limits(work_factor=0)
     with pytest.raises(OverflowError):
         pf.set_limits(work_base=-1)
-    assert pf.set_limits() == {"work_factor": 3, "work_base": 5}
+    assert pf.set_limits() == {"work_factor": 3, "work_base": 5, "value_cache": cache}

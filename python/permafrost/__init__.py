@@ -211,9 +211,10 @@ def cleanup():
     return _shm.cleanup()
 
 
-def set_limits(*, work_factor=None, work_base=None):
-    """Set the work budget of comparisons and reprs of views; returns the
-    limits now in force (call with no argument to read them).
+def set_limits(*, work_factor=None, work_base=None, value_cache=None):
+    """Set the work budget of comparisons and reprs of views, and the size of
+    the value cache; returns the limits now in force (call with no argument
+    to read them).
 
     An image may share a structure any number of times (a list holding the
     same list twice, nested 1000 deep, is a few hundred bytes), so ``==``,
@@ -223,8 +224,15 @@ def set_limits(*, work_factor=None, work_base=None):
     structure without sharing needs) and raises ``LimitError`` beyond.
     ``thaw()`` needs no budget: it copies each shared container once.
     Nesting is bounded by Python's recursion limit (``RecursionError``).
+
+    ``value_cache``: at most this many bytes (about) of the ints, floats,
+    short strs and small tuples that dict lookups return are kept per
+    process, so that a key looked up again returns the same object without
+    decoding it (default 2 MiB, plus a table of 768 KiB made on the first
+    lookup; 0 turns the cache off and frees it). Images whose lookups rarely
+    repeat go without it. See docs/DECISIONS.md, "The value cache".
     """
-    return _binding._limits(work_factor, work_base)
+    return _binding._limits(work_factor, work_base, value_cache)
 
 
 def loads(buffer, *, classes=None, trust=False, allow_pickle=False):

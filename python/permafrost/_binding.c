@@ -109,6 +109,9 @@ typedef struct {
     PyObject *empty_tuple;
     uint64_t work_factor;    /* work budget: items per image byte ... */
     uint64_t work_base;      /* ... plus this many (set_limits) */
+    struct val_slot *vcache; /* the value cache (value_cached), or NULL */
+    size_t vcache_bytes;     /* what its objects take, about ... */
+    size_t vcache_budget;    /* ... at most this (set_limits; 0: no cache) */
 } pf_state;
 
 /* ------------------------------------------------------------ objects */
@@ -154,6 +157,9 @@ typedef struct {
     PyObject *shape_res[16]; /* borrowed from `shapes` (never shrinks) */
     uint64_t args_of[64]; /* objects whose arguments are being read */
     unsigned nargs_of;
+    /* the value cache's use by this image (value_cached): */
+    uint32_t vc_looks, vc_hits; /* in the current window */
+    uint32_t vc_skip;           /* windows left to go without the cache */
 } ImageObject;
 
 /* One slot of an image's instance table: the instance decoded from the
@@ -707,12 +713,14 @@ decode_fast(ImageObject *im, uint64_t pos, uint64_t *next, int *done)
 }
 
 /* A value looked up in a dict: decode_fast, and a short tuple of such
- * values (R26) built here; anything else through decode(). */
+ * values (R26) built here; anything else through decode(). *fast says
+ * which: 1 for the first two (immutable values of known sizes). */
 static PyObject *
-decode_value(ImageObject *im, uint64_t pos)
+decode_value(ImageObject *im, uint64_t pos, int *fast)
 {
     int done;
     PyObject *r = decode_fast(im, pos, NULL, &done);
+    *fast = done;
     if (done)
         return r;
     if (pos >= im->dstart && pos < im->dend) {
@@ -734,12 +742,164 @@ decode_value(ImageObject *im, uint64_t pos)
                 }
                 PyTuple_SET_ITEM(tup, i, item);
             }
-            if (i == n)
+            if (i == n) {
+                *fast = 1;
                 return tup;
+            }
             Py_DECREF(tup); /* an item needs the general path */
         }
     }
     return decode(im, pos);
+}
+
+/* ---- the value cache
+ *
+ * The values that dict lookups decode on their fast paths (int, float,
+ * short ASCII str, a short tuple of those) are kept in one cache per
+ * process, of sets of two slots, on (image, offset): a key looked up again
+ * gets the same object back, as from a dict, without decoding it. Bounded
+ * whatever the lookups: VCACHE_SETS x 2 slots (768 KiB, allocated on the
+ * first lookup) and objects of at most st->vcache_budget bytes
+ * (set_limits(value_cache=); 2 MiB by default, 0 turns it off); an
+ * image's entries go when its mapping does. docs/DECISIONS.md, "The value
+ * cache". */
+
+#define VCACHE_BITS 14
+#define VCACHE_SETS (1u << VCACHE_BITS)
+#define VCACHE_BUDGET ((size_t)2 << 20) /* the default */
+
+struct val_slot {
+    const ImageObject *im; /* NULL: empty */
+    uint64_t pos;
+    PyObject *obj;
+};
+
+/* About what `o` (a result of decode_value's fast paths) takes: the
+ * object and, for a tuple, its items; 0 for None, True and False. */
+static size_t
+value_cost(PyObject *o)
+{
+    PyTypeObject *t = Py_TYPE(o);
+    if (t == &PyLong_Type)
+        return 32;
+    if (t == &PyFloat_Type)
+        return sizeof(PyFloatObject);
+    if (t == &PyUnicode_Type)
+        return sizeof(PyASCIIObject) + (size_t)PyUnicode_GET_LENGTH(o) + 1;
+    if (t == &PyTuple_Type) {
+        size_t c = 16 + sizeof(PyTupleObject) +
+                   sizeof(PyObject *) * (size_t)PyTuple_GET_SIZE(o);
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(o); i++)
+            c += value_cost(PyTuple_GET_ITEM(o, i));
+        return c;
+    }
+    return 0;
+}
+
+static inline struct val_slot *
+vcache_set(pf_state *st, const ImageObject *im, uint64_t pos)
+{
+    const uint64_t h = (pos ^ ((uint64_t)(uintptr_t)im >> 4)) *
+                       0x9E3779B97F4A7C15ull;
+    return &st->vcache[2 * (h >> (64 - VCACHE_BITS))];
+}
+
+/* Drops every entry (im NULL) or those of one image. */
+static void
+vcache_drop(pf_state *st, const ImageObject *im)
+{
+    struct val_slot *c = st->vcache;
+    if (!c)
+        return;
+    for (size_t i = 0; i < 2 * (size_t)VCACHE_SETS; i++) {
+        if (c[i].im && (!im || c[i].im == im)) {
+            PyObject *o = c[i].obj;
+            st->vcache_bytes -= value_cost(o);
+            c[i].im = NULL;
+            c[i].obj = NULL;
+            Py_DECREF(o);
+        }
+    }
+    if (!im) {
+        st->vcache = NULL;
+        st->vcache_bytes = 0;
+        PyMem_Free(c);
+    }
+}
+
+/* The value at pos of a dict record, from the cache or decoded (and kept
+ * there when it is of a kind the cache holds and the budget allows).
+ *
+ * Replacement is a clock of two hands: a hit marks its slot used; a miss
+ * takes an empty or unused slot of its set, and when both were used since,
+ * clears their marks and keeps them. A value met once does not push out
+ * one met often, and a cycle over more keys than the cache holds keeps
+ * hitting on those it holds, where least-recently-used would miss them
+ * all.
+ *
+ * An image whose lookups rarely hit (random keys over a table much bigger
+ * than the cache) goes without it: a miss costs the set's cache line and,
+ * when it replaces a value, freeing an object long out of the CPU caches.
+ * Lookups are counted in windows of VC_WINDOW; after a window with fewer
+ * than 1 hit in VC_MIN_RATE, the next VC_SKIP windows decode directly,
+ * then the cache is tried again. */
+#define VC_USED ((uint64_t)1 << 63) /* in val_slot.pos: offsets are < 2^63 */
+#define VC_WINDOW 4096u
+#define VC_MIN_RATE 16u
+#define VC_SKIP 31u
+
+static PyObject *
+value_cached(ImageObject *im, uint64_t pos)
+{
+    pf_state *st = im->st;
+    struct val_slot *set;
+    int fast;
+    if (++im->vc_looks == VC_WINDOW) {
+        if (im->vc_skip)
+            im->vc_skip--;
+        else if (im->vc_hits < VC_WINDOW / VC_MIN_RATE)
+            im->vc_skip = VC_SKIP;
+        im->vc_looks = im->vc_hits = 0;
+    }
+    if (im->vc_skip)
+        return decode_value(im, pos, &fast);
+    if (PF_LIKELY(st->vcache != NULL)) {
+        set = vcache_set(st, im, pos);
+        for (int w = 0; w < 2; w++) {
+            if (set[w].im == im && (set[w].pos & ~VC_USED) == pos) {
+                set[w].pos |= VC_USED;
+                im->vc_hits++;
+                return Py_NewRef(set[w].obj);
+            }
+        }
+    } else if (st->vcache_budget) {
+        st->vcache = PyMem_Calloc(2 * (size_t)VCACHE_SETS, sizeof(struct val_slot));
+    }
+    PyObject *r = decode_value(im, pos, &fast);
+    /* the set found again: making a tuple may run the cyclic GC, and a
+     * finalizer may have emptied or freed the cache */
+    if (!r || !fast || !st->vcache)
+        return r;
+    set = vcache_set(st, im, pos);
+    struct val_slot *v = !set[0].im ? &set[0] : !set[1].im ? &set[1]
+                       : !(set[1].pos & VC_USED) ? &set[1]
+                       : !(set[0].pos & VC_USED) ? &set[0] : NULL;
+    if (!v) {
+        set[0].pos &= ~VC_USED;
+        set[1].pos &= ~VC_USED;
+        return r;
+    }
+    const size_t add = value_cost(r);
+    const size_t out = v->im ? value_cost(v->obj) : 0;
+    if (add == 0 || pos >= VC_USED || st->vcache_bytes - out + add > st->vcache_budget)
+        return r;
+    PyObject *old = v->obj;
+    v->im = im;
+    v->pos = pos | VC_USED;
+    v->obj = Py_NewRef(r);
+    st->vcache_bytes = st->vcache_bytes - out + add;
+    Py_XDECREF(old);
+    return r;
 }
 
 static PyObject *
@@ -1902,6 +2062,7 @@ image_alloc(pf_state *st, PyObject *module)
     im->ocap = im->oused = 0;
     im->in_shape = 0;
     im->nargs_of = 0;
+    im->vc_looks = im->vc_hits = im->vc_skip = 0;
     memset(im->shape_res, 0, sizeof im->shape_res);
     PyObject_GC_Track(im);
     return im;
@@ -1947,6 +2108,7 @@ ocache_clear(ImageObject *im)
 static void
 image_release(ImageObject *im)
 {
+    vcache_drop(im->st, im);
     sref_cache_clear(im);
     ocache_clear(im);
     Py_CLEAR(im->shapes);
@@ -2923,7 +3085,7 @@ Dict_subscript(ViewObject *vw, PyObject *key)
         PyErr_SetObject(PyExc_KeyError, key);
         return NULL;
     }
-    return decode_value(vw->image, vp);
+    return value_cached(vw->image, vp);
 }
 
 static int
@@ -2943,7 +3105,7 @@ Dict_get(ViewObject *vw, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     if (r == 0)
         return Py_NewRef(nargs == 2 ? args[1] : Py_None);
-    return decode_value(vw->image, vp);
+    return value_cached(vw->image, vp);
 }
 
 static PyObject *
@@ -6676,16 +6838,18 @@ mod_set_view_classes(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* _limits(work_factor, work_base): sets the work budget (None keeps a
- * value); returns the values now in force. */
+/* _limits(work_factor, work_base, value_cache): sets the work budget and
+ * the value cache's (None keeps a value); returns the values now in force.
+ * A smaller value cache budget empties the cache. */
 static PyObject *
 mod_limits(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     pf_state *st = PyModule_GetState(module);
-    if (nargs != 2)
-        return PyErr_Format(PyExc_TypeError, "_limits(work_factor, work_base)");
-    uint64_t v[2] = {st->work_factor, st->work_base};
-    for (int i = 0; i < 2; i++) {
+    if (nargs != 3)
+        return PyErr_Format(PyExc_TypeError,
+                            "_limits(work_factor, work_base, value_cache)");
+    uint64_t v[3] = {st->work_factor, st->work_base, st->vcache_budget};
+    for (int i = 0; i < 3; i++) {
         if (args[i] == Py_None)
             continue;
         unsigned long long x = PyLong_AsUnsignedLongLong(args[i]);
@@ -6693,12 +6857,31 @@ mod_limits(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         if (i == 0 && (x == 0 || x > 1000000000ull))
             return PyErr_Format(PyExc_ValueError, "work_factor must be 1 to 10**9");
+        if (i == 2 && x > ((unsigned long long)1 << 40))
+            return PyErr_Format(PyExc_ValueError, "value_cache must be 0 to 2**40 bytes");
         v[i] = x;
     }
     st->work_factor = v[0];
     st->work_base = v[1];
-    return Py_BuildValue("{sKsK}", "work_factor", (unsigned long long)v[0],
-                         "work_base", (unsigned long long)v[1]);
+    if (v[2] < st->vcache_budget)
+        vcache_drop(st, NULL);
+    st->vcache_budget = (size_t)v[2];
+    return Py_BuildValue("{sKsKsK}", "work_factor", (unsigned long long)v[0],
+                         "work_base", (unsigned long long)v[1],
+                         "value_cache", (unsigned long long)v[2]);
+}
+
+/* _value_cache_info() -> (bytes, entries): what the value cache holds. */
+static PyObject *
+mod_value_cache_info(PyObject *module, PyObject *unused)
+{
+    (void)unused;
+    pf_state *st = PyModule_GetState(module);
+    Py_ssize_t n = 0;
+    if (st->vcache)
+        for (size_t i = 0; i < 2 * (size_t)VCACHE_SETS; i++)
+            n += st->vcache[i].im != NULL;
+    return Py_BuildValue("(nn)", (Py_ssize_t)st->vcache_bytes, n);
 }
 
 static PyMethodDef module_methods[] = {
@@ -6717,6 +6900,7 @@ static PyMethodDef module_methods[] = {
     {"_set_shm_hook", (PyCFunction)mod_set_shm_hook, METH_O, NULL},
     {"_view_at", (PyCFunction)(void (*)(void))mod_view_at, METH_FASTCALL, NULL},
     {"_set_view_classes", (PyCFunction)mod_set_view_classes, METH_VARARGS, NULL},
+    {"_value_cache_info", (PyCFunction)mod_value_cache_info, METH_NOARGS, NULL},
     {"_set_object_hooks", (PyCFunction)mod_set_object_hooks, METH_VARARGS, NULL},
     {"_set_trust", (PyCFunction)(void (*)(void))mod_set_trust, METH_FASTCALL, NULL},
     {"_from_buffer", (PyCFunction)(void (*)(void))mod_from_buffer, METH_FASTCALL, NULL},
@@ -6810,6 +6994,7 @@ module_exec(PyObject *module)
 
     st->work_factor = 16;
     st->work_base = 1000000;
+    st->vcache_budget = VCACHE_BUDGET;
     st->registry = PyDict_New();
     if (!st->registry)
         return -1;
@@ -6905,6 +7090,7 @@ module_clear(PyObject *module)
 #define CLEAR(f) Py_CLEAR(st->f);
     STATE_OBJECTS(CLEAR)
 #undef CLEAR
+    vcache_drop(st, NULL);
     return 0;
 }
 
