@@ -108,7 +108,7 @@ def test_the_budget_bounds_the_cache():
 
 def test_a_scan_of_a_big_table_does_not_fill_the_cache():
     """Lookups that never repeat stop using the cache after a window of
-    4096 (and try it again every 32 windows): a pass over 200,000 keys
+    4096 (and try it again after 127 more): a pass over 200,000 keys
     leaves a few windows' worth of entries, not a full cache."""
     table = dict.fromkeys(("k%d" % i for i in range(200_000)), 10**9)
     table.update((k, i + 10**9) for i, k in enumerate(table))

@@ -846,7 +846,7 @@ vcache_drop(pf_state *st, const ImageObject *im)
 #define VC_USED ((uint64_t)1 << 63) /* in val_slot.pos: offsets are < 2^63 */
 #define VC_WINDOW 4096u
 #define VC_MIN_RATE 16u
-#define VC_SKIP 31u
+#define VC_SKIP 127u
 
 static PyObject *
 value_cached(ImageObject *im, uint64_t pos)
