@@ -802,89 +802,6 @@ static int found_at(const pf_range *r, const pf_val *c, uint64_t kp,
     return 1;
 }
 
-/* The probe loop for slots of W bytes (R22, R23). Inlined with W a
- * constant, so a probe is one load of the right width: a hit touches the
- * slot's cache line and then the key; the tag, the hash bits that do not
- * fit beside rec_off, rejects almost every other occupied slot without
- * touching its key. */
-PF_INLINE int probe_slots(const pf_image *img, const pf_val *c, uint64_t hash,
-                          const int W, pf_match_fn match, void *ctx,
-                          uint64_t *key_pos, uint64_t *val_pos, pf_error *err)
-{
-    const uint64_t body = c->u.c.body, bl = c->u.c.body_len;
-    const uint64_t nslots = c->u.c.nslots;
-    const unsigned ibits = pf_bitlen64(bl);
-    const unsigned wbits = 8u * (unsigned)W;
-    if (PF_UNLIKELY(ibits >= wbits))
-        return PF_CORRUPT(err, "slot width leaves no tag bits", c->pos);
-    const unsigned tagbits = wbits - ibits;
-    const uint64_t tag = tagbits >= 64 ? hash : hash & ((1ull << tagbits) - 1);
-    const uint64_t imask = (1ull << ibits) - 1; /* ibits <= 63 here */
-    const uint8_t *table = img->r.base + c->u.c.table;
-    uint64_t i = pf_mulhi(hash, nslots);
-    for (uint64_t probes = 0; probes < nslots; probes++) {       /* R23 */
-        const uint8_t *sp = table + i * (uint64_t)W;
-        const uint64_t slot = W == 2 ? pf_ld16(sp) : W == 4 ? pf_ld32(sp)
-                                                            : pf_ld64(sp);
-        if (slot == 0)
-            return 0;
-        if ((slot >> ibits) == tag) {
-            const uint64_t ro = slot & imask;
-            if (PF_UNLIKELY(ro == 0 || ro - 1 >= bl))              /* R24 */
-                return PF_CORRUPT(err, "slot record offset outside the body",
-                                  c->u.c.table + i * (uint64_t)W);
-            const uint64_t kp = body + ro - 1;
-            uint64_t key_end = 0;
-            const int m = match(ctx, img, kp, &key_end);
-            if (m < 0)
-                return m;
-            if (m)
-                return found_at(&img->r, c, kp, key_end, key_pos, val_pos,
-                                err);
-        }
-        if (++i == nslots)
-            i = 0;
-    }
-    return 0;
-}
-
-int pf_find(const pf_image *img, const pf_val *c, uint64_t hash,
-            pf_match_fn match, void *ctx, uint64_t *key_pos,
-            uint64_t *val_pos, pf_error *err)
-{
-    if (!c || !is_map(c->type))
-        return pf_fail(err, PF_ETYPE, "not a dict, set or frozenset", 0);
-    switch (c->u.c.nslots ? c->u.c.width : 0) {
-    case 4:
-        return probe_slots(img, c, hash, 4, match, ctx, key_pos, val_pos, err);
-    case 8:
-        return probe_slots(img, c, hash, 8, match, ctx, key_pos, val_pos, err);
-    case 2:
-        return probe_slots(img, c, hash, 2, match, ctx, key_pos, val_pos, err);
-    case 0:
-        break;
-    default:
-        return pf_fail(err, PF_EINVAL, "container not decoded by pf_read", 0);
-    }
-    /* A small container without a slot table: scan the records (R22).
-     * record_next already found where each value starts. */
-    const pf_range *r = &img->r;
-    uint64_t cursor = 0, kp = 0, vp = 0, key_end;
-    int rc;
-    while ((rc = record_next(r, c, &cursor, &kp, &vp, err)) == 1) {
-        key_end = 0;
-        int m = match(ctx, img, kp, &key_end);
-        if (m < 0)
-            return m;
-        if (m) {
-            *key_pos = kp;
-            *val_pos = vp;
-            return 1;
-        }
-    }
-    return rc;
-}
-
 /* The stored key at kp against a str key of n code units of `width` bytes:
  * 1 equal (*key_end set), 0 not, 2 a keyed value (R35) that only the
  * caller can compare, < 0 on error. kp lies inside the body. */
@@ -930,25 +847,40 @@ PF_INLINE int str_key_eq(const pf_range *r, uint64_t kp, const uint8_t *key,
     return 1;
 }
 
-/* A candidate of pf_find_str: str_key_eq, and `match` for a keyed one. */
-PF_INLINE int str_candidate(const pf_image *img, uint64_t kp,
-                            const uint8_t *key, size_t n, int width,
-                            pf_match_fn match, void *ctx, uint64_t *key_end,
-                            pf_error *err)
+/* A str key given by its code units (pf_find_str). */
+typedef struct str_key {
+    const uint8_t *units;
+    size_t n;
+    int width;
+} str_key;
+
+/* Is the stored key at kp the key sought? pf_find asks `match`;
+ * pf_find_str (sk set) compares a str in place and asks `match` (if any)
+ * only about a keyed value. 1 yes (*key_end may be set), 0 no, < 0 error. */
+PF_INLINE int candidate(const pf_image *img, uint64_t kp, const str_key *sk,
+                        pf_match_fn match, void *ctx, uint64_t *key_end,
+                        pf_error *err)
 {
-    int m = str_key_eq(&img->r, kp, key, n, width, key_end, err);
+    *key_end = 0;
+    if (!sk)
+        return match(ctx, img, kp, key_end);
+    const int m = str_key_eq(&img->r, kp, sk->units, sk->n, sk->width,
+                             key_end, err);
     if (PF_LIKELY(m != 2))
         return m;
     *key_end = 0;
     return match ? match(ctx, img, kp, key_end) : 0;
 }
 
-/* pf_find's probe loop with the str comparison in place of the match
- * function's call: the same checks (R22-R24), in the same order. */
-PF_INLINE int probe_str(const pf_image *img, const pf_val *c, uint64_t hash,
-                        const int W, const uint8_t *key, size_t n, int width,
-                        pf_match_fn match, void *ctx, uint64_t *key_pos,
-                        uint64_t *val_pos, pf_error *err)
+/* The probe loop for slots of W bytes (R22, R23). Inlined with W and sk
+ * constants, so a probe is one load of the right width: a hit touches the
+ * slot's cache line and then the key; the tag, the hash bits that do not
+ * fit beside rec_off, rejects almost every other occupied slot without
+ * touching its key. */
+PF_INLINE int probe_slots(const pf_image *img, const pf_val *c, uint64_t hash,
+                          const int W, const str_key *sk, pf_match_fn match,
+                          void *ctx, uint64_t *key_pos, uint64_t *val_pos,
+                          pf_error *err)
 {
     const uint64_t body = c->u.c.body, bl = c->u.c.body_len;
     const uint64_t nslots = c->u.c.nslots;
@@ -958,7 +890,7 @@ PF_INLINE int probe_str(const pf_image *img, const pf_val *c, uint64_t hash,
         return PF_CORRUPT(err, "slot width leaves no tag bits", c->pos);
     const unsigned tagbits = wbits - ibits;
     const uint64_t tag = tagbits >= 64 ? hash : hash & ((1ull << tagbits) - 1);
-    const uint64_t imask = (1ull << ibits) - 1;
+    const uint64_t imask = (1ull << ibits) - 1; /* ibits <= 63 here */
     const uint8_t *table = img->r.base + c->u.c.table;
     uint64_t i = pf_mulhi(hash, nslots);
     for (uint64_t probes = 0; probes < nslots; probes++) {       /* R23 */
@@ -973,9 +905,8 @@ PF_INLINE int probe_str(const pf_image *img, const pf_val *c, uint64_t hash,
                 return PF_CORRUPT(err, "slot record offset outside the body",
                                   c->u.c.table + i * (uint64_t)W);
             const uint64_t kp = body + ro - 1;
-            uint64_t key_end = 0;
-            const int m = str_candidate(img, kp, key, n, width, match, ctx,
-                                        &key_end, err);
+            uint64_t key_end;
+            const int m = candidate(img, kp, sk, match, ctx, &key_end, err);
             if (m < 0)
                 return m;
             if (m)
@@ -988,26 +919,23 @@ PF_INLINE int probe_str(const pf_image *img, const pf_val *c, uint64_t hash,
     return 0;
 }
 
-int pf_find_str(const pf_image *img, const pf_val *c, const void *units,
-                size_t n, int width, pf_match_fn match, void *ctx,
-                uint64_t *key_pos, uint64_t *val_pos, pf_error *err)
+/* pf_find and pf_find_str: the slots of a slotted container, else a scan
+ * of its records (R22: at most 8), where record_next already found where
+ * each value starts. */
+PF_INLINE int find_key(const pf_image *img, const pf_val *c, uint64_t hash,
+                       const str_key *sk, pf_match_fn match, void *ctx,
+                       uint64_t *key_pos, uint64_t *val_pos, pf_error *err)
 {
-    if (!c || !is_map(c->type))
-        return pf_fail(err, PF_ETYPE, "not a dict, set or frozenset", 0);
-    if ((width != 1 && width != 2 && width != 4) || (!units && n))
-        return pf_fail(err, PF_EINVAL, "bad str key", 0);
-    const uint8_t *key = (const uint8_t *)units;
-    const uint64_t hash = pf_hash_str(img->r.seed, key, n, width);
     switch (c->u.c.nslots ? c->u.c.width : 0) {
     case 4:
-        return probe_str(img, c, hash, 4, key, n, width, match, ctx, key_pos,
-                         val_pos, err);
+        return probe_slots(img, c, hash, 4, sk, match, ctx, key_pos, val_pos,
+                           err);
     case 8:
-        return probe_str(img, c, hash, 8, key, n, width, match, ctx, key_pos,
-                         val_pos, err);
+        return probe_slots(img, c, hash, 8, sk, match, ctx, key_pos, val_pos,
+                           err);
     case 2:
-        return probe_str(img, c, hash, 2, key, n, width, match, ctx, key_pos,
-                         val_pos, err);
+        return probe_slots(img, c, hash, 2, sk, match, ctx, key_pos, val_pos,
+                           err);
     case 0:
         break;
     default:
@@ -1017,8 +945,7 @@ int pf_find_str(const pf_image *img, const pf_val *c, const void *units,
     uint64_t cursor = 0, kp = 0, vp = 0, key_end;
     int rc;
     while ((rc = record_next(r, c, &cursor, &kp, &vp, err)) == 1) {
-        const int m = str_candidate(img, kp, key, n, width, match, ctx,
-                                    &key_end, err);
+        const int m = candidate(img, kp, sk, match, ctx, &key_end, err);
         if (m < 0)
             return m;
         if (m) {
@@ -1028,6 +955,30 @@ int pf_find_str(const pf_image *img, const pf_val *c, const void *units,
         }
     }
     return rc;
+}
+
+int pf_find(const pf_image *img, const pf_val *c, uint64_t hash,
+            pf_match_fn match, void *ctx, uint64_t *key_pos,
+            uint64_t *val_pos, pf_error *err)
+{
+    if (!c || !is_map(c->type))
+        return pf_fail(err, PF_ETYPE, "not a dict, set or frozenset", 0);
+    if (!match)
+        return pf_fail(err, PF_EINVAL, "no match function", 0);
+    return find_key(img, c, hash, NULL, match, ctx, key_pos, val_pos, err);
+}
+
+int pf_find_str(const pf_image *img, const pf_val *c, const void *units,
+                size_t n, int width, pf_match_fn match, void *ctx,
+                uint64_t *key_pos, uint64_t *val_pos, pf_error *err)
+{
+    if (!c || !is_map(c->type))
+        return pf_fail(err, PF_ETYPE, "not a dict, set or frozenset", 0);
+    if ((width != 1 && width != 2 && width != 4) || (!units && n))
+        return pf_fail(err, PF_EINVAL, "bad str key", 0);
+    const str_key sk = {(const uint8_t *)units, n, width};
+    const uint64_t hash = pf_hash_str(img->r.seed, units, n, width);
+    return find_key(img, c, hash, &sk, match, ctx, key_pos, val_pos, err);
 }
 
 /* ------------------------------------------------------------------ order */
