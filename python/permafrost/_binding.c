@@ -1855,46 +1855,14 @@ typedef struct {
 
 static int key_equal(match_ctx *mc, const pf_val *vp, uint64_t key_pos);
 
-/* a[0..n) == b[0..n) for the short keys of key_match: 8..16 bytes (the
- * common identifier length) as two overlapping 8-byte loads each, which
- * read nothing past n; other lengths through memcmp. */
-static inline int
-short_equal(const void *a, const void *b, size_t n)
-{
-    if (n >= 8 && n <= 16) {
-        uint64_t a0, a1, b0, b1;
-        memcpy(&a0, a, 8);
-        memcpy(&b0, b, 8);
-        memcpy(&a1, (const char *)a + n - 8, 8);
-        memcpy(&b1, (const char *)b + n - 8, 8);
-        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
-    }
-    return memcmp(a, b, n) == 0;
-}
-
+/* The match of view_lookup: pf_find's for a key that is not an exact str,
+ * pf_find_str's for a keyed candidate (R35; a str key's other candidates
+ * are compared in the core). The stored key is decoded and compared by
+ * key_equal. */
 static int
 key_match(void *ctxp, const pf_image *img, uint64_t key_pos, uint64_t *key_end)
 {
     match_ctx *mc = (match_ctx *)ctxp;
-    PyObject *key = mc->key;
-    ImageObject *im = mc->im;
-    /* The common case, a short ASCII str key stored inline (R15): compare
-     * in place. pf_find checked key_pos lies inside the body. */
-    if (PyUnicode_CheckExact(key) && key_pos < im->dend) {
-        unsigned t = im->base[key_pos];
-        if (t >= 0x80) {
-            uint64_t n = t - 0x80;
-            if (PyUnicode_KIND(key) != PyUnicode_1BYTE_KIND ||
-                (uint64_t)PyUnicode_GET_LENGTH(key) != n)
-                return 0;
-            if (n > im->dend - key_pos - 1)
-                return 0; /* runs past DATA: not this key (pf_read reports it) */
-            if (!short_equal(im->base + key_pos + 1, PyUnicode_DATA(key), (size_t)n))
-                return 0;
-            *key_end = key_pos + 1 + n;
-            return 1;
-        }
-    }
     pf_val v;
     pf_error err;
     int rc = pf_read(img, key_pos, &v, &err);
