@@ -132,3 +132,30 @@ def test_lookups_across_images_answer_as_the_dicts(tables, picks):
         assert views[i].get(k, "absent") == tables[i].get(k, "absent")
         if k in tables[i]:
             assert views[i][k] == tables[i][k]
+
+
+def test_lookups_answer_as_the_dict_once_the_cache_gave_up():
+    """After a window without hits, lookups decode on dict_value's own
+    inlined path: every kind of value (the quick ones and those that fall
+    back to the general decode) must still answer as the dict does."""
+    kinds = [0, 1, -1, 127, -129, 2**31, -(2**40), 2**63 - 1, -(2**63), 2**64, -(2**100),
+             1.5, 0.1, -2.75, 1e300, float("inf"), 123456.789,
+             "", "w", "word", "word", "word", "x" * 40, "x" * 300, "\u20ac", "a\udc80",
+             None, True, False, b"bytes",
+             (1, 2.5, "word"), (1, 2.5, "word"), (None, True), ("x" * 300,), (1, [2]),
+             ((1, 2), 3), (), (1, 2, 3, 4, 5, 6, 7), tuple(range(8)),
+             [1, 2], {"a": 1}, {1, 2}, frozenset({3})]
+    table = {"key%06d" % i: kinds[i % len(kinds)] for i in range(20_000)}
+    table["last"] = 5  # an int at the very end of the data, in its last bytes
+    view = pf.loads(pf.dumps(table))
+    for k in table:      # no key repeats: the cache gives up after a window
+        view[k]
+    assert entries() <= 2 * 4096
+    for k, want in table.items():
+        got = view[k]
+        assert type(got) is type(want) or not isinstance(want, (int, float, str, tuple)), k
+        if isinstance(want, float) and want != want:
+            assert got != got
+        else:
+            assert got == want, k
+        assert view.get(k) == want
