@@ -578,8 +578,8 @@ short_ascii_at(ImageObject *im, uint64_t pos, PyObject **out)
 }
 
 /* At most this many slots in an image's SREF string cache (a power of 2):
- * 64 KiB of slots, and the strings themselves, of at most 127 characters. */
-#define SREF_CACHE_MAX 4096u
+ * 128 KiB of slots, and the strings themselves, of at most 127 characters. */
+#define SREF_CACHE_MAX 8192u
 
 /* The str that VALUES index z (checked: z < vcount) points at, when it is a
  * short ASCII str: from the image's cache, else decoded and cached. A
