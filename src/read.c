@@ -777,8 +777,8 @@ int pf_hash_at(const pf_image *img, uint64_t pos, uint64_t *hash, pf_error *err)
  * record follows its key, at key_end when the match knew it, else past the
  * key decoded here; either way inside the body (R20). */
 PF_INLINE int found_at(const pf_range *r, const pf_val *c, uint64_t kp,
-                    uint64_t key_end, uint64_t *key_pos, uint64_t *val_pos,
-                    pf_error *err)
+                       uint64_t key_end, uint64_t *key_pos, uint64_t *val_pos,
+                       pf_error *err)
 {
     uint64_t vp = 0;
     if (c->type == PF_DICT) {
