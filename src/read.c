@@ -824,12 +824,8 @@ PF_INLINE int str_key_eq(const pf_range *r, uint64_t kp, const uint8_t *key,
                 return 0;
             if ((a0 | a1) & 0x8080808080808080ull)
                 return 0;
-        } else {
-            if (n && memcmp(d, key, n) != 0)
-                return 0;
-            for (size_t i = 0; i < n; i++)
-                if (d[i] & 0x80)
-                    return 0;
+        } else if ((n && memcmp(d, key, n) != 0) || !pf_all_ascii(d, n)) {
+            return 0;
         }
         *key_end = kp + 1 + n;
         return 1;

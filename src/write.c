@@ -544,17 +544,6 @@ copy:
     return PF_OK;
 }
 
-static int ascii_bytes(const uint8_t *p, size_t n)
-{
-    uint64_t acc = 0;
-    size_t i = 0;
-    for (; n - i >= 8; i += 8)
-        acc |= pf_ld64(p + i);
-    for (; i < n; i++)
-        acc |= p[i];
-    return (acc & 0x8080808080808080ull) == 0;
-}
-
 int pf_write_str(pf_writer *w, const void *data, size_t nchars, int width,
                  int ascii, pf_error *err)
 {
@@ -568,7 +557,7 @@ int pf_write_str(pf_writer *w, const void *data, size_t nchars, int width,
     uint8_t hdr[11];
     unsigned hlen;
     if (width == 1) {
-        int is_ascii = ascii_bytes(d, nchars);
+        int is_ascii = pf_all_ascii(d, nchars);
         if (ascii && !is_ascii)
             return pf_fail(err, PF_EINVAL, "string said ASCII has a byte "
                            ">= 0x80", 0);
