@@ -745,8 +745,8 @@ tuple_quick(ImageObject *im, uint64_t pos, Py_ssize_t n, PyObject **out)
     return 1;
 }
 
-/* A value looked up in a dict: decode_fast, and a short tuple of such
- * values (R26) built here; anything else through decode(). *fast says
+/* A value looked up in a dict: scalar_quick's values, and a short tuple
+ * of them (R26, tuple_quick); anything else through decode(). *fast says
  * which: 1 for the first two (immutable values of known sizes). */
 PF_ALWAYS_INLINE PyObject *
 decode_value(ImageObject *im, uint64_t pos, int *fast)
